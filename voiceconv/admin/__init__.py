@@ -1,0 +1,1 @@
+"""Admin for voiceconv: agents, tool definitions, and read-only call records."""
