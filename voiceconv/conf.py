@@ -59,6 +59,15 @@ DEFAULTS: dict[str, Any] = {
     # Public origin Twilio reaches us on, e.g. "https://voice.example.com". Empty = derive from
     # the request (honouring X-Forwarded-Proto / X-Forwarded-Host).
     "PUBLIC_URL": "",
+    # Path of the Media Streams websocket route (as mounted in the project's URLRouter).
+    "STREAM_PATH": "/twilio/stream/",
+    # Check X-Twilio-Signature on webhooks and the stream handshake. Turn off only for local
+    # experiments; a system check warns when it is off outside DEBUG.
+    "VALIDATE_TWILIO_SIGNATURE": True,
+    # Require the per-call stream token minted by the webhook in the stream's start message.
+    "REQUIRE_STREAM_TOKEN": True,
+    # Seconds a stream token stays valid after the webhook answered.
+    "STREAM_TOKEN_MAX_AGE": 120,
     # Forward caller key presses to the model as conversation items.
     "FORWARD_DTMF": True,
     # Text of the item sent to the model for a key press; {digit} is replaced.
@@ -70,11 +79,20 @@ DEFAULTS: dict[str, Any] = {
     "CONNECT_TIMEOUT": 10.0,
     # Seconds to wait for the goodbye to be heard before hanging up anyway.
     "HANGUP_GRACE_SECONDS": 10.0,
+    # Seconds a slow tool may run before the agent says its holding line.
+    "TOOL_HOLDING_DELAY": 1.5,
+    # Most calls one server process holds; the webhook answers busy beyond it (0 = no limit).
+    "MAX_CONCURRENT_CALLS": 0,
+    # Spoken (TwiML <Say>) to callers turned away by MAX_CONCURRENT_CALLS.
+    "BUSY_MESSAGE": "All our lines are busy right now. Please call again in a few minutes.",
+    # Spoken when the call cannot go on (OpenAI unreachable or failing).
+    "APOLOGY_MESSAGE": "Sorry, we are having technical difficulties. Please call again later.",
     # --- extension points -----------------------------------------------------------------
     # Callables or dotted paths: fn(text, context) (sync or async); run off the audio path.
     "ON_USER_MESSAGE": None,
     "ON_ASSISTANT_MESSAGE": None,
-    # Factory returning an openai.AsyncOpenAI client (callable or dotted path); None = AsyncOpenAI().
+    # Factory returning an openai.AsyncOpenAI client (callable or dotted path).
+    # None = AsyncOpenAI() from the environment.
     "OPENAI_CLIENT_FACTORY": None,
 }
 

@@ -1,0 +1,811 @@
+"""The sans-I/O call core.
+
+:class:`CallSession` holds the whole protocol of one phone call between Twilio Media Streams
+and the OpenAI Realtime API. It is fed one parsed input at a time (a Twilio message or a
+Realtime event) and returns what to do: JSON text to send to either side and records that
+leave the audio path. It never awaits, reads a clock or touches a database; call time comes
+from Twilio's ``media.timestamp`` (the only clock used for call-time arithmetic).
+
+Two inputs take a fast path with no object per frame: caller audio
+(:meth:`CallSession.twilio_media`) and assistant audio (:meth:`CallSession.realtime_audio_delta`).
+Both pass the base64 string through untouched.
+
+Barge-in follows the mark bookkeeping of ``protocols.md`` B5: every assistant audio chunk sent
+to Twilio is followed by a uniquely numbered ``mark``; an echo proves the audio before it was
+played. On ``input_audio_buffer.speech_started`` while audio is still queued at Twilio, the
+session sends ``clear`` and truncates the item being heard at the milliseconds actually played
+(refined by call time since the last echo, capped by the next mark), mutes in-flight audio of
+the interrupted response, and ignores the echoes that ``clear`` flushes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from voiceconv.events import TranscriptTurn, Usage
+
+# --------------------------------------------------------------------------------------
+# Actions: what the I/O layer must do. Small frozen dataclasses named imperatively.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendToTwilio:
+    text: str
+    type: Literal["send_to_twilio"] = "send_to_twilio"
+
+
+@dataclass(frozen=True, slots=True)
+class SendToRealtime:
+    text: str
+    type: Literal["send_to_realtime"] = "send_to_realtime"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTurn:
+    turn: TranscriptTurn
+    type: Literal["record_turn"] = "record_turn"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordUsage:
+    usage: Usage
+    type: Literal["record_usage"] = "record_usage"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFirstAudio:
+    call_ms: int
+    type: Literal["record_first_audio"] = "record_first_audio"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One ``function_call`` item the model asked for."""
+
+    call_id: str
+    name: str
+    arguments: str
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunTools:
+    calls: tuple[ToolCall, ...]
+    type: Literal["run_tools"] = "run_tools"
+
+
+@dataclass(frozen=True, slots=True)
+class StartRealtime:
+    """The stream has started: open (or use) the Realtime connection."""
+
+    type: Literal["start_realtime"] = "start_realtime"
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    reason: str
+    type: Literal["hang_up"] = "hang_up"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    target: str
+    type: Literal["transfer"] = "transfer"
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """The call is over (the peer ended it); tear down and finalise."""
+
+    reason: str
+    error: str = ""
+    type: Literal["end_call"] = "end_call"
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: Literal["debug", "info", "warning", "error"]
+    message: str
+    type: Literal["log"] = "log"
+
+
+Action = (
+    SendToTwilio
+    | SendToRealtime
+    | RecordTurn
+    | RecordUsage
+    | RecordFirstAudio
+    | RunTools
+    | StartRealtime
+    | HangUp
+    | Transfer
+    | EndCall
+    | Log
+)
+
+#: Realtime error codes that are harmless when they happen (logged at debug).
+BENIGN_ERROR_CODES = frozenset(
+    {
+        "conversation_already_has_active_response",
+        "response_cancel_not_active",
+        "input_audio_buffer_commit_empty",
+    }
+)
+
+
+def b64_decoded_len(b64: str) -> int:
+    """Length in bytes of the data a base64 string encodes, without decoding it."""
+    n = len(b64)
+    if n == 0:
+        return 0
+    pad = 2 if b64.endswith("==") else 1 if b64.endswith("=") else 0
+    return (n * 3) // 4 - pad
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------------------
+# Playback bookkeeping
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AssistantItem:
+    """An assistant audio item and what of it has been sent and played."""
+
+    item_id: str
+    response_id: str
+    #: Bytes of μ-law sent to Twilio (8 bytes = 1 ms).
+    sent: int = 0
+    #: Bytes proven played by mark echoes.
+    acked: int = 0
+    #: Call time (ms) at which ``acked`` last advanced, or playback of this item began.
+    acked_at_ms: int | None = None
+    #: Call time of the first chunk sent.
+    first_sent_ms: int | None = None
+    transcript: str = ""
+    transcript_done: bool = False
+    audio_done: bool = False
+    interrupted: bool = False
+    heard_ms: int | None = None
+    recorded: bool = False
+    latency_ms: int | None = None
+    #: Deltas dropped after an interruption (audio the caller never got).
+    dropped: bool = False
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class _Pending:
+    seq: int
+    item: AssistantItem
+    end: int  # item bytes sent up to this mark
+
+
+@dataclass(slots=True)
+class CallState:
+    """Everything about the call the core keeps. Public for inspection in tests."""
+
+    stream_sid: str = ""
+    call_sid: str = ""
+    account_sid: str = ""
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    started: bool = False
+    ended: bool = False
+    #: Last inbound ``media.timestamp`` (call time, ms).
+    now_ms: int = 0
+    realtime_ready: bool = False
+    response_active: bool = False
+    active_response_id: str | None = None
+    #: A ``response.create`` is owed once the active response is done.
+    response_create_owed: bool = False
+    tools_running: int = 0
+    hangup_reason: str | None = None
+    transfer_target: str | None = None
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_dropped_early: int = 0
+
+
+class CallSession:
+    """The protocol of one call: Twilio messages and Realtime events in, actions out."""
+
+    def __init__(
+        self,
+        *,
+        greeting: str = "",
+        instructions: str = "",
+        forward_dtmf: bool = True,
+        dtmf_template: str = "[The caller pressed the key {digit} on their phone keypad.]",
+        early_audio_frames: int = 250,
+        interrupt_response: bool = True,
+    ) -> None:
+        self.greeting = greeting
+        self.instructions = instructions
+        self.forward_dtmf = forward_dtmf
+        self.dtmf_template = dtmf_template
+        self.interrupt_response = interrupt_response
+        self.state = CallState()
+        # Media fast path: prebuilt message prefixes (set at start).
+        self._media_prefix = ""
+        self._mark_prefix = ""
+        self._early: deque[str] = deque(maxlen=max(1, early_audio_frames))
+        # Input clock (Realtime buffer ms) → call time: call ms of the first forwarded frame.
+        self._input_origin_ms: int | None = None
+        self._input_forwarded_ms = 0
+        # Playback
+        self._seq = 0
+        self._pending: deque[_Pending] = deque()
+        self._items: dict[str, AssistantItem] = {}
+        self._muted_responses: set[str] = set()
+        self._muted_items: set[str] = set()
+        # Turn timing
+        self._speech_start_ms: dict[str, int] = {}
+        self._last_speech_stop_ms: int | None = None
+        self._first_audio_recorded = False
+        # Tool fan-in for the current response
+        self._function_calls: dict[str, ToolCall] = {}
+
+    # ----------------------------------------------------------------- fast paths
+
+    def twilio_media(self, payload: str, timestamp: int) -> str | None:
+        """A caller frame: return the ``input_audio_buffer.append`` text, or None if buffered."""
+        st = self.state
+        st.now_ms = timestamp
+        st.frames_in += 1
+        if st.realtime_ready:
+            if self._input_origin_ms is None:
+                self._input_origin_ms = timestamp
+            return '{"type":"input_audio_buffer.append","audio":"' + payload + '"}'
+        if len(self._early) == self._early.maxlen:
+            st.frames_dropped_early += 1
+        self._early.append(payload)
+        return None
+
+    def realtime_audio_delta(
+        self, item_id: str, response_id: str, delta: str
+    ) -> tuple[str, str] | None:
+        """An assistant audio chunk: return (Twilio media text, Twilio mark text), or None."""
+        if response_id in self._muted_responses or item_id in self._muted_items:
+            item = self._items.get(item_id)
+            if item is not None and not item.dropped:
+                item.dropped = True
+            return None
+        item = self._items.get(item_id)
+        if item is None:
+            item = AssistantItem(item_id=item_id, response_id=response_id)
+            self._items[item_id] = item
+        st = self.state
+        if item.first_sent_ms is None:
+            item.first_sent_ms = st.now_ms
+        if not self._pending:
+            # Playback of this chunk starts now (nothing queued ahead of it).
+            item.acked_at_ms = st.now_ms
+        item.sent += b64_decoded_len(delta)
+        self._seq += 1
+        self._pending.append(_Pending(self._seq, item, item.sent))
+        st.frames_out += 1
+        return (
+            self._media_prefix + delta + '"}}',
+            self._mark_prefix + str(self._seq) + '"}}',
+        )
+
+    # ----------------------------------------------------------------- Twilio side
+
+    def handle_twilio(self, msg: dict[str, Any]) -> list[Action]:
+        """A parsed Twilio message other than ``media`` (which takes :meth:`twilio_media`)."""
+        event = msg.get("event")
+        if event == "media":
+            media = msg.get("media") or {}
+            out = self.twilio_media(str(media.get("payload", "")), int(media.get("timestamp", 0)))
+            return [SendToRealtime(out)] if out else []
+        handler = getattr(self, f"handle_twilio_{event}", None) if isinstance(event, str) else None
+        if handler is None:
+            return [Log("warning", f"unknown Twilio event {event!r} ignored")]
+        result: list[Action] = handler(msg)
+        return result
+
+    def handle_twilio_connected(self, msg: dict[str, Any]) -> list[Action]:
+        return []
+
+    def handle_twilio_start(self, msg: dict[str, Any]) -> list[Action]:
+        st = self.state
+        if st.started:
+            return [Log("warning", "second start message ignored")]
+        start = msg.get("start") or {}
+        sid = str(msg.get("streamSid") or start.get("streamSid") or "")
+        st.stream_sid = sid
+        st.call_sid = str(start.get("callSid") or "")
+        st.account_sid = str(start.get("accountSid") or "")
+        params = start.get("customParameters") or {}
+        st.custom_parameters = {str(k): str(v) for k, v in params.items()} if isinstance(
+            params, dict
+        ) else {}
+        st.started = True
+        sid_json = json.dumps(sid)
+        self._media_prefix = '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"'
+        self._mark_prefix = '{"event":"mark","streamSid":' + sid_json + ',"mark":{"name":"'
+        return [StartRealtime()]
+
+    def handle_twilio_mark(self, msg: dict[str, Any]) -> list[Action]:
+        name = (msg.get("mark") or {}).get("name")
+        try:
+            seq = int(name)
+        except (TypeError, ValueError):
+            return [Log("debug", f"unrecognised mark {name!r} ignored")]
+        return self.mark_echo(seq)
+
+    def mark_echo(self, seq: int) -> list[Action]:
+        """Twilio echoed mark ``seq``: the audio before it has played."""
+        pending = self._pending
+        if not pending or seq < pending[0].seq:
+            return []  # an echo flushed by clear, or a duplicate
+        now = self.state.now_ms
+        done_items: list[AssistantItem] = []
+        while pending and pending[0].seq <= seq:
+            p = pending.popleft()
+            item = p.item
+            item.acked = p.end
+            item.acked_at_ms = now
+            if not pending or pending[0].item is not item:
+                done_items.append(item)
+        if pending:
+            nxt = pending[0].item
+            if nxt.acked == 0:
+                nxt.acked_at_ms = now
+        actions: list[Action] = []
+        for item in done_items:
+            actions.extend(self._maybe_record_item(item))
+        actions.extend(self._maybe_hang_up())
+        return actions
+
+    def handle_twilio_dtmf(self, msg: dict[str, Any]) -> list[Action]:
+        digit = str((msg.get("dtmf") or {}).get("digit", ""))[:8]
+        actions: list[Action] = [
+            RecordTurn(TranscriptTurn(role="dtmf", text=digit, offset_ms=self.state.now_ms))
+        ]
+        if self.forward_dtmf and digit and self.state.realtime_ready:
+            text = self.dtmf_template.format(digit=digit)
+            actions.append(SendToRealtime(dumps(user_text_item(text))))
+            actions.extend(self._request_response())
+        return actions
+
+    def handle_twilio_stop(self, msg: dict[str, Any]) -> list[Action]:
+        return [EndCall("caller_hung_up")]
+
+    # ----------------------------------------------------------------- Realtime side
+
+    def handle_realtime(self, event: dict[str, Any]) -> list[Action]:
+        """A parsed Realtime server event other than ``response.output_audio.delta``."""
+        etype = event.get("type")
+        if etype == "response.output_audio.delta":
+            out = self.realtime_audio_delta(
+                str(event.get("item_id", "")),
+                str(event.get("response_id", "")),
+                str(event.get("delta", "")),
+            )
+            return self._delta_actions(out)
+        if not isinstance(etype, str):
+            return [Log("warning", "Realtime event without a type ignored")]
+        handler = getattr(self, "handle_" + etype.replace(".", "_"), None)
+        if handler is None:
+            return []
+        result: list[Action] = handler(event)
+        return result
+
+    def _delta_actions(self, out: tuple[str, str] | None) -> list[Action]:
+        if out is None:
+            return []
+        actions: list[Action] = [SendToTwilio(out[0]), SendToTwilio(out[1])]
+        actions.extend(self.after_delta())
+        return actions
+
+    def after_delta(self) -> list[Action]:
+        """Bookkeeping after the first delta of a turn (latency, first audio)."""
+        if self._first_audio_recorded and self._last_speech_stop_ms is None:
+            return []
+        actions: list[Action] = []
+        if not self._first_audio_recorded:
+            self._first_audio_recorded = True
+            actions.append(RecordFirstAudio(self.state.now_ms))
+        if self._last_speech_stop_ms is not None:
+            latency = max(0, self.state.now_ms - self._last_speech_stop_ms)
+            self._last_speech_stop_ms = None
+            # Attribute it to the item just sent.
+            if self._pending:
+                self._pending[-1].item.latency_ms = latency
+        return actions
+
+    def realtime_connected(self) -> list[Action]:
+        """The Realtime socket is open and ``session.update`` has been sent."""
+        return []
+
+    def handle_session_updated(self, event: dict[str, Any]) -> list[Action]:
+        st = self.state
+        if st.realtime_ready:
+            return []
+        st.realtime_ready = True
+        actions: list[Action] = []
+        if self._early:
+            self._input_origin_ms = st.now_ms - 20 * (len(self._early) - 1)
+        for payload in self._early:
+            actions.append(
+                SendToRealtime('{"type":"input_audio_buffer.append","audio":"' + payload + '"}')
+            )
+        self._early.clear()
+        if self.greeting:
+            instructions = self.greeting
+            if self.instructions:
+                instructions = self.instructions + "\n\n" + self.greeting
+            actions.append(
+                SendToRealtime(
+                    dumps({"type": "response.create", "response": {"instructions": instructions}})
+                )
+            )
+            st.response_active = True  # owed: the server will answer with response.created
+        return actions
+
+    def handle_error(self, event: dict[str, Any]) -> list[Action]:
+        err = event.get("error") or {}
+        code = err.get("code")
+        message = f"Realtime error {err.get('type')}/{code}: {err.get('message')}"
+        if code in BENIGN_ERROR_CODES:
+            return [Log("debug", message)]
+        if code == "session_expired":
+            return [Log("warning", message), EndCall("openai_error", message)]
+        if code in {"invalid_api_key", "insufficient_quota"}:
+            return [Log("error", message), EndCall("openai_error", message)]
+        if code == "unknown_parameter" and not self.state.realtime_ready:
+            return [Log("error", message), EndCall("openai_error", message)]
+        return [Log("warning", message)]
+
+    def handle_input_audio_buffer_speech_started(self, event: dict[str, Any]) -> list[Action]:
+        st = self.state
+        item_id = event.get("item_id")
+        if isinstance(item_id, str):
+            self._speech_start_ms[item_id] = st.now_ms
+        return self.barge_in()
+
+    def barge_in(self) -> list[Action]:
+        """The caller started speaking: stop what they are hearing, truncate at what they heard."""
+        st = self.state
+        actions: list[Action] = []
+        if st.response_active and st.active_response_id:
+            # In-flight deltas of a response being generated are not to be played.
+            self._muted_responses.add(st.active_response_id)
+            if not self.interrupt_response:
+                actions.append(
+                    SendToRealtime(
+                        dumps({"type": "response.cancel", "response_id": st.active_response_id})
+                    )
+                )
+        if not self._pending:
+            return actions
+        sid = json.dumps(st.stream_sid)
+        actions.append(SendToTwilio('{"event":"clear","streamSid":' + sid + "}"))
+        head = self._pending[0]
+        item = head.item
+        since = item.acked_at_ms if item.acked_at_ms is not None else st.now_ms
+        played = item.acked + max(0, st.now_ms - since) * 8
+        played = min(played, head.end, item.sent)
+        seen: list[AssistantItem] = []
+        for p in self._pending:
+            if not seen or seen[-1] is not p.item:
+                seen.append(p.item)
+        self._pending.clear()
+        for i, it in enumerate(seen):
+            heard_bytes = played if i == 0 else 0
+            it.interrupted = True
+            it.heard_ms = heard_bytes // 8
+            it.truncated = True
+            self._muted_items.add(it.item_id)
+            self._muted_responses.add(it.response_id)
+            actions.append(
+                SendToRealtime(
+                    dumps(
+                        {
+                            "type": "conversation.item.truncate",
+                            "item_id": it.item_id,
+                            "content_index": 0,
+                            "audio_end_ms": it.heard_ms,
+                        }
+                    )
+                )
+            )
+            actions.extend(self._maybe_record_item(it))
+        return actions
+
+    def handle_input_audio_buffer_speech_stopped(self, event: dict[str, Any]) -> list[Action]:
+        end = event.get("audio_end_ms")
+        if isinstance(end, int) and self._input_origin_ms is not None:
+            self._last_speech_stop_ms = self._input_origin_ms + end
+        else:
+            self._last_speech_stop_ms = self.state.now_ms
+        return []
+
+    def handle_conversation_item_input_audio_transcription_completed(
+        self, event: dict[str, Any]
+    ) -> list[Action]:
+        item_id = event.get("item_id")
+        text = str(event.get("transcript") or "").strip()
+        if not text:
+            return []
+        offset = self._speech_start_ms.pop(item_id, None) if isinstance(item_id, str) else None
+        return [
+            RecordTurn(
+                TranscriptTurn(
+                    role="caller",
+                    text=text,
+                    item_id=item_id if isinstance(item_id, str) else None,
+                    offset_ms=offset,
+                )
+            )
+        ]
+
+    def handle_conversation_item_input_audio_transcription_failed(
+        self, event: dict[str, Any]
+    ) -> list[Action]:
+        err = event.get("error") or {}
+        return [Log("warning", f"caller transcription failed: {err.get('message')}")]
+
+    def handle_response_created(self, event: dict[str, Any]) -> list[Action]:
+        st = self.state
+        st.response_active = True
+        rid = (event.get("response") or {}).get("id")
+        st.active_response_id = rid if isinstance(rid, str) else None
+        return []
+
+    def handle_response_output_item_added(self, event: dict[str, Any]) -> list[Action]:
+        item = event.get("item") or {}
+        if item.get("type") == "message" and item.get("role") == "assistant":
+            item_id = item.get("id")
+            rid = event.get("response_id")
+            if isinstance(item_id, str) and item_id not in self._items:
+                self._items[item_id] = AssistantItem(
+                    item_id=item_id, response_id=rid if isinstance(rid, str) else ""
+                )
+        return []
+
+    def handle_response_output_audio_transcript_delta(self, event: dict[str, Any]) -> list[Action]:
+        item = self._items.get(str(event.get("item_id")))
+        if item is not None and not item.transcript_done:
+            item.transcript += str(event.get("delta") or "")
+        return []
+
+    def handle_response_output_audio_transcript_done(self, event: dict[str, Any]) -> list[Action]:
+        item = self._items.get(str(event.get("item_id")))
+        if item is None:
+            return []
+        transcript = event.get("transcript")
+        if isinstance(transcript, str):
+            item.transcript = transcript
+        item.transcript_done = True
+        return self._maybe_record_item(item)
+
+    def handle_response_output_audio_done(self, event: dict[str, Any]) -> list[Action]:
+        item = self._items.get(str(event.get("item_id")))
+        if item is None:
+            return []
+        item.audio_done = True
+        actions: list[Action] = []
+        if item.dropped and not item.truncated:
+            # Audio generated after the interruption never reached the caller.
+            item.truncated = True
+            item.interrupted = True
+            item.heard_ms = item.sent // 8
+            actions.append(
+                SendToRealtime(
+                    dumps(
+                        {
+                            "type": "conversation.item.truncate",
+                            "item_id": item.item_id,
+                            "content_index": 0,
+                            "audio_end_ms": item.heard_ms,
+                        }
+                    )
+                )
+            )
+        actions.extend(self._maybe_record_item(item))
+        return actions
+
+    def handle_response_done(self, event: dict[str, Any]) -> list[Action]:
+        st = self.state
+        response = event.get("response") or {}
+        st.response_active = False
+        st.active_response_id = None
+        actions: list[Action] = [RecordUsage(Usage.from_response(response.get("usage")))]
+        status = response.get("status")
+        if status == "failed":
+            details = response.get("status_details") or {}
+            actions.append(Log("warning", f"response failed: {details}"))
+        calls: list[ToolCall] = []
+        if status == "completed":
+            for out in response.get("output") or []:
+                if isinstance(out, dict) and out.get("type") == "function_call":
+                    calls.append(
+                        ToolCall(
+                            call_id=str(out.get("call_id", "")),
+                            name=str(out.get("name", "")),
+                            arguments=str(out.get("arguments") or "{}"),
+                            item_id=out.get("id") if isinstance(out.get("id"), str) else None,
+                        )
+                    )
+        # Items of this response without audio (text-only or never played) are final now.
+        for item in list(self._items.values()):
+            if item.response_id == response.get("id"):
+                item.audio_done = True
+                item.transcript_done = True
+                actions.extend(self._maybe_record_item(item))
+        if calls:
+            st.tools_running += len(calls)
+            actions.append(RunTools(tuple(calls)))
+        elif st.response_create_owed and st.tools_running == 0:
+            st.response_create_owed = False
+            actions.extend(self._request_response())
+        actions.extend(self._maybe_hang_up())
+        return actions
+
+    # ----------------------------------------------------------------- tools and control
+
+    def tool_results(self, results: list[tuple[str, str, str]]) -> list[Action]:
+        """Outputs of a fan-out: (call_id, name, output JSON string) each → one response.create."""
+        st = self.state
+        st.tools_running = max(0, st.tools_running - len(results))
+        actions: list[Action] = []
+        for call_id, _name, output in results:
+            actions.append(
+                SendToRealtime(
+                    dumps(
+                        {
+                            "type": "conversation.item.create",
+                            "item": {
+                                "type": "function_call_output",
+                                "call_id": call_id,
+                                "output": output,
+                            },
+                        }
+                    )
+                )
+            )
+        if st.tools_running == 0 and st.transfer_target is None:
+            actions.extend(self._request_response())
+        actions.extend(self._maybe_hang_up())
+        return actions
+
+    def say(self, instructions: str) -> list[Action]:
+        """Ask the model to say something now (e.g. a holding line while a tool runs)."""
+        if self.state.response_active:
+            return []
+        self.state.response_active = True
+        return [
+            SendToRealtime(
+                dumps(
+                    {
+                        "type": "response.create",
+                        "response": {"instructions": instructions, "conversation": "none"},
+                    }
+                )
+            )
+        ]
+
+    def _request_response(self) -> list[Action]:
+        st = self.state
+        if st.response_active:
+            st.response_create_owed = True
+            return []
+        st.response_active = True
+        return [SendToRealtime('{"type":"response.create"}')]
+
+    def request_hangup(self, reason: str = "agent_ended") -> list[Action]:
+        """End the call once everything the agent says has been heard."""
+        self.state.hangup_reason = reason
+        return self._maybe_hang_up()
+
+    def request_transfer(self, target: str) -> list[Action]:
+        """Transfer the call once what is playing has been heard."""
+        self.state.transfer_target = target
+        self.state.hangup_reason = "transferred"
+        return self._maybe_hang_up()
+
+    def _maybe_hang_up(self) -> list[Action]:
+        st = self.state
+        if st.hangup_reason is None or st.ended:
+            return []
+        if self._pending or st.tools_running:
+            return []
+        if st.response_active or st.response_create_owed:
+            return []
+        st.ended = True
+        if st.transfer_target is not None:
+            return [Transfer(st.transfer_target)]
+        return [HangUp(st.hangup_reason)]
+
+    def playback_idle(self) -> bool:
+        """Nothing queued at Twilio that the caller has not heard yet."""
+        return not self._pending
+
+    # ----------------------------------------------------------------- end of call
+
+    def finish(self) -> list[Action]:
+        """The call is over: record every assistant turn not yet recorded, as heard so far."""
+        actions: list[Action] = []
+        for p in self._pending:
+            item = p.item
+            if not item.recorded and item.heard_ms is None:
+                since = item.acked_at_ms if item.acked_at_ms is not None else self.state.now_ms
+                played = min(item.acked + max(0, self.state.now_ms - since) * 8, p.end)
+                item.heard_ms = played // 8
+                item.interrupted = item.heard_ms < item.sent // 8
+        self._pending.clear()
+        for item in self._items.values():
+            item.audio_done = item.transcript_done = True
+            actions.extend(self._maybe_record_item(item))
+        return actions
+
+    def _maybe_record_item(self, item: AssistantItem) -> list[Action]:
+        if item.recorded:
+            return []
+        if not item.interrupted:
+            if not (item.audio_done and item.transcript_done):
+                return []
+            if any(p.item is item for p in self._pending):
+                return []  # still playing
+        elif not item.transcript_done:
+            return []  # the transcript is still coming; recorded at transcript.done
+        item.recorded = True
+        if not item.transcript and item.sent == 0:
+            return []
+        total_ms = item.sent // 8
+        heard_ms = total_ms if item.heard_ms is None else min(item.heard_ms, total_ms)
+        interrupted = item.interrupted and heard_ms < total_ms
+        return [
+            RecordTurn(
+                TranscriptTurn(
+                    role="assistant",
+                    text=item.transcript,
+                    item_id=item.item_id,
+                    offset_ms=item.first_sent_ms,
+                    latency_ms=item.latency_ms,
+                    interrupted=interrupted,
+                    heard_ms=heard_ms,
+                    total_ms=total_ms,
+                    heard_text=estimate_heard(item.transcript, heard_ms, total_ms)
+                    if interrupted
+                    else None,
+                )
+            )
+        ]
+
+
+def estimate_heard(text: str, heard_ms: int, total_ms: int) -> str:
+    """The prefix of ``text`` the caller heard, by the fraction played, cut on a word boundary."""
+    if total_ms <= 0 or heard_ms <= 0:
+        return ""
+    if heard_ms >= total_ms:
+        return text
+    cut = int(len(text) * heard_ms / total_ms)
+    if cut >= len(text):
+        return text
+    if cut > 0 and not text[cut].isspace() and not text[cut - 1].isspace():
+        # Mid-word: back off to the previous boundary.
+        space = text.rfind(" ", 0, cut)
+        cut = space if space >= 0 else 0
+    return text[:cut].rstrip()
+
+
+def user_text_item(text: str, role: str = "user") -> dict[str, Any]:
+    """A ``conversation.item.create`` event carrying text from the caller's side."""
+    return {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": role,
+            "content": [{"type": "input_text", "text": text}],
+        },
+    }

@@ -1,0 +1,746 @@
+"""``MediaStreamConsumer``: the thin I/O adapter between Twilio and the Realtime API.
+
+It keeps the Channels contract (scope, channel layer, ``websocket_connect`` /
+``websocket_disconnect`` handlers, group messages), but hands every ``websocket.receive``
+text frame straight to its own code instead of through Channels' per-message task and
+database hop: per 20 ms frame there is one JSON parse, one string build and one send.
+
+Everything with state lives in :class:`voiceconv.call.CallSession`; this module only runs
+the actions it returns. Database writes, signals, callbacks and tools run in tasks of their
+own and can never stall or drop audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.db import DatabaseError
+from django.utils import timezone
+
+from voiceconv import call as core
+from voiceconv import security
+from voiceconv.conf import voiceconv_settings
+from voiceconv.events import CallInfo, TranscriptTurn
+from voiceconv.realtime import (
+    OpenAIRealtimeBackend,
+    RealtimeBackend,
+    build_session_config,
+    default_openai_client,
+    interrupt_response_enabled,
+    session_model,
+)
+
+logger = logging.getLogger("voiceconv.consumers")
+
+#: Largest Twilio message accepted; a 20 ms media frame is about 400 bytes.
+MAX_MESSAGE_BYTES = 64 * 1024
+APOLOGY_AUDIO = Path(__file__).parent / "data" / "apology.ulaw"
+APOLOGY_CHUNK = 8000  # 1 s of μ-law per media message
+
+
+class _CallLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"call {self.extra['call_sid'] if self.extra else '?'}: {msg}", kwargs
+
+
+class MediaStreamConsumer(AsyncWebsocketConsumer):
+    """One Twilio media stream ⇄ one Realtime session.
+
+    Subclass and override the hooks (``get_session_config``, ``get_instructions``,
+    ``get_greeting``, ``get_state``, ``get_openai_client``, ``get_backend``, ``get_tools``,
+    ``on_user_message``, ``on_assistant_message``) for full control; route the subclass with
+    ``YourConsumer.as_asgi()``. Collaborators can also be injected as ``as_asgi`` keywords.
+    """
+
+    #: Live calls in this process (for the concurrency limit and graceful shutdown).
+    live: ClassVar[set[MediaStreamConsumer]] = set()
+
+    def __init__(
+        self,
+        *args: Any,
+        backend_factory: Callable[[MediaStreamConsumer], RealtimeBackend] | None = None,
+        recorder_class: type | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.backend_factory = backend_factory
+        self.recorder_class = recorder_class
+        self.session: core.CallSession | None = None
+        self.backend: RealtimeBackend | None = None
+        self.recorder: Any = None
+        self.info: CallInfo | None = None
+        self.state: dict[str, Any] = {}
+        self.tools: dict[str, Any] = {}
+        self.agent: Any = None
+        self.session_config: dict[str, Any] = {}
+        self.log: logging.LoggerAdapter = _CallLog(logger, {"call_sid": "?"})  # type: ignore[type-arg]
+        self._realtime_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._finished: asyncio.Future[None] | None = None
+        self._closed = False
+        self._end_reason: str | None = None
+        self._bad_input: dict[str, int] = {}
+        self._send_text: Callable[[str], Awaitable[None]] | None = None
+        self._apology_mark: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ class helpers
+
+    @classmethod
+    def active_calls(cls) -> int:
+        """Calls in progress in this process."""
+        return len(MediaStreamConsumer.live)
+
+    # ------------------------------------------------------------------ the receive loop
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' consumer entry, with a receive loop that does not hop per frame."""
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        layer_task: asyncio.Task[None] | None = None
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            layer_task = asyncio.create_task(self._layer_loop())
+
+        async def send_text(text: str) -> None:
+            await send({"type": "websocket.send", "text": text})
+
+        self._send_text = send_text
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.receive":
+                    text = message.get("text")
+                    if text is not None:
+                        await self.receive_frame(text)
+                    else:
+                        self.bad_input("binary frame", "binary frames are not part of the protocol")
+                else:
+                    await self.dispatch(message)
+        except StopConsumer:
+            pass
+        finally:
+            if layer_task is not None:
+                layer_task.cancel()
+                await asyncio.gather(layer_task, return_exceptions=True)
+            await self.finish(self._end_reason or "caller_hung_up")
+
+    async def _layer_loop(self) -> None:
+        assert self.channel_layer is not None
+        while True:
+            try:
+                message = await self.channel_layer.receive(self.channel_name)
+                await self.dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("control message failed")
+
+    # ------------------------------------------------------------------ websocket events
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        headers = dict(self.scope.get("headers") or [])
+        if (
+            security.signature_checks_enabled()
+            and b"x-twilio-signature" in headers
+            and not security.validate_websocket_signature(self.scope, self.public_origin())
+        ):
+            logger.warning("stream handshake refused: invalid x-twilio-signature")
+            await self.close()
+            return
+        await self.accept()
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        self._closed = True
+        if self._end_reason is None:
+            self._end_reason = "caller_hung_up"
+        raise StopConsumer()
+
+    def public_origin(self) -> str:
+        origin = str(voiceconv_settings.PUBLIC_URL or "").rstrip("/")
+        if origin:
+            return origin
+        headers = dict(self.scope.get("headers") or [])
+        host = (headers.get(b"x-forwarded-host") or headers.get(b"host") or b"").decode("latin-1")
+        return f"https://{host}"
+
+    # ------------------------------------------------------------------ Twilio frames
+
+    def bad_input(self, kind: str, detail: str) -> None:
+        """Count bad input; log it once per kind per call."""
+        n = self._bad_input.get(kind, 0) + 1
+        self._bad_input[kind] = n
+        if n == 1:
+            self.log.warning("bad input from Twilio (%s): %s; ignored", kind, detail)
+
+    async def receive_frame(self, text: str) -> None:
+        """One Twilio text frame. Media takes the fast path."""
+        if len(text) > MAX_MESSAGE_BYTES:
+            self.bad_input("oversized", f"{len(text)} bytes")
+            return
+        try:
+            msg = json.loads(text)
+            event = msg["event"]
+        except (ValueError, KeyError, TypeError):
+            self.bad_input("not json", text[:80])
+            return
+        session = self.session
+        if event == "media":
+            if session is None or not session.state.started:
+                self.bad_input("media before start", "media arrived before start")
+                return
+            try:
+                media = msg["media"]
+                payload = media["payload"]
+                timestamp = int(media["timestamp"])
+            except (KeyError, TypeError, ValueError):
+                self.bad_input("malformed media", text[:120])
+                return
+            if msg.get("streamSid") != session.state.stream_sid:
+                self.bad_input("wrong streamSid", str(msg.get("streamSid")))
+                return
+            if type(payload) is not str:
+                self.bad_input("bad payload", "payload is not a string")
+                return
+            out = session.twilio_media(payload, timestamp)
+            if out is not None and self.backend is not None:
+                try:
+                    await self.backend.send(out)
+                except Exception as exc:  # the realtime loop notices and ends the call
+                    self.bad_input("realtime send", repr(exc))
+            return
+        if event == "start":
+            await self.handle_start(msg)
+            return
+        if session is None:
+            if event != "connected":
+                self.bad_input("before start", f"{event!r} before start")
+            return
+        if event != "connected" and msg.get("streamSid") not in (None, session.state.stream_sid):
+            self.bad_input("wrong streamSid", str(msg.get("streamSid")))
+            return
+        if event == "mark" and self._apology_mark is not None:
+            self._apology_mark.set()
+        try:
+            actions = session.handle_twilio(msg)
+        except Exception:
+            self.log.exception("Twilio %r message could not be handled", event)
+            return
+        await self.run_actions(actions)
+
+    # ------------------------------------------------------------------ call start
+
+    async def handle_start(self, msg: dict[str, Any]) -> None:
+        if self.session is not None:
+            self.bad_input("second start", "a second start message")
+            return
+        start = msg.get("start") if isinstance(msg.get("start"), dict) else {}
+        params = start.get("customParameters") if isinstance(start, dict) else None
+        params = params if isinstance(params, dict) else {}
+        call_sid = str(start.get("callSid") or "")
+        stream_sid = str(msg.get("streamSid") or start.get("streamSid") or "")
+        self.log = _CallLog(logger, {"call_sid": call_sid or "?"})
+        if not call_sid or not stream_sid:
+            self.log.warning("start without callSid/streamSid: closing the stream")
+            await self.close()
+            return
+        if voiceconv_settings.REQUIRE_STREAM_TOKEN:
+            problem = security.check_stream_token(str(params.get("call_token", "")), call_sid)
+            if problem:
+                self.log.warning("stream refused: %s", problem)
+                self._end_reason = "refused"
+                await self.close(code=4403)
+                return
+        self.info = CallInfo(
+            call_sid=call_sid,
+            stream_sid=stream_sid,
+            account_sid=str(start.get("accountSid") or ""),
+            from_number=str(params.get("from", "")),
+            to_number=str(params.get("to", "")),
+            direction=str(params.get("direction", "")),
+            custom_parameters={str(k): str(v) for k, v in params.items() if k != "call_token"},
+        )
+        claim = await self.claim_call()
+        if claim is not None:
+            self.log.warning("stream refused: %s", claim)
+            self._end_reason = "refused"
+            await self.close(code=4409)
+            return
+        MediaStreamConsumer.live.add(self)
+        self.state = self.get_state()
+        self.session_config = self.get_session_config()
+        self.session = core.CallSession(
+            greeting=self.get_greeting(),
+            instructions=str(self.session_config.get("instructions") or ""),
+            forward_dtmf=bool(voiceconv_settings.FORWARD_DTMF),
+            dtmf_template=str(voiceconv_settings.DTMF_TEMPLATE),
+            early_audio_frames=max(1, int(voiceconv_settings.EARLY_AUDIO_BUFFER_MS) // 20),
+            interrupt_response=interrupt_response_enabled(self.session_config),
+        )
+        self.session.handle_twilio_start(msg)
+        self.recorder = self.make_recorder()
+        if self.recorder is not None:
+            self.recorder.start()
+            self.recorder.stream_started(timezone.now())
+        if self.channel_layer is not None:
+            try:
+                await self.channel_layer.group_add(self.group_name(call_sid), self.channel_name)
+            except Exception:
+                self.log.exception("could not join the call's control group")
+        self._realtime_task = asyncio.create_task(self.realtime_loop())
+        self.log.info("stream %s started (agent %s)", stream_sid, self.info.agent_pk)
+
+    @staticmethod
+    def group_name(call_sid: str) -> str:
+        """Channel-layer group for controlling a live call from anywhere."""
+        return "voiceconv.call." + "".join(c for c in call_sid if c.isalnum())[:80]
+
+    async def claim_call(self) -> str | None:
+        """Load the call's agent and tools, and claim the call for this stream.
+
+        Returns the reason to refuse the stream (another live stream has the call), or None.
+        A database that cannot be reached does not stop the call: it goes on with the
+        default configuration.
+        """
+        assert self.info is not None
+        try:
+            return await database_sync_to_async(self._claim_call_sync)()
+        except DatabaseError:
+            self.log.exception("database unavailable at stream start; using defaults")
+            return None
+
+    def _claim_call_sync(self) -> str | None:
+        from voiceconv.models import Agent, Call
+
+        info = self.info
+        assert info is not None
+        now = timezone.now()
+        call = Call.objects.filter(twilio_call_sid=info.call_sid).first()
+        if call is None:
+            agent = Agent.objects.for_number(info.to_number)
+            call = Call.objects.create(
+                twilio_call_sid=info.call_sid,
+                twilio_account_sid=info.account_sid,
+                agent=agent,
+                direction=info.direction,
+                from_number=info.from_number,
+                to_number=info.to_number,
+                status="in-progress",
+            )
+        claimed = Call.objects.filter(pk=call.pk, twilio_stream_sid="").update(
+            twilio_stream_sid=info.stream_sid,
+            stream_started_at=now,
+            status="in-progress",
+            custom_parameters=info.custom_parameters,
+        )
+        if not claimed:
+            return f"call already has stream {call.twilio_stream_sid}"
+        info.call_pk = call.pk
+        agent_pk = info.custom_parameters.get("agent")
+        agent = call.agent
+        if agent_pk and agent_pk.isdigit():
+            agent = Agent.objects.filter(pk=int(agent_pk), enabled=True).first() or agent
+        self.agent = agent
+        info.agent_pk = agent.pk if agent is not None else None
+        self.tools = self.get_tools()
+        return None
+
+    # ------------------------------------------------------------------ hooks
+
+    def get_state(self) -> dict[str, Any]:
+        """The mutable per-call state handed to tools as ``state``."""
+        assert self.info is not None
+        return {"call_sid": self.info.call_sid, **self.info.custom_parameters}
+
+    def get_overrides(self) -> dict[str, Any]:
+        """Session options of the call's agent (over the VOICECONV defaults)."""
+        if self.agent is None:
+            return {}
+        return dict(self.agent.session_overrides())
+
+    def get_instructions(self, overrides: dict[str, Any]) -> str | None:
+        """Override to compute instructions per call (None = agent or setting)."""
+        return None
+
+    def get_greeting(self) -> str:
+        """What the agent is asked to say first ("" = wait for the caller)."""
+        greeting = self.get_overrides().get("greeting")
+        if greeting is None:
+            greeting = voiceconv_settings.GREETING
+        return str(greeting or "")
+
+    def get_tools(self) -> dict[str, Any]:
+        """The tools offered to the model (runs in a thread at call start; may use the DB)."""
+        from voiceconv.tools import tools_for_agent
+
+        return dict(tools_for_agent(self.agent))
+
+    def get_session_config(self) -> dict[str, Any]:
+        """The GA ``session`` object sent with ``session.update``."""
+        overrides = self.get_overrides()
+        instructions = self.get_instructions(overrides)
+        if instructions is not None:
+            overrides["instructions"] = instructions
+        definitions = [t.definition() for t in self.tools.values()]
+        return build_session_config(overrides, definitions)
+
+    def get_model(self) -> str:
+        return session_model(self.get_overrides())
+
+    def get_openai_client(self) -> Any:
+        """The ``openai.AsyncOpenAI`` client (honours OPENAI_API_KEY and OPENAI_BASE_URL)."""
+        return default_openai_client()
+
+    def get_backend(self) -> RealtimeBackend:
+        """The speech backend for this call."""
+        if self.backend_factory is not None:
+            return self.backend_factory(self)
+        return OpenAIRealtimeBackend(self.get_openai_client(), self.get_model())
+
+    def make_recorder(self) -> Any:
+        """The call's writer (persistence, signals, callbacks), off the audio path."""
+        assert self.info is not None
+        cls = self.recorder_class
+        if cls is None:
+            from voiceconv.recorder import CallRecorder
+
+            cls = CallRecorder
+        return cls(
+            self.info,
+            sender=type(self),
+            context=self,
+            on_user_message=self.on_user_message or voiceconv_settings.ON_USER_MESSAGE,
+            on_assistant_message=self.on_assistant_message
+            or voiceconv_settings.ON_ASSISTANT_MESSAGE,
+        )
+
+    #: Callables ``fn(text, info)`` (sync or async) run for every finished turn, off the
+    #: audio path. Set on a subclass, or through the VOICECONV settings of the same name.
+    on_user_message: Callable[..., Any] | None = None
+    on_assistant_message: Callable[..., Any] | None = None
+
+    # ------------------------------------------------------------------ the OpenAI side
+
+    async def realtime_loop(self) -> None:
+        """Open the Realtime session, then turn its events into actions until it ends."""
+        session = self.session
+        assert session is not None
+        try:
+            backend = self.get_backend()
+            await asyncio.wait_for(backend.connect(), float(voiceconv_settings.CONNECT_TIMEOUT))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.error("could not open the Realtime session: %s", _describe(exc))
+            await self.fail("openai_error", f"connect failed: {_describe(exc)}")
+            return
+        self.backend = backend
+        try:
+            update = {"type": "session.update", "session": self.session_config}
+            await backend.send(core.dumps(update))
+            send_text = self._send_text
+            assert send_text is not None
+            handle_delta = session.realtime_audio_delta
+            while True:
+                data = await backend.recv()
+                try:
+                    event = json.loads(data)
+                    etype = event["type"]
+                except (ValueError, KeyError, TypeError):
+                    self.log.warning("malformed Realtime event ignored: %r", data[:120])
+                    continue
+                if etype == "response.output_audio.delta":
+                    out = handle_delta(event["item_id"], event["response_id"], event["delta"])
+                    if out is not None:
+                        await send_text(out[0])
+                        await send_text(out[1])
+                        follow = session.after_delta()
+                        if follow:
+                            await self.run_actions(follow)
+                    continue
+                actions = session.handle_realtime(event)
+                if actions:
+                    await self.run_actions(actions)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._end_reason is not None:
+                return
+            self.log.error("Realtime session ended: %s", _describe(exc))
+            await self.fail("openai_error", f"Realtime connection lost: {_describe(exc)}")
+
+    # ------------------------------------------------------------------ actions
+
+    async def run_actions(self, actions: Iterable[core.Action]) -> None:
+        for action in actions:
+            kind = action.type
+            if kind == "send_to_twilio":
+                await self._twilio_send(action.text)  # type: ignore[union-attr]
+            elif kind == "send_to_realtime":
+                if self.backend is not None:
+                    try:
+                        await self.backend.send(action.text)  # type: ignore[union-attr]
+                    except Exception as exc:
+                        self.log.warning("could not send to Realtime: %s", _describe(exc))
+            elif kind == "record_turn":
+                if self.recorder is not None:
+                    self.recorder.turn(action.turn)  # type: ignore[union-attr]
+            elif kind == "record_usage":
+                if self.recorder is not None:
+                    self.recorder.usage(action.usage)  # type: ignore[union-attr]
+            elif kind == "record_first_audio":
+                if self.recorder is not None:
+                    self.recorder.first_audio(timezone.now())
+            elif kind == "run_tools":
+                self.spawn(self.run_tools(action.calls))  # type: ignore[union-attr]
+            elif kind == "hang_up":
+                self.spawn(self.hang_up(action.reason))  # type: ignore[union-attr]
+            elif kind == "transfer":
+                self.spawn(self.transfer(action.target))  # type: ignore[union-attr]
+            elif kind == "end_call":
+                self.spawn(self.end(action.reason, action.error))  # type: ignore[union-attr]
+            elif kind == "log":
+                getattr(self.log, action.level)(action.message)  # type: ignore[union-attr]
+            elif kind == "start_realtime":
+                pass
+
+    async def _twilio_send(self, text: str) -> None:
+        if self._closed or self._send_text is None:
+            return
+        try:
+            await self._send_text(text)
+        except Exception as exc:
+            self._closed = True
+            self.log.info("Twilio socket gone: %s", _describe(exc))
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task owned by this call (awaited or cancelled at the end)."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("call task failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------ tools
+
+    async def run_tools(self, calls: tuple[core.ToolCall, ...]) -> None:
+        """Fan out the response's function calls; fan in with one response.create."""
+        from voiceconv.tools import ToolContext, execute_tool_call
+
+        session = self.session
+        assert session is not None and self.info is not None
+        context = ToolContext(
+            state=self.state,
+            connection=getattr(self.backend, "connection", None),
+            call=self.info,
+            control=_Control(self),
+        )
+        jobs = [asyncio.ensure_future(execute_tool_call(c, self.tools, context)) for c in calls]
+        holding = [self.tools[c.name].holding_message for c in calls if c.name in self.tools]
+        holding = [h for h in holding if h]
+        if holding:
+            done, _ = await asyncio.wait(jobs, timeout=float(voiceconv_settings.TOOL_HOLDING_DELAY))
+            if len(done) < len(jobs):
+                await self.run_actions(
+                    session.say(f"Say only this, briefly, in your own voice: {holding[0]}")
+                )
+        results = await asyncio.gather(*jobs)
+        for result in results:
+            if self.recorder is not None:
+                self.recorder.tool_invocation(result)
+                self.recorder.turn(
+                    TranscriptTurn(
+                        role="tool",
+                        text=f"{result.name}({result.arguments}) → {result.error or result.output}",
+                        item_id=None,
+                        offset_ms=session.state.now_ms,
+                    )
+                )
+        await self.run_actions(
+            session.tool_results([(r.call_id, r.name, r.output) for r in results])
+        )
+
+    # ------------------------------------------------------------------ control
+
+    async def request_hangup(self, reason: str = "agent_ended") -> None:
+        if self.session is None:
+            return
+        await self.run_actions(self.session.request_hangup(reason))
+        self.spawn(self._hangup_deadline())
+
+    async def request_transfer(self, target: str) -> None:
+        if self.session is None:
+            return
+        await self.run_actions(self.session.request_transfer(target))
+        self.spawn(self._hangup_deadline())
+
+    async def _hangup_deadline(self) -> None:
+        await asyncio.sleep(float(voiceconv_settings.HANGUP_GRACE_SECONDS))
+        session = self.session
+        if session is not None and not session.state.ended and self._end_reason is None:
+            self.log.warning("goodbye not heard in time; ending the call anyway")
+            session.state.ended = True
+            if session.state.transfer_target:
+                await self.transfer(session.state.transfer_target)
+            else:
+                await self.hang_up(session.state.hangup_reason or "agent_ended")
+
+    async def hang_up(self, reason: str) -> None:
+        """End the call from our side: closing the stream ends it (nothing follows Connect)."""
+        self.log.info("hanging up (%s)", reason)
+        await self.end(reason)
+
+    async def transfer(self, target: str) -> None:
+        """Hand the caller to ``target`` through Twilio's REST API."""
+        assert self.info is not None
+        from voiceconv import twilio_rest
+
+        try:
+            await sync_to_async(twilio_rest.transfer_call, thread_sensitive=False)(
+                self.info.call_sid, target
+            )
+        except Exception as exc:
+            self.log.error("transfer to %s failed: %s", target, _describe(exc))
+            await self.end("error", f"transfer to {target} failed: {_describe(exc)}")
+            return
+        self.log.info("transferred to %s", target)
+        await self.end("transferred")
+
+    async def voiceconv_hangup(self, message: dict[str, Any]) -> None:
+        """Channel-layer control: ``{"type": "voiceconv.hangup"}`` to the call's group."""
+        await self.request_hangup(str(message.get("reason") or "agent_ended"))
+
+    async def voiceconv_say(self, message: dict[str, Any]) -> None:
+        """Channel-layer control: ``{"type": "voiceconv.say", "instructions": …}``."""
+        if self.session is not None:
+            await self.run_actions(self.session.say(str(message.get("instructions", ""))))
+
+    # ------------------------------------------------------------------ the end
+
+    async def fail(self, reason: str, error: str) -> None:
+        """The call cannot go on: apologise where possible, then end it with the reason."""
+        if self._end_reason is not None:
+            return
+        self._end_reason = reason
+        await self.play_apology()
+        await self.end(reason, error)
+
+    async def play_apology(self) -> None:
+        """Play the bundled apology clip and wait (bounded) until it has been heard."""
+        if self._closed or self.session is None or not self.session.state.stream_sid:
+            return
+        try:
+            audio = APOLOGY_AUDIO.read_bytes()
+        except OSError:
+            return
+        import base64
+
+        sid = json.dumps(self.session.state.stream_sid)
+        self._apology_mark = asyncio.Event()
+        await self._twilio_send('{"event":"clear","streamSid":' + sid + "}")
+        for i in range(0, len(audio), APOLOGY_CHUNK):
+            payload = base64.b64encode(audio[i : i + APOLOGY_CHUNK]).decode()
+            await self._twilio_send(
+                '{"event":"media","streamSid":' + sid + ',"media":{"payload":"' + payload + '"}}'
+            )
+        self._apology_mark.clear()
+        mark = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":"apology"}}'
+        await self._twilio_send(mark)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._apology_mark.wait(), len(audio) / 8000 + 2.0)
+
+    async def end(self, reason: str, error: str = "") -> None:
+        """End the call now: close both sockets and finalise the record."""
+        if self._end_reason is None:
+            self._end_reason = reason
+        await self.finish(self._end_reason, error)
+
+    async def finish(self, reason: str, error: str = "") -> None:
+        """Tear down once: close OpenAI, close Twilio, flush every record. Idempotent."""
+        if self._finished is not None:
+            await asyncio.shield(self._finished)
+            return
+        loop = asyncio.get_running_loop()
+        self._finished = loop.create_future()
+        try:
+            await self._finish(reason, error)
+        finally:
+            self._finished.set_result(None)
+
+    async def _finish(self, reason: str, error: str) -> None:
+        MediaStreamConsumer.live.discard(self)
+        current = asyncio.current_task()
+        if self._realtime_task is not None and self._realtime_task is not current:
+            self._realtime_task.cancel()
+            await asyncio.gather(self._realtime_task, return_exceptions=True)
+        if self.backend is not None:
+            try:
+                await asyncio.wait_for(self.backend.close(), 1.0)
+            except Exception as exc:
+                self.log.debug("closing Realtime: %s", _describe(exc))
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                await self.base_send({"type": "websocket.close", "code": 1000})
+        others = [t for t in self._tasks if t is not current]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+        if self.session is not None and self.recorder is not None:
+            for action in self.session.finish():
+                if action.type == "record_turn":
+                    self.recorder.turn(action.turn)  # type: ignore[union-attr]
+        if self.channel_layer is not None and self.info is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(
+                    self.group_name(self.info.call_sid), self.channel_name
+                )
+        if self._bad_input:
+            self.log.warning("bad input during the call: %s", self._bad_input)
+        if self.recorder is not None:
+            self.recorder.ended(reason, error=error, traceback="")
+            await self.recorder.aclose()
+        if self.info is not None:
+            self.log.info("call ended (%s)", reason)
+
+
+class _Control:
+    """The ``control`` handed to tools: thread-safe requests to end or transfer the call."""
+
+    def __init__(self, consumer: MediaStreamConsumer) -> None:
+        self._consumer = consumer
+        self._loop = asyncio.get_running_loop()
+
+    def _soon(self, coro_fn: Callable[[], Awaitable[None]]) -> None:
+        def schedule() -> None:
+            self._consumer.spawn(coro_fn())
+
+        self._loop.call_soon_threadsafe(schedule)
+
+    def end_call(self, reason: str = "agent_ended") -> None:
+        self._soon(lambda: self._consumer.request_hangup(reason))
+
+    def transfer_call(self, target: str) -> None:
+        self._soon(lambda: self._consumer.request_transfer(target))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"[:500]
+

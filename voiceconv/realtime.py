@@ -1,0 +1,149 @@
+"""The OpenAI side: the GA session config and the Realtime connection.
+
+Everything the rest of voiceconv knows about the speech backend goes through
+:class:`RealtimeBackend` (connect, send, receive, close), so another backend (OpenAI's GPT-Live
+API, say) can be added without touching the Twilio side or the call core.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from voiceconv.conf import voiceconv_settings
+
+logger = logging.getLogger("voiceconv.realtime")
+
+
+def _pick(overrides: Mapping[str, Any], key: str) -> Any:
+    value = overrides.get(key)
+    if value is None:
+        return getattr(voiceconv_settings, key.upper())
+    return value
+
+
+def build_session_config(
+    overrides: Mapping[str, Any] | None = None, tools: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The GA ``session`` object for ``session.update``: settings, then the agent's overrides.
+
+    μ-law (``audio/pcmu``) in and out, so Twilio's payloads pass straight through.
+    """
+    o = overrides or {}
+    audio_input: dict[str, Any] = {"format": {"type": "audio/pcmu"}}
+    noise = _pick(o, "noise_reduction")
+    audio_input["noise_reduction"] = {"type": noise} if noise else None
+    transcription_model = _pick(o, "transcription_model")
+    if transcription_model:
+        transcription: dict[str, Any] = {"model": transcription_model}
+        language = _pick(o, "transcription_language")
+        if language:
+            transcription["language"] = language
+        audio_input["transcription"] = transcription
+    else:
+        audio_input["transcription"] = None
+    turn_detection = o.get("turn_detection", voiceconv_settings.TURN_DETECTION)
+    audio_input["turn_detection"] = dict(turn_detection) if turn_detection else None
+
+    audio_output: dict[str, Any] = {
+        "format": {"type": "audio/pcmu"},
+        "voice": _pick(o, "voice"),
+        "speed": float(_pick(o, "speed")),
+    }
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "output_modalities": ["audio"],
+        "instructions": _pick(o, "instructions"),
+        "audio": {"input": audio_input, "output": audio_output},
+        "max_output_tokens": _pick(o, "max_output_tokens"),
+    }
+    if tools:
+        session["tools"] = [dict(t) for t in tools]
+        session["tool_choice"] = "auto"
+    effort = _pick(o, "reasoning_effort")
+    if effort:
+        session["reasoning"] = {"effort": effort}
+    extra = _pick(o, "session_extra")
+    if extra:
+        session.update(dict(extra))
+    return session
+
+
+def session_model(overrides: Mapping[str, Any] | None = None) -> str:
+    """The model named in the connection URL."""
+    return str(_pick(overrides or {}, "model"))
+
+
+def interrupt_response_enabled(session: Mapping[str, Any]) -> bool:
+    td = ((session.get("audio") or {}).get("input") or {}).get("turn_detection")
+    if not td:
+        return False
+    return bool(td.get("interrupt_response", True))
+
+
+@runtime_checkable
+class RealtimeBackend(Protocol):
+    """A speech-to-speech connection for one call."""
+
+    async def connect(self) -> None: ...
+    async def send(self, text: str) -> None: ...
+    async def recv(self) -> bytes | str: ...
+    async def close(self) -> None: ...
+
+    @property
+    def connection(self) -> Any:
+        """The live connection object handed to tools (``connection`` parameter)."""
+        ...
+
+
+class OpenAIRealtimeBackend:
+    """The OpenAI Realtime API through the official ``openai`` SDK.
+
+    The hot path uses the SDK connection's raw ``send_raw`` / ``recv_bytes``: events are
+    built and parsed once by voiceconv rather than transformed through SDK models.
+    """
+
+    def __init__(self, client: Any, model: str) -> None:
+        self.client = client
+        self.model = model
+        self._manager: Any = None
+        self._conn: Any = None
+
+    @property
+    def connection(self) -> Any:
+        return self._conn
+
+    async def connect(self) -> None:
+        self._manager = self.client.realtime.connect(model=self.model)
+        self._conn = await self._manager.enter()
+
+    async def send(self, text: str) -> None:
+        await self._conn.send_raw(text)
+
+    async def recv(self) -> bytes | str:
+        data: bytes = await self._conn.recv_bytes()
+        return data
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+
+def default_openai_client() -> Any:
+    """An ``AsyncOpenAI`` client: ``VOICECONV['OPENAI_CLIENT_FACTORY']`` or the environment.
+
+    ``AsyncOpenAI()`` reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``; a project setting
+    ``OPENAI_API_KEY`` is used when the environment has none.
+    """
+    factory = voiceconv_settings.OPENAI_CLIENT_FACTORY
+    if factory is not None:
+        return factory()
+    import os
+
+    from django.conf import settings
+    from openai import AsyncOpenAI
+
+    key = os.environ.get("OPENAI_API_KEY") or getattr(settings, "OPENAI_API_KEY", "") or None
+    return AsyncOpenAI(api_key=key)

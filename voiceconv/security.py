@@ -1,0 +1,114 @@
+"""Who gets in: Twilio request signatures and per-call stream tokens.
+
+Pure functions over URLs, parameters and headers; the views and the consumer call them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.http import HttpRequest
+
+from voiceconv.conf import voiceconv_settings
+
+logger = logging.getLogger("voiceconv.security")
+
+TOKEN_SALT = "voiceconv.stream-token"
+
+
+def auth_token() -> str:
+    """The Twilio Auth Token used to check signatures ("" when not configured)."""
+    return str(getattr(settings, "TWILIO_AUTH_TOKEN", "") or "")
+
+
+def signature_checks_enabled() -> bool:
+    return bool(voiceconv_settings.VALIDATE_TWILIO_SIGNATURE)
+
+
+def public_origin(request: HttpRequest | None = None) -> str:
+    """The origin Twilio reaches us on: the PUBLIC_URL setting, else derived from the request.
+
+    Derived origins honour ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (set by the
+    TLS-terminating proxy in front of the app).
+    """
+    configured = str(voiceconv_settings.PUBLIC_URL or "").rstrip("/")
+    if configured:
+        return configured
+    if request is None:
+        return ""
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+    scheme = proto or request.scheme or "http"
+    return f"{scheme}://{host or request.get_host()}"
+
+
+def websocket_origin(http_origin: str) -> str:
+    """``https://host`` → ``wss://host`` (``http`` → ``ws``)."""
+    if http_origin.startswith("https://"):
+        return "wss://" + http_origin[len("https://") :]
+    if http_origin.startswith("http://"):
+        return "ws://" + http_origin[len("http://") :]
+    return http_origin
+
+
+def validate_request_signature(request: HttpRequest) -> bool:
+    """Check ``X-Twilio-Signature`` on a webhook request against the public URL."""
+    from twilio.request_validator import RequestValidator
+
+    token = auth_token()
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not token or not signature:
+        return False
+    url = public_origin(request) + request.get_full_path()
+    params: Any = request.POST if request.method == "POST" else {}
+    return bool(RequestValidator(token).validate(url, params, signature))
+
+
+def validate_websocket_signature(scope: Mapping[str, Any], origin: str) -> bool:
+    """Check Twilio's ``x-twilio-signature`` on a websocket upgrade.
+
+    Twilio signs the ``wss://`` URL from the TwiML with no body parameters; ``origin`` is the
+    public ``https://`` origin (converted here).
+    """
+    from twilio.request_validator import RequestValidator
+
+    token = auth_token()
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers") or []
+    signature = ""
+    for name, value in headers:
+        if name == b"x-twilio-signature":
+            signature = value.decode("latin-1")
+            break
+    if not token or not signature:
+        return False
+    raw_path = scope.get("raw_path") or str(scope.get("path", "")).encode()
+    url = websocket_origin(origin) + raw_path.decode("latin-1")
+    if scope.get("query_string"):
+        url += "?" + scope["query_string"].decode("latin-1")
+    return bool(RequestValidator(token).validate(url, {}, signature))
+
+
+def make_stream_token(call_sid: str) -> str:
+    """A short-lived token binding the media stream to the call the webhook answered."""
+    return signing.dumps({"c": call_sid}, salt=TOKEN_SALT, compress=False)
+
+
+def check_stream_token(token: str, call_sid: str) -> str | None:
+    """None when ``token`` is valid for ``call_sid`` and unexpired, else the reason it is not."""
+    if not token:
+        return "missing stream token"
+    try:
+        data = signing.loads(
+            token, salt=TOKEN_SALT, max_age=float(voiceconv_settings.STREAM_TOKEN_MAX_AGE)
+        )
+    except signing.SignatureExpired:
+        return "expired stream token"
+    except signing.BadSignature:
+        return "forged stream token"
+    if not isinstance(data, dict) or data.get("c") != call_sid:
+        return "stream token for another call"
+    return None

@@ -1,0 +1,12 @@
+"""HTTP routes a project includes, e.g. ``path("twilio/", include("voiceconv.urls"))``."""
+
+from django.urls import path
+
+from voiceconv import views
+
+app_name = "voiceconv"
+
+urlpatterns = [
+    path("incoming/", views.incoming_call, name="incoming-call"),
+    path("status/", views.call_status, name="call-status"),
+]
