@@ -8,6 +8,7 @@ installed: SQLite and the in-memory channel layer. Set ``DATABASE_URL`` (Postgre
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -78,6 +79,11 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Concurrent writers (the transcript writer, the admin) wait rather than fail at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # A file, not memory, so that end-to-end tests' server process shares the test database.
+    # One file per test run, so that concurrent runs do not share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"voiceconv-test-{os.getpid()}.sqlite3")
+    }
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:

@@ -1,0 +1,83 @@
+"""Shared fixtures: the example project served by a real ASGI server, the Realtime stand-in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from voiceconv.testing import RealtimeStandIn
+from voiceconv.testing.server import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+#: What the example project thinks its public origin is; Twilio signs over this.
+PUBLIC_URL = "https://voice.example.test"
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+OPENAI_KEY = "sk-test-voiceconv"
+
+
+def database_url() -> str:
+    """The test database as a URL the server process can open."""
+    from django.db import connection
+
+    sd = connection.settings_dict
+    if sd["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{sd['NAME']}"
+    user = sd.get("USER") or ""
+    password = f":{sd['PASSWORD']}" if sd.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{sd.get('HOST') or '127.0.0.1'}:{sd.get('PORT') or 5432}/{sd['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def standin_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def e2e_server(
+    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, standin_port: int
+) -> Iterator[ServerProcess]:
+    """The example project under daphne, its OpenAI side pointed at the stand-in's port."""
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        db_url = database_url()
+    env = {
+        "DATABASE_URL": db_url,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{standin_port}/v1",
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "PUBLIC_URL": PUBLIC_URL,
+        "DEBUG": "1",
+        "VOICECONV_LOG_LEVEL": "DEBUG",
+    }
+    if os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    server = ServerProcess(env=env, cwd=ROOT)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if os.environ.get("VOICECONV_SHOW_SERVER_LOG"):
+            print(server.log_text())
+
+
+@pytest.fixture
+async def standin(standin_port: int) -> AsyncIterator[RealtimeStandIn]:
+    """A fresh Realtime stand-in on the port the e2e server talks to."""
+    async with RealtimeStandIn(port=standin_port, api_key=OPENAI_KEY) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _browser_required_in_ci(request: pytest.FixtureRequest) -> None:
+    """In CI the browser tests must run: a missing Chromium is a failure, not a skip."""
+    if request.node.get_closest_marker("browser") and os.environ.get("VOICECONV_REQUIRE_BROWSER"):
+        assert Path("/usr/bin/chromium").exists(), "CI needs /usr/bin/chromium (apt: chromium)"
+
+
+_ = settings

@@ -1,0 +1,189 @@
+"""End to end: the example project under daphne, the real openai SDK, the Realtime stand-in
+as OpenAI and the Twilio stream client as Twilio, all over real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from tests.conftest import AUTH_TOKEN, PUBLIC_URL
+from voiceconv.testing import (
+    RealtimeStandIn,
+    ScriptedResponse,
+    TwilioStreamClient,
+    silence,
+    speech_like,
+)
+from voiceconv.testing.server import ServerProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+CALLER = "+14155550123"
+NUMBER = "+14155550100"
+
+
+async def eventually(predicate: Any, timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until it holds (for state on the stand-in's side)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+async def enter_call(server: ServerProcess, **kwargs: Any) -> TwilioStreamClient:
+    client = await TwilioStreamClient.from_webhook(
+        server.http_url,
+        auth_token=AUTH_TOKEN,
+        public_url=PUBLIC_URL,
+        form={"From": CALLER, "To": NUMBER},
+        **kwargs,
+    )
+    await client.start_call()
+    return client
+
+
+async def test_a_call_end_to_end(e2e_server: ServerProcess, standin: RealtimeStandIn) -> None:
+    standin.responses.append(ScriptedResponse(text="Hello, thanks for calling. How can I help?"))
+    standin.responses.append(ScriptedResponse(text="Sure, I can help with that order."))
+    standin.caller_transcripts.append("I have a question about my order")
+    client = await enter_call(e2e_server)
+    assert client.custom_parameters["call_token"]
+    assert client.custom_parameters["from"] == CALLER
+
+    # Caller audio from the first frame on, while the OpenAI session is still opening.
+    await client.send_silence(100)
+    session = await standin.wait_for_session(0, timeout=10)
+    update = await session.expect_event("session.update", timeout=5)
+    cfg = update["session"]
+    assert cfg["type"] == "realtime"
+    assert cfg["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert cfg["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    assert "temperature" not in cfg
+    greeting = await session.expect_event("response.create", timeout=5)
+    assert "Greet the caller" in greeting["response"]["instructions"]
+
+    # The greeting reaches the caller byte for byte, in order.
+    await client.send_silence(200)
+    await eventually(lambda: any(e["type"] == "response.done" for e in session.sent))
+    greeting_audio = sum(len(base64.b64decode(d)) for _, _, d in session.sent_deltas)
+    await client.wait_for_media(greeting_audio, timeout=5)
+
+    # The caller listens to the whole greeting, then speaks, then is silent.
+    await client.send_silence(greeting_audio // 8 + 200)
+    await client.send_audio(speech_like(800))
+    await client.send_audio(silence(900))
+    await eventually(lambda: sum(e["type"] == "response.done" for e in session.sent) >= 2)
+    await client.send_silence(3000)
+
+    # Every caller frame reached OpenAI exactly once, in order, the same base64 string.
+    await eventually(lambda: len(session.appends) >= len(client.sent_frames))
+    assert [b for _, b in session.appends] == [b for _, b in client.sent_frames]
+    # Every assistant delta reached the caller byte-identical, in order.
+    assert [d for _, _, d in session.sent_deltas] == [p for _, p in client.received_media]
+    assert session.protocol_violations == []
+    assert client.violations == []
+
+    await client.hang_up()
+    # A hang-up closes the OpenAI socket within a second.
+    t0 = time.monotonic()
+    await asyncio.wait_for(session.closed.wait(), 1.0)
+    assert time.monotonic() - t0 < 1.0
+
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert call.status == "completed"
+    assert call.end_reason == "caller_hung_up"
+    entries = await sync_to_async(list)(call.transcript_entries.order_by("sequence"))
+    roles = [(e.role, e.text) for e in entries]
+    assert ("assistant", "Hello, thanks for calling. How can I help?") in roles
+    assert ("caller", "I have a question about my order") in roles
+    assert ("assistant", "Sure, I can help with that order.") in roles
+    answer = next(e for e in entries if e.text.startswith("Sure"))
+    assert answer.latency_ms is not None and answer.latency_ms >= 0
+    assert not answer.interrupted
+    assert call.output_tokens > 0
+
+
+async def wait_for_call(call_sid: str, *, ended: bool = False, timeout: float = 5.0) -> Any:
+    from voiceconv.models import Call
+
+    deadline = time.monotonic() + timeout
+    while True:
+        call = await Call.objects.filter(twilio_call_sid=call_sid).afirst()
+        if call is not None and (not ended or call.ended_at is not None):
+            return call
+        if time.monotonic() > deadline:
+            raise AssertionError(f"call {call_sid} not recorded (ended={ended}): {call}")
+        await asyncio.sleep(0.05)
+
+
+async def test_barge_in_clears_and_truncates_at_what_the_caller_heard(
+    e2e_server: ServerProcess, standin: RealtimeStandIn
+) -> None:
+    standin.responses.append(ScriptedResponse(text="x" * 100, audio_ms=6000))
+    client = await enter_call(e2e_server, realtime=True)
+    session = await standin.wait_for_session(0, timeout=10)
+    await session.expect_event("response.create", timeout=5)
+    await client.send_silence(1500)  # about 1.5 s of the 6 s answer played in real time
+    await client.send_audio(speech_like(400))
+    clear = await client.expect_event("clear", timeout=3)
+    assert clear["streamSid"] == client.stream_sid
+    truncate = await session.expect_event("conversation.item.truncate", timeout=3)
+    heard_ms = client.clear_records[0].run_played_ms if client.clear_records else None
+    assert heard_ms is not None
+    # Within one 20 ms frame of what the simulated caller had actually heard.
+    assert abs(truncate["audio_end_ms"] - heard_ms) <= 20, (truncate, heard_ms)
+    assert session.truncates and session.truncates[-1][2] is True  # accepted by the "API"
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True)
+    entry = await call.transcript_entries.filter(role="assistant").afirst()
+    assert entry.interrupted
+    assert abs(entry.heard_ms - truncate["audio_end_ms"]) <= 1
+
+
+async def test_openai_refusing_the_connection_ends_the_call_gracefully(
+    e2e_server: ServerProcess, standin: RealtimeStandIn
+) -> None:
+    standin.refuse_status = 401
+    client = await enter_call(e2e_server)
+    await client.send_silence(200)
+    code = await client.wait_closed(timeout=15)  # the apology plays first
+    assert code is not None
+    assert client.received_bytes > 8000  # the spoken apology
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert call.end_reason == "openai_error"
+    assert "401" in call.error or "connect" in call.error
+
+
+async def test_unsigned_webhook_is_refused(e2e_server: ServerProcess) -> None:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        e2e_server.http_url + "/twilio/incoming/",
+        data=b"CallSid=CA0&From=%2B1&To=%2B2",
+        method="POST",
+        headers={"X-Twilio-Signature": "forged"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        await asyncio.to_thread(urllib.request.urlopen, req, timeout=5)
+    assert exc.value.code == 403
+
+
+async def test_stream_without_token_is_closed_before_openai_is_opened(
+    e2e_server: ServerProcess, standin: RealtimeStandIn
+) -> None:
+    client = TwilioStreamClient(
+        e2e_server.ws_url + "/twilio/stream/", auth_token=AUTH_TOKEN,
+        signature_url="wss://voice.example.test/twilio/stream/",
+    )
+    await client.start_call()
+    code = await client.wait_closed(timeout=5)
+    assert code == 4403
+    await asyncio.sleep(0.2)
+    assert standin.sessions == []
