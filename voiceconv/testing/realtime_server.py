@@ -1,0 +1,1757 @@
+"""A protocol-faithful local stand-in for the OpenAI Realtime API (GA, WebSocket).
+
+The real ``openai`` SDK connects to it over loopback::
+
+    async with RealtimeStandIn() as standin:
+        client = AsyncOpenAI(base_url=standin.base_url, api_key="test")
+        async with client.realtime.connect(model="gpt-realtime-2.1") as conn:
+            ...
+        session = await standin.wait_for_session()
+
+It follows ``docs/protocols.md`` (section C): ``session.created`` first, partial
+``session.update`` merges with whole-update rejection, energy VAD on the input clock
+(μ-law bytes / 8 = ms), scripted responses in the GA event order streamed faster than
+real time, interruption, truncation limits and fault injection. With ``strict=True``
+(the default) every event sent and received is checked against the SDK's own pydantic
+types; problems land in ``StandInSession.protocol_violations``.
+
+Also runnable as a process: ``python -m voiceconv.testing.realtime_server --port 8765``
+prints the base URL once listening and serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import json
+import logging
+import math
+import random
+import secrets
+import signal
+import sys
+import time
+import typing
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pydantic
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from voiceconv.testing.audio import BYTES_PER_MS, pcm16_rms, rms, speech_like, ulaw_decode
+
+__all__ = [
+    "DEFAULT_INSTRUCTIONS",
+    "RealtimeStandIn",
+    "ScriptedFunctionCall",
+    "ScriptedResponse",
+    "StandInSession",
+    "default_session_config",
+    "validate_client_event",
+    "validate_server_event",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INSTRUCTIONS = (
+    "Your knowledge cutoff is 2023-10. You are a helpful, witty, and friendly AI. "
+    "Act like a human, but remember that you aren't a human."
+)
+SESSION_EXPIRED_MESSAGE = "Your session hit the maximum duration of 60 minutes."
+REASONING_MODEL_PREFIXES = ("gpt-realtime-2",)
+VAD_WINDOW_MS = 20
+
+
+# --------------------------------------------------------------------------------------
+# Validation against the SDK's own types
+# --------------------------------------------------------------------------------------
+
+
+def _models_by_type(union: Any) -> dict[str, Any]:
+    """Map each wire ``type`` literal of an SDK event union to its pydantic model."""
+    members = typing.get_args(typing.get_args(union)[0])
+    table: dict[str, Any] = {}
+    for model in members:
+        annotation = model.model_fields["type"].annotation
+        for literal in typing.get_args(annotation):
+            table[literal] = model
+    return table
+
+
+_SERVER_MODELS: dict[str, Any] | None = None
+_CLIENT_MODELS: dict[str, Any] | None = None
+_ADAPTERS: dict[Any, pydantic.TypeAdapter[Any]] = {}
+# Keys the live service sends that the SDK types do not declare (kept as extras).
+_KNOWN_SERVER_EXTRAS = {"session.object", "session.id", "session.expires_at"}
+
+
+def _tables() -> tuple[dict[str, Any], dict[str, Any]]:
+    global _SERVER_MODELS, _CLIENT_MODELS
+    if _SERVER_MODELS is None or _CLIENT_MODELS is None:
+        from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
+
+        _SERVER_MODELS = _models_by_type(RealtimeServerEvent)
+        _CLIENT_MODELS = _models_by_type(RealtimeClientEvent)
+    return _SERVER_MODELS, _CLIENT_MODELS
+
+
+def _adapter(model: Any) -> pydantic.TypeAdapter[Any]:
+    if model not in _ADAPTERS:
+        _ADAPTERS[model] = pydantic.TypeAdapter(model)
+    return _ADAPTERS[model]
+
+
+def _extra_paths(value: Any, prefix: str) -> list[str]:
+    """Dotted paths of keys the SDK model did not declare (``model_extra``), depth first."""
+    found: list[str] = []
+    if isinstance(value, pydantic.BaseModel):
+        for key in value.model_extra or {}:
+            found.append(f"{prefix}.{key}" if prefix else key)
+        for name in type(value).model_fields:
+            child = getattr(value, name, None)
+            found.extend(_extra_paths(child, f"{prefix}.{name}" if prefix else name))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found.extend(_extra_paths(child, f"{prefix}[{index}]"))
+    return found
+
+
+def _loc_to_param(loc: Iterable[Any]) -> str:
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            if parts:
+                parts[-1] += f"[{part}]"
+        elif isinstance(part, str) and part[:1].islower() and "[" not in part:
+            parts.append(part)
+    return ".".join(parts)
+
+
+def _validate(event: Any, table: dict[str, Any], side: str) -> tuple[Any, list[str]]:
+    if not isinstance(event, dict):
+        return None, [f"{side} event is not a JSON object"]
+    kind = event.get("type")
+    model = table.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return None, [f"{side} event has unknown type {kind!r}"]
+    try:
+        parsed = _adapter(model).validate_python(event)
+    except pydantic.ValidationError as exc:
+        problems = [
+            f"{kind}: {_loc_to_param(err['loc']) or '<event>'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        return None, problems
+    return parsed, []
+
+
+def _describe_problem(problem: str) -> tuple[str, str | None, str]:
+    """``(code, param, message)`` of an error event for one validation problem string."""
+    _, _, rest = problem.partition(": ")
+    param, _, detail = rest.rpartition(": ")
+    if detail == "Field required" and param:
+        return "missing_required_parameter", param, f"Missing required parameter: '{param}'."
+    if detail.startswith("unknown parameter"):
+        name = detail.split("'")[1]
+        return "unknown_parameter", name, f"Unknown parameter: '{name}'."
+    return "invalid_value", param or None, f"Invalid value for '{param or '<event>'}': {detail}."
+
+
+def validate_server_event(event: Mapping[str, Any]) -> list[str]:
+    """Problems with a server event against ``openai.types.realtime`` (empty list = valid).
+
+    Besides schema errors, keys the SDK does not declare are reported, except the few the
+    live service is known to add (``session.object``, ``session.id``, ``session.expires_at``).
+    """
+    server, _ = _tables()
+    parsed, problems = _validate(dict(event), server, "server")
+    if parsed is not None:
+        for path in _extra_paths(parsed, ""):
+            if path not in _KNOWN_SERVER_EXTRAS:
+                problems.append(f"{event.get('type')}: undeclared key {path!r}")
+    return problems
+
+
+def validate_client_event(event: Mapping[str, Any]) -> list[str]:
+    """Problems with a client event against ``openai.types.realtime`` (empty list = valid)."""
+    _, client = _tables()
+    parsed, problems = _validate(dict(event), client, "client")
+    if parsed is not None:
+        problems.extend(
+            f"{event.get('type')}: unknown parameter {path!r}" for path in _extra_paths(parsed, "")
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------------------
+# Scripts and defaults
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScriptedFunctionCall:
+    """A function call the scripted response makes (``arguments`` dicts are JSON-encoded)."""
+
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    call_id: str | None = None
+
+    def arguments_json(self) -> str:
+        """The ``arguments`` string as sent on the wire."""
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(self.arguments, separators=(",", ":"))
+
+
+@dataclass
+class ScriptedResponse:
+    """What the next response says.
+
+    ``audio_ms`` defaults to 60 ms per character of ``text`` (at least 200 ms).
+    ``function_calls`` follow the spoken part; with ``text=""`` and calls, no message item
+    is produced. ``delay_ms`` is the latency before the first output item.
+    ``speed_factor`` overrides the stand-in's pacing for this response.
+    ``fail_with`` ends the response ``failed`` with that error code instead of output.
+    """
+
+    text: str = "Hello! How can I help you today?"
+    audio_ms: int | None = None
+    function_calls: list[ScriptedFunctionCall] = field(default_factory=list)
+    delay_ms: int = 0
+    speed_factor: float | None = None
+    fail_with: str | None = None
+
+    def effective_audio_ms(self) -> int:
+        """Audio duration of the spoken part (0 when there is none)."""
+        if self.audio_ms is not None:
+            return max(0, self.audio_ms)
+        if not self.text and self.function_calls:
+            return 0
+        return max(200, 60 * len(self.text))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScriptedResponse:
+        """Build from plain JSON data (for ``--responses`` files)."""
+        values = dict(data)
+        calls = [
+            ScriptedFunctionCall(**call) if isinstance(call, Mapping) else call
+            for call in values.pop("function_calls", [])
+        ]
+        return cls(function_calls=calls, **values)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def default_session_config(model: str) -> dict[str, Any]:
+    """The full default session the live service reports in ``session.created``."""
+    config: dict[str, Any] = {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": _new_id("sess"),
+        "model": model,
+        "output_modalities": ["audio"],
+        "instructions": DEFAULT_INSTRUCTIONS,
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+        "tracing": None,
+        "truncation": "auto",
+        "prompt": None,
+        "expires_at": int(time.time()) + 3600,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": _default_turn_detection("server_vad"),
+            },
+            "output": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "voice": "marin",
+                "speed": 1.0,
+            },
+        },
+        "include": None,
+    }
+    if model.startswith(REASONING_MODEL_PREFIXES):
+        config["reasoning"] = {"effort": "low"}
+    return config
+
+
+def _default_turn_detection(kind: str) -> dict[str, Any]:
+    if kind == "semantic_vad":
+        return {
+            "type": "semantic_vad",
+            "eagerness": "auto",
+            "create_response": True,
+            "interrupt_response": True,
+        }
+    return {
+        "type": "server_vad",
+        "threshold": 0.5,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 500,
+        "idle_timeout_ms": None,
+        "create_response": True,
+        "interrupt_response": True,
+    }
+
+
+def _bytes_per_ms(audio_format: Mapping[str, Any] | None) -> int:
+    """Bytes per millisecond of a GA audio format object (PCM is 16-bit 24 kHz)."""
+    if audio_format and audio_format.get("type") == "audio/pcm":
+        return 48
+    return BYTES_PER_MS
+
+
+class _ClientError(Exception):
+    """A client event the live service would answer with an ``error`` event."""
+
+    def __init__(
+        self,
+        code: str | None,
+        message: str,
+        *,
+        param: str | None = None,
+        error_type: str = "invalid_request_error",
+        attribute: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.error_type = error_type
+        self.attribute = attribute
+
+
+# --------------------------------------------------------------------------------------
+# Per-connection session
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    id: str
+    type: str
+    role: str | None = None
+    has_audio: bool = False
+    audio_bytes: int = 0
+    bytes_per_ms: int = BYTES_PER_MS
+    transcript: str = ""
+    call_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def audio_ms(self) -> int:
+        return self.audio_bytes // self.bytes_per_ms
+
+
+@dataclass
+class _ResponseRun:
+    id: str
+    script: ScriptedResponse
+    request: dict[str, Any]
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str | None = None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    generating: bool = True
+
+
+class StandInSession:
+    """One client connection: state, recordings, test hooks and fault injection.
+
+    Recordings: ``received`` (parsed client events except appends), ``appends``
+    (``(monotonic time, base64 as received)``), ``input_audio`` (decoded bytes),
+    ``sent`` (every server event, in wire order), ``sent_deltas``
+    (``(monotonic time at send, item_id, base64)``), ``truncates``
+    (``(item_id, audio_end_ms, ok)``), ``response_requests`` (the ``response`` objects of
+    client ``response.create`` events), ``errors`` (error events sent) and
+    ``protocol_violations`` (schema problems in either direction when strict).
+    """
+
+    def __init__(self, standin: RealtimeStandIn, ws: ServerConnection, *, model: str) -> None:
+        self.standin = standin
+        self.ws = ws
+        self.model = model
+        self.config: dict[str, Any] = default_session_config(model)
+        self.received: list[dict[str, Any]] = []
+        self.appends: list[tuple[float, str]] = []
+        self.input_audio = bytearray()
+        self.sent: list[dict[str, Any]] = []
+        self.sent_deltas: list[tuple[float, str, str]] = []
+        self.truncates: list[tuple[str, int, bool]] = []
+        self.response_requests: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.protocol_violations: list[str] = []
+        self.closed = asyncio.Event()
+        self.closed_at: float | None = None
+        self.close_code: int | None = None
+        self.opened_at = time.monotonic()
+        self.items: dict[str, _Item] = {}
+        self.item_order: list[str] = []
+        self.audio_sent_once = False
+        # input clock and VAD
+        self._clock_ms = 0  # whole VAD windows seen, in the format in force at the time
+        self._vad_pending = bytearray()
+        self._speaking = False
+        self._speech_item_id: str | None = None
+        self._speech_start_ms = 0
+        self._last_voiced_ms = 0
+        self._buffer_start_ms = 0
+        self._idle_deadline_ms: int | None = None
+        # responses
+        self.active: _ResponseRun | None = None
+        self._response_seq = 0
+        # plumbing
+        self._outbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._unstalled = asyncio.Event()
+        self._unstalled.set()
+        self._received_signal = asyncio.Event()
+        self._consumed: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- properties ------------------------------------------------------------------
+
+    @property
+    def input_ms(self) -> int:
+        """The input clock: ms of audio appended so far, in whole 20 ms VAD windows."""
+        return self._clock_ms
+
+    @property
+    def _input_bytes_per_ms(self) -> int:
+        return _bytes_per_ms(self.config["audio"]["input"].get("format"))
+
+    @property
+    def turn_detection(self) -> dict[str, Any] | None:
+        """The effective ``audio.input.turn_detection`` (``None`` = no VAD)."""
+        value = self.config["audio"]["input"].get("turn_detection")
+        return value if isinstance(value, dict) else None
+
+    def sent_types(self) -> list[str]:
+        """Types of all events sent so far, in wire order."""
+        return [event["type"] for event in self.sent]
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it closes."""
+        writer = asyncio.create_task(self._writer())
+        lifetime = None
+        if self.standin.session_lifetime_s is not None:
+            lifetime = asyncio.create_task(self._expire(self.standin.session_lifetime_s))
+        try:
+            await self._emit({"type": "session.created", "session": copy.deepcopy(self.config)})
+            async for message in self.ws:
+                await self._on_message(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed_at = time.monotonic()
+            self.close_code = self.ws.close_code
+            tasks = [writer, *self._tasks]
+            if lifetime is not None:
+                tasks.append(lifetime)
+            if self.active is not None and self.active.task is not None:
+                tasks.append(self.active.task)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.closed.set()
+
+    async def _expire(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self.send_error("session_expired", SESSION_EXPIRED_MESSAGE, attribute=False)
+        await self._drain_outbox()
+        await self.close(code=1001, reason=SESSION_EXPIRED_MESSAGE)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---- sending ---------------------------------------------------------------------
+
+    async def _emit(self, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("event_id", _new_id("event"))
+        if self.standin.strict:
+            for problem in validate_server_event(event):
+                self.protocol_violations.append(f"server: {problem}")
+        self.sent.append(event)
+        if event["type"] == "error":
+            self.errors.append(event)
+        self._outbox.put_nowait((json.dumps(event), event))
+        await asyncio.sleep(0)
+        return event
+
+    async def _writer(self) -> None:
+        while True:
+            entry = await self._outbox.get()
+            if entry is None:
+                return
+            await self._unstalled.wait()
+            text, event = entry
+            try:
+                await self.ws.send(text)
+            except ConnectionClosed:
+                return
+            finally:
+                self._outbox.task_done()
+            if event["type"] == "response.output_audio.delta":
+                self.sent_deltas.append((time.monotonic(), event["item_id"], event["delta"]))
+
+    async def _drain_outbox(self) -> None:
+        await self._outbox.join()
+
+    async def send_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Send an arbitrary server event (``event_id`` is added when missing)."""
+        return await self._emit(dict(event))
+
+    async def send_error(
+        self,
+        code: str | None,
+        message: str,
+        *,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+        event_id: str | None = None,
+        attribute: bool = True,
+    ) -> dict[str, Any]:
+        """Send an ``error`` event."""
+        return await self._emit(
+            {
+                "type": "error",
+                "error": {
+                    "type": error_type,
+                    "code": code,
+                    "message": message,
+                    "param": param,
+                    "event_id": event_id if attribute else None,
+                },
+            }
+        )
+
+    async def close(self, code: int = 1011, reason: str = "") -> None:
+        """Close the socket from the server side (e.g. 1011 to simulate a crash)."""
+        await self.ws.close(code, reason)
+
+    def stall(self) -> None:
+        """Stop sending anything (queued and new events wait until ``resume()``)."""
+        self._unstalled.clear()
+
+    def resume(self) -> None:
+        """Undo ``stall()``; queued events go out in order."""
+        self._unstalled.set()
+
+    # ---- receiving -------------------------------------------------------------------
+
+    async def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            self.protocol_violations.append("client: binary frame")
+            await self.send_error(
+                "invalid_json",
+                "Binary frames are not supported; send JSON text frames.",
+                attribute=False,
+            )
+            return
+        try:
+            event = json.loads(message)
+        except ValueError:
+            self.protocol_violations.append("client: malformed JSON")
+            await self.send_error(
+                "invalid_json",
+                "We could not parse the JSON body of your request. (HINT: This likely means "
+                "you aren't using your HTTP library correctly.)",
+                attribute=False,
+            )
+            return
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            self.protocol_violations.append("client: event without a string 'type'")
+            await self.send_error(
+                "missing_required_parameter",
+                "Missing required parameter: 'type'.",
+                param="type",
+                attribute=False,
+            )
+            return
+        kind = event["type"]
+        client_event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        if kind == "input_audio_buffer.append":
+            self.appends.append((time.monotonic(), event.get("audio")))  # type: ignore[arg-type]
+        else:
+            self.received.append(event)
+            self._received_signal.set()
+        handler = getattr(self, "_handle_" + kind.replace(".", "_"), None)
+        _, client_models = _tables()
+        if handler is None or kind not in client_models:
+            self.protocol_violations.append(f"client: unknown event type {kind!r}")
+            await self.send_error(
+                "invalid_value",
+                f"Invalid value: '{kind}'. Supported values are: "
+                + ", ".join(f"'{name}'" for name in sorted(client_models))
+                + ".",
+                param="type",
+                event_id=client_event_id,
+            )
+            return
+        if kind not in ("input_audio_buffer.append", "session.update"):
+            problems = validate_client_event(event)
+            if problems:
+                self.protocol_violations.extend(f"client: {p}" for p in problems)
+                code, param, text = _describe_problem(problems[0])
+                await self.send_error(code, text, param=param, event_id=client_event_id)
+                return
+        try:
+            await handler(event)
+        except _ClientError as exc:
+            await self.send_error(
+                exc.code,
+                exc.message,
+                error_type=exc.error_type,
+                param=exc.param,
+                event_id=client_event_id,
+                attribute=exc.attribute,
+            )
+        except Exception:  # a stand-in bug must not look like a protocol answer
+            logger.exception("stand-in: failed handling %s", kind)
+            self.protocol_violations.append(f"stand-in: internal error handling {kind}")
+            await self.send_error(
+                "server_error",
+                "The stand-in failed to handle the event.",
+                error_type="server_error",
+                event_id=client_event_id,
+            )
+
+    async def expect_event(self, type: str, timeout: float = 2.0) -> dict[str, Any]:
+        """The next not-yet-consumed received client event of ``type`` (waits up to ``timeout``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for index, event in enumerate(self.received):
+                if index not in self._consumed and event.get("type") == type:
+                    self._consumed.add(index)
+                    return event
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                seen = [event.get("type") for event in self.received]
+                raise TimeoutError(f"no client event {type!r} within {timeout}s; received {seen}")
+            self._received_signal.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._received_signal.wait(), remaining)
+
+    # ---- session.update --------------------------------------------------------------
+
+    async def _handle_session_update(self, event: dict[str, Any]) -> None:
+        update = event.get("session")
+        if not isinstance(update, dict):
+            self.protocol_violations.append("client: session.update without a session object")
+            raise _ClientError(
+                "missing_required_parameter",
+                "Missing required parameter: 'session'.",
+                param="session",
+            )
+        if "type" not in update:
+            self.protocol_violations.append("client: session.update without session.type")
+            raise _ClientError(
+                "missing_required_parameter",
+                "Missing required parameter: 'session.type'.",
+                param="session.type",
+            )
+        if update["type"] != "realtime":
+            self.protocol_violations.append(f"client: session.type {update['type']!r}")
+            raise _ClientError(
+                "invalid_value",
+                f"Invalid value: '{update['type']}'. The stand-in supports 'realtime' sessions.",
+                param="session.type",
+            )
+        _, client_models = _tables()
+        parsed, problems = _validate(event, client_models, "client")
+        if problems:
+            self.protocol_violations.extend(f"client: {p}" for p in problems)
+            raise _ClientError("invalid_value", f"Invalid session.update: {problems[0]}")
+        unknown = _extra_paths(parsed, "")
+        if not self.model.startswith(REASONING_MODEL_PREFIXES):
+            unknown += [
+                f"session.{key}" for key in ("reasoning", "parallel_tool_calls") if key in update
+            ]
+        if unknown:
+            self.protocol_violations.append(f"client: unknown parameter {unknown[0]!r}")
+            raise _ClientError(
+                "unknown_parameter",
+                f"Unknown parameter: '{unknown[0]}'.",
+                param=unknown[0],
+            )
+        if "model" in update and update["model"] != self.model:
+            raise _ClientError(
+                "invalid_value",
+                "The session model cannot be changed once the session exists.",
+                param="session.model",
+            )
+        voice = (update.get("audio") or {}).get("output", {}) or {}
+        if (
+            "voice" in voice
+            and self.audio_sent_once
+            and (
+                voice["voice"] != self.config["audio"]["output"]["voice"]
+                or self.standin.reject_voice_resend
+            )
+        ):
+            raise _ClientError(
+                "cannot_update_voice",
+                "Cannot update a conversation's voice if assistant audio is present.",
+                attribute=False,
+            )
+        self.config = _merge_session(self.config, update)
+        await self._emit({"type": "session.updated", "session": copy.deepcopy(self.config)})
+
+    # ---- input audio and VAD ---------------------------------------------------------
+
+    async def _handle_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
+        audio = event.get("audio")
+        if not isinstance(audio, str):
+            self.protocol_violations.append("client: append without an audio string")
+            raise _ClientError(
+                "missing_required_parameter",
+                "Missing required parameter: 'audio'.",
+                param="audio",
+            )
+        try:
+            raw = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            self.protocol_violations.append("client: append with invalid base64")
+            raise _ClientError(
+                "invalid_value",
+                "Invalid 'audio'. Expected base64-encoded audio bytes.",
+                param="audio",
+            ) from exc
+        self.input_audio += raw
+        await self._feed_vad(raw)
+
+    async def _feed_vad(self, raw: bytes) -> None:
+        bpm = self._input_bytes_per_ms
+        window = VAD_WINDOW_MS * bpm
+        self._vad_pending += raw
+        while len(self._vad_pending) >= window:
+            chunk = bytes(self._vad_pending[:window])
+            del self._vad_pending[:window]
+            start_ms = self._clock_ms
+            self._clock_ms += VAD_WINDOW_MS
+            await self._vad_window(chunk, start_ms, start_ms + VAD_WINDOW_MS)
+
+    def _energy(self, chunk: bytes) -> float:
+        if self._input_bytes_per_ms == 48:
+            return pcm16_rms(chunk)
+        return rms(chunk)
+
+    async def _vad_window(self, chunk: bytes, start_ms: int, end_ms: int) -> None:
+        td = self.turn_detection
+        if td is None:
+            return
+        threshold = float(td.get("threshold") or 0.5)
+        voiced = self._energy(chunk) >= self.standin.vad_rms_threshold * threshold / 0.5
+        if not self._speaking:
+            if voiced:
+                self._last_voiced_ms = end_ms
+                padding = int(td.get("prefix_padding_ms") or 300)
+                await self.trigger_speech_started(
+                    audio_start_ms=max(self._buffer_start_ms, start_ms - padding)
+                )
+            elif self._idle_deadline_ms is not None and end_ms >= self._idle_deadline_ms:
+                await self._idle_timeout(end_ms)
+            return
+        if voiced:
+            self._last_voiced_ms = end_ms
+        elif end_ms - self._last_voiced_ms >= self._silence_ms(td):
+            await self.trigger_speech_stopped(audio_end_ms=self._last_voiced_ms)
+
+    @staticmethod
+    def _silence_ms(td: Mapping[str, Any]) -> int:
+        if td.get("type") == "semantic_vad":
+            return {"low": 1500, "high": 300}.get(td.get("eagerness") or "auto", 700)
+        return int(td.get("silence_duration_ms") or 500)
+
+    async def trigger_speech_started(self, audio_start_ms: int | None = None) -> str:
+        """Emit ``speech_started`` now (as VAD would) and interrupt if configured; item id."""
+        td = self.turn_detection or {}
+        self._speaking = True
+        self._idle_deadline_ms = None
+        self._speech_item_id = _new_id("item")
+        self._speech_start_ms = self.input_ms if audio_start_ms is None else audio_start_ms
+        self._last_voiced_ms = max(self._last_voiced_ms, self._speech_start_ms)
+        await self._emit(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": self._speech_start_ms,
+                "item_id": self._speech_item_id,
+            }
+        )
+        if td.get("interrupt_response", True) and self.active is not None:
+            await self.cancel_active("turn_detected")
+        return self._speech_item_id
+
+    async def trigger_speech_stopped(self, audio_end_ms: int | None = None) -> str:
+        """Emit ``speech_stopped`` then commit (and respond, if configured); the user item id."""
+        if not self._speaking or self._speech_item_id is None:
+            await self.trigger_speech_started()
+        assert self._speech_item_id is not None
+        item_id = self._speech_item_id
+        self._speaking = False
+        self._speech_item_id = None
+        end_ms = self.input_ms if audio_end_ms is None else audio_end_ms
+        await self._emit(
+            {
+                "type": "input_audio_buffer.speech_stopped",
+                "audio_end_ms": end_ms,
+                "item_id": item_id,
+            }
+        )
+        await self._commit(item_id)
+        td = self.turn_detection or {}
+        if td.get("create_response", True):
+            if self.active is None:
+                await self.start_response({})
+            else:
+                logger.debug("stand-in: VAD response skipped, %s still active", self.active.id)
+        return item_id
+
+    async def _idle_timeout(self, end_ms: int) -> None:
+        self._idle_deadline_ms = None
+        item_id = _new_id("item")
+        await self._emit(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": self._buffer_start_ms,
+                "audio_end_ms": end_ms,
+                "item_id": item_id,
+            }
+        )
+        await self._commit(item_id, transcribe=False)
+        if self.active is None:
+            await self.start_response({})
+
+    async def _commit(self, item_id: str, *, transcribe: bool = True) -> None:
+        previous = self.item_order[-1] if self.item_order else None
+        self._buffer_start_ms = self.input_ms
+        await self._emit(
+            {
+                "type": "input_audio_buffer.committed",
+                "previous_item_id": previous,
+                "item_id": item_id,
+            }
+        )
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        await self._add_item(_Item(id=item_id, type="message", role="user", data=item), previous)
+        if transcribe and self.config["audio"]["input"].get("transcription"):
+            self._spawn(self._transcribe(item_id))
+
+    async def _transcribe(self, item_id: str) -> None:
+        transcript = self.standin.next_caller_transcript()
+        await asyncio.sleep(0.01)
+        await self._emit(
+            {
+                "type": "conversation.item.input_audio_transcription.delta",
+                "item_id": item_id,
+                "content_index": 0,
+                "delta": transcript,
+            }
+        )
+        await self._emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": transcript,
+                "usage": {
+                    "type": "tokens",
+                    "input_tokens": 20,
+                    "output_tokens": max(1, len(transcript) // 4),
+                    "total_tokens": 20 + max(1, len(transcript) // 4),
+                    "input_token_details": {"text_tokens": 0, "audio_tokens": 20},
+                },
+            }
+        )
+
+    async def _handle_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
+        buffered = self.input_ms - self._buffer_start_ms
+        if buffered < 100:
+            raise _ClientError(
+                "input_audio_buffer_commit_empty",
+                "Error committing input audio buffer: buffer too small. Expected at least "
+                f"100ms of audio, but buffer only has {float(buffered):.2f}ms of audio.",
+            )
+        item_id = self._speech_item_id or _new_id("item")
+        self._speaking = False
+        self._speech_item_id = None
+        await self._commit(item_id)
+
+    async def _handle_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
+        self._buffer_start_ms = self.input_ms
+        self._speaking = False
+        self._speech_item_id = None
+        await self._emit({"type": "input_audio_buffer.cleared"})
+
+    # ---- conversation items ----------------------------------------------------------
+
+    async def _add_item(self, item: _Item, previous: str | None) -> None:
+        self.items[item.id] = item
+        self.item_order.append(item.id)
+        await self._emit(
+            {
+                "type": "conversation.item.added",
+                "previous_item_id": previous,
+                "item": copy.deepcopy(item.data),
+            }
+        )
+        await self._emit(
+            {
+                "type": "conversation.item.done",
+                "previous_item_id": previous,
+                "item": copy.deepcopy(item.data),
+            }
+        )
+
+    async def _handle_conversation_item_create(self, event: dict[str, Any]) -> None:
+        data = copy.deepcopy(event["item"])
+        previous = event.get("previous_item_id")
+        if previous not in (None, "root") and previous not in self.items:
+            raise _ClientError(
+                "invalid_value",
+                f"Invalid 'previous_item_id': '{previous}'. No such item in the conversation.",
+                param="previous_item_id",
+            )
+        item_id = data.get("id") or _new_id("item")
+        if item_id in self.items:
+            raise _ClientError(
+                "invalid_value",
+                f"Item with id '{item_id}' already exists.",
+                param="item.id",
+            )
+        if data.get("type") == "function_call_output":
+            known = {i.call_id for i in self.items.values() if i.type == "function_call"}
+            if data.get("call_id") not in known:
+                self.protocol_violations.append(
+                    f"client: function_call_output for unknown call_id {data.get('call_id')!r}"
+                )
+        data["id"] = item_id
+        data.setdefault("object", "realtime.item")
+        data.setdefault("status", "completed")
+        if previous is None:
+            previous = self.item_order[-1] if self.item_order else None
+        elif previous == "root":
+            previous = None
+        item = _Item(
+            id=item_id,
+            type=data.get("type", ""),
+            role=data.get("role"),
+            call_id=data.get("call_id"),
+            data=data,
+        )
+        await self._add_item(item, previous)
+
+    async def _handle_conversation_item_delete(self, event: dict[str, Any]) -> None:
+        item_id = event["item_id"]
+        if item_id not in self.items:
+            raise _ClientError(
+                "invalid_value",
+                f"Item with item_id not found: {item_id}",
+                param="item_id",
+            )
+        del self.items[item_id]
+        self.item_order.remove(item_id)
+        await self._emit({"type": "conversation.item.deleted", "item_id": item_id})
+
+    async def _handle_conversation_item_retrieve(self, event: dict[str, Any]) -> None:
+        item = self.items.get(event["item_id"])
+        if item is None:
+            raise _ClientError(
+                "invalid_value",
+                f"Item with item_id not found: {event['item_id']}",
+                param="item_id",
+            )
+        await self._emit({"type": "conversation.item.retrieved", "item": copy.deepcopy(item.data)})
+
+    async def _handle_conversation_item_truncate(self, event: dict[str, Any]) -> None:
+        item_id, end_ms = event["item_id"], int(event["audio_end_ms"])
+        item = self.items.get(item_id)
+        if item is None or item.role != "assistant" or not item.has_audio:
+            self.truncates.append((item_id, end_ms, False))
+            if item is None:
+                raise _ClientError(
+                    "invalid_value",
+                    f"Item with item_id not found: {item_id}",
+                    param="item_id",
+                )
+            raise _ClientError(
+                "invalid_value",
+                "Only model output audio messages can be truncated",
+                param="item_id",
+            )
+        if end_ms > item.audio_ms or end_ms < 0:
+            self.truncates.append((item_id, end_ms, False))
+            raise _ClientError(
+                None,
+                f"Audio content of {item.audio_ms}ms is already shorter than {end_ms}ms",
+                attribute=False,
+            )
+        self.truncates.append((item_id, end_ms, True))
+        item.audio_bytes = end_ms * item.bytes_per_ms
+        item.transcript = ""
+        for part in item.data.get("content", []):
+            part["transcript"] = ""
+        await self._emit(
+            {
+                "type": "conversation.item.truncated",
+                "item_id": item_id,
+                "content_index": int(event.get("content_index", 0)),
+                "audio_end_ms": end_ms,
+            }
+        )
+
+    async def _handle_output_audio_buffer_clear(self, event: dict[str, Any]) -> None:
+        self.protocol_violations.append("client: output_audio_buffer.clear on a WebSocket")
+        raise _ClientError(
+            "invalid_value",
+            "output_audio_buffer.clear is only supported for WebRTC and SIP.",
+        )
+
+    # ---- responses -------------------------------------------------------------------
+
+    async def _handle_response_create(self, event: dict[str, Any]) -> None:
+        request = event.get("response") or {}
+        self.response_requests.append(request)
+        if self.active is not None:
+            raise _ClientError(
+                "conversation_already_has_active_response",
+                f"Conversation already has an active response in progress: {self.active.id}. "
+                "Wait until the response is finished before creating a new one.",
+            )
+        await self.start_response(request)
+
+    async def _handle_response_cancel(self, event: dict[str, Any]) -> None:
+        wanted = event.get("response_id")
+        if self.active is None or (wanted and wanted != self.active.id):
+            raise _ClientError(
+                "response_cancel_not_active",
+                "Cancellation failed: no active response found",
+            )
+        await self.cancel_active("client_cancelled")
+
+    async def start_response(self, request: Mapping[str, Any] | None = None) -> str:
+        """Start the next scripted response (as a VAD commit or ``response.create`` would)."""
+        if self.active is not None:
+            raise RuntimeError(f"response {self.active.id} is still active")
+        run = _ResponseRun(_new_id("resp"), self.standin.next_response(), dict(request or {}))
+        self.active = run
+        self._idle_deadline_ms = None
+        await self._emit({"type": "response.created", "response": self._response_object(run, [])})
+        run.task = asyncio.create_task(self._run_response(run))
+        return run.id
+
+    async def cancel_active(self, reason: str) -> None:
+        """Cancel the active response with ``reason`` and wait for its cancelled tail."""
+        run = self.active
+        if run is None or run.task is None:
+            return
+        if run.cancel_reason is None:
+            run.cancel_reason = reason
+            run.cancelled.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(run.task)
+
+    def _response_object(
+        self,
+        run: _ResponseRun,
+        output: list[dict[str, Any]],
+        *,
+        status: str = "in_progress",
+        details: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        request = run.request
+        out_cfg = self.config["audio"]["output"]
+        return {
+            "id": run.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": details,
+            "output": output,
+            "conversation_id": None if request.get("conversation") == "none" else "conv_standin",
+            "output_modalities": request.get("output_modalities")
+            or self.config["output_modalities"],
+            "max_output_tokens": request.get("max_output_tokens")
+            or self.config["max_output_tokens"],
+            "audio": {"output": {"format": out_cfg["format"], "voice": out_cfg["voice"]}},
+            "usage": usage,
+            "metadata": request.get("metadata"),
+        }
+
+    async def _pause(self, run: _ResponseRun, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.cancelled.wait(), seconds)
+
+    def _chunk_plan(self, total_ms: int, seed: int) -> list[int]:
+        rng = random.Random(seed)
+        low, high = self.standin.chunk_ms
+        plan: list[int] = []
+        remaining = total_ms
+        while remaining > 0:
+            size = min(remaining, rng.randint(low, high))
+            plan.append(size)
+            remaining -= size
+        return plan
+
+    def _audio_chunk(self, ms: int, seed: int, bpm: int) -> bytes:
+        ulaw = speech_like(ms, seed=seed)
+        if bpm == 48:  # PCM16 24 kHz: upsample by repetition
+            pcm = ulaw_decode(ulaw)
+            return b"".join(pcm[i : i + 2] * 3 for i in range(0, len(pcm), 2))
+        return ulaw
+
+    async def _run_response(self, run: _ResponseRun) -> None:
+        script = run.script
+        speed = script.speed_factor or self.standin.speed_factor
+        outputs: list[dict[str, Any]] = []
+        audio_ms_sent = 0
+        text_chars = 0
+        self._response_seq += 1
+        seq = self._response_seq
+        try:
+            await self._emit(
+                {
+                    "type": "rate_limits.updated",
+                    "rate_limits": [
+                        {
+                            "name": "requests",
+                            "limit": 5000,
+                            "remaining": 4999,
+                            "reset_seconds": 0.012,
+                        },
+                        {
+                            "name": "tokens",
+                            "limit": 40000,
+                            "remaining": 38000,
+                            "reset_seconds": 3.0,
+                        },
+                    ],
+                }
+            )
+            await self._pause(run, script.delay_ms / 1000)
+            if script.fail_with and run.cancel_reason is None:
+                await self._finish(
+                    run,
+                    outputs,
+                    "failed",
+                    {
+                        "type": "failed",
+                        "error": {"type": "invalid_request_error", "code": script.fail_with},
+                    },
+                    0,
+                    0,
+                )
+                return
+            audio_ms = script.effective_audio_ms()
+            if run.cancel_reason is None and (script.text or audio_ms):
+                item, ms, chars = await self._stream_message(
+                    run, len(outputs), audio_ms, speed, seq
+                )
+                outputs.append(item)
+                audio_ms_sent += ms
+                text_chars += chars
+            for call in script.function_calls:
+                if run.cancel_reason is not None:
+                    break
+                outputs.append(await self._stream_call(run, len(outputs), call))
+            if run.cancel_reason is not None:
+                await self._finish(
+                    run,
+                    outputs,
+                    "cancelled",
+                    {"type": "cancelled", "reason": run.cancel_reason},
+                    audio_ms_sent,
+                    text_chars,
+                )
+            else:
+                await self._finish(run, outputs, "completed", None, audio_ms_sent, text_chars)
+        finally:
+            run.generating = False
+            if self.active is run:
+                self.active = None
+
+    async def _stream_message(
+        self,
+        run: _ResponseRun,
+        output_index: int,
+        audio_ms: int,
+        speed: float,
+        seq: int,
+    ) -> tuple[dict[str, Any], int, int]:
+        text = run.script.text
+        text_mode = "audio" not in self._response_object(run, [])["output_modalities"]
+        bpm = _bytes_per_ms(self.config["audio"]["output"].get("format"))
+        item_id = _new_id("item")
+        previous = self.item_order[-1] if self.item_order else None
+        data = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        item = _Item(
+            id=item_id,
+            type="message",
+            role="assistant",
+            has_audio=not text_mode,
+            bytes_per_ms=bpm,
+            data=data,
+        )
+        self.items[item_id] = item
+        self.item_order.append(item_id)
+        ids = {
+            "response_id": run.id,
+            "item_id": item_id,
+            "output_index": output_index,
+            "content_index": 0,
+        }
+        await self._emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": run.id,
+                "output_index": output_index,
+                "item": copy.deepcopy(data),
+            }
+        )
+        await self._emit(
+            {
+                "type": "conversation.item.added",
+                "previous_item_id": previous,
+                "item": copy.deepcopy(data),
+            }
+        )
+        part_type = "text" if text_mode else "audio"
+        empty_part = {"type": part_type, ("text" if text_mode else "transcript"): ""}
+        await self._emit({"type": "response.content_part.added", **ids, "part": empty_part})
+        words = text.split(" ")
+        pieces = (
+            [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)] if text else []
+        )
+        plan = self._chunk_plan(audio_ms, seed=seq) if not text_mode else [1] * len(pieces)
+        total = sum(plan) or 1
+        said, done_ms = 0, 0
+        for index, chunk_ms in enumerate(plan):
+            if run.cancel_reason is not None:
+                break
+            if not text_mode:
+                audio = self._audio_chunk(chunk_ms, seed=seq * 1_000_003 + index, bpm=bpm)
+                await self._emit(
+                    {
+                        "type": "response.output_audio.delta",
+                        **ids,
+                        "delta": base64.b64encode(audio).decode("ascii"),
+                    }
+                )
+                self.audio_sent_once = True
+                item.audio_bytes += len(audio)
+            done_ms += chunk_ms
+            target = math.ceil(len(pieces) * done_ms / total)
+            if target > said:
+                delta = "".join(pieces[said:target])
+                said = target
+                kind = (
+                    "response.output_text.delta"
+                    if text_mode
+                    else ("response.output_audio_transcript.delta")
+                )
+                await self._emit({"type": kind, **ids, "delta": delta})
+            await self._pause(run, chunk_ms / 1000 / speed if not text_mode else 0)
+        spoken = "".join(pieces[:said])
+        cancelled = run.cancel_reason is not None
+        item.transcript = spoken
+        if text_mode:
+            await self._emit({"type": "response.output_text.done", **ids, "text": spoken})
+            final_part = {"type": "text", "text": spoken}
+            content = [{"type": "output_text", "text": spoken}]
+        else:
+            await self._emit({"type": "response.output_audio.done", **ids})
+            await self._emit(
+                {"type": "response.output_audio_transcript.done", **ids, "transcript": spoken}
+            )
+            final_part = {"type": "audio", "transcript": spoken}
+            content = [{"type": "output_audio", "transcript": spoken}]
+        await self._emit({"type": "response.content_part.done", **ids, "part": final_part})
+        data.update(status="incomplete" if cancelled else "completed", content=content)
+        await self._emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": run.id,
+                "output_index": output_index,
+                "item": copy.deepcopy(data),
+            }
+        )
+        await self._emit(
+            {
+                "type": "conversation.item.done",
+                "previous_item_id": previous,
+                "item": copy.deepcopy(data),
+            }
+        )
+        return copy.deepcopy(data), item.audio_bytes // bpm, len(spoken)
+
+    async def _stream_call(
+        self,
+        run: _ResponseRun,
+        output_index: int,
+        call: ScriptedFunctionCall,
+    ) -> dict[str, Any]:
+        item_id = _new_id("item")
+        call_id = call.call_id or _new_id("call")
+        previous = self.item_order[-1] if self.item_order else None
+        data = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "in_progress",
+            "name": call.name,
+            "call_id": call_id,
+            "arguments": "",
+        }
+        self.items[item_id] = _Item(id=item_id, type="function_call", call_id=call_id, data=data)
+        self.item_order.append(item_id)
+        await self._emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": run.id,
+                "output_index": output_index,
+                "item": copy.deepcopy(data),
+            }
+        )
+        await self._emit(
+            {
+                "type": "conversation.item.added",
+                "previous_item_id": previous,
+                "item": copy.deepcopy(data),
+            }
+        )
+        arguments = call.arguments_json()
+        ids = {
+            "response_id": run.id,
+            "item_id": item_id,
+            "output_index": output_index,
+            "call_id": call_id,
+        }
+        step = max(1, math.ceil(len(arguments) / 3))
+        for start in range(0, len(arguments), step):
+            await self._emit(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    **ids,
+                    "delta": arguments[start : start + step],
+                }
+            )
+            await self._pause(run, 0.002)
+        cancelled = run.cancel_reason is not None
+        await self._emit(
+            {
+                "type": "response.function_call_arguments.done",
+                **ids,
+                "name": call.name,
+                "arguments": arguments,
+            }
+        )
+        data.update(status="incomplete" if cancelled else "completed", arguments=arguments)
+        await self._emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": run.id,
+                "output_index": output_index,
+                "item": copy.deepcopy(data),
+            }
+        )
+        await self._emit(
+            {
+                "type": "conversation.item.done",
+                "previous_item_id": previous,
+                "item": copy.deepcopy(data),
+            }
+        )
+        return copy.deepcopy(data)
+
+    async def _finish(
+        self,
+        run: _ResponseRun,
+        outputs: list[dict[str, Any]],
+        status: str,
+        details: dict[str, Any] | None,
+        audio_ms: int,
+        text_chars: int,
+    ) -> None:
+        audio_tokens = audio_ms // 50
+        text_tokens = math.ceil(text_chars / 4) + sum(
+            math.ceil(len(o.get("arguments", "")) / 4) for o in outputs
+        )
+        input_audio = max(0, self.input_ms // 100)
+        input_text = 150 + 10 * len(self.item_order)
+        usage = {
+            "total_tokens": input_audio + input_text + audio_tokens + text_tokens,
+            "input_tokens": input_audio + input_text,
+            "output_tokens": audio_tokens + text_tokens,
+            "input_token_details": {
+                "text_tokens": input_text,
+                "audio_tokens": input_audio,
+                "image_tokens": 0,
+                "cached_tokens": 0,
+                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+            },
+            "output_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens},
+        }
+        self.active = None
+        await self._emit(
+            {
+                "type": "response.done",
+                "response": self._response_object(
+                    run, outputs, status=status, details=details, usage=usage
+                ),
+            }
+        )
+        td = self.turn_detection
+        if td and td.get("idle_timeout_ms") and status == "completed":
+            self._idle_deadline_ms = self.input_ms + audio_ms + int(td["idle_timeout_ms"])
+
+
+def _merge_session(current: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply a partial GA ``session`` update: nested objects merge, other values replace."""
+    merged = copy.deepcopy(current)
+    for key, value in update.items():
+        if key == "audio" and isinstance(value, Mapping):
+            for side in ("input", "output"):
+                if isinstance(value.get(side), Mapping):
+                    target = merged["audio"].setdefault(side, {})
+                    for sub_key, sub_value in value[side].items():
+                        target[sub_key] = _merge_audio_field(
+                            sub_key, target.get(sub_key), sub_value
+                        )
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _merge_audio_field(key: str, old: Any, new: Any) -> Any:
+    if key == "turn_detection" and isinstance(new, Mapping):
+        kind = new.get("type", (old or {}).get("type", "server_vad"))
+        base = (
+            old
+            if isinstance(old, dict) and old.get("type") == kind
+            else _default_turn_detection(kind)
+        )
+        return {**base, **copy.deepcopy(dict(new))}
+    if key == "noise_reduction" and isinstance(new, Mapping):
+        base = old if isinstance(old, dict) else {"type": "near_field"}
+        return {**base, **copy.deepcopy(dict(new))}
+    return copy.deepcopy(new)
+
+
+# --------------------------------------------------------------------------------------
+# Server
+# --------------------------------------------------------------------------------------
+
+
+class RealtimeStandIn:
+    """Loopback WebSocket server speaking the OpenAI Realtime GA protocol.
+
+    ``responses`` is a FIFO of ``ScriptedResponse`` (``default_response`` when empty);
+    ``caller_transcripts`` likewise for input transcription (``default_caller_transcript``).
+    ``refuse_status`` refuses every upgrade with that HTTP status (mutable at run time).
+    ``speed_factor`` is how much faster than real time audio is streamed;
+    ``vad_rms_threshold`` is the RMS (0..1) that counts as speech at VAD ``threshold`` 0.5
+    (it scales with the session's threshold). ``reject_voice_resend`` also rejects an
+    unchanged voice after the first audio.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        refuse_status: int | None = None,
+        speed_factor: float = 5.0,
+        chunk_ms: tuple[int, int] = (20, 200),
+        vad_rms_threshold: float = 0.02,
+        session_lifetime_s: float | None = None,
+        strict: bool = True,
+        reject_voice_resend: bool = False,
+        responses: Iterable[ScriptedResponse] = (),
+        default_response: ScriptedResponse | None = None,
+        caller_transcripts: Iterable[str] = (),
+        default_caller_transcript: str = "hello",
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.refuse_status = refuse_status
+        self.speed_factor = speed_factor
+        self.chunk_ms = chunk_ms
+        self.vad_rms_threshold = vad_rms_threshold
+        self.session_lifetime_s = session_lifetime_s
+        self.strict = strict
+        self.reject_voice_resend = reject_voice_resend
+        self.responses: deque[ScriptedResponse] = deque(responses)
+        self.default_response = default_response or ScriptedResponse()
+        self.caller_transcripts: deque[str] = deque(caller_transcripts)
+        self.default_caller_transcript = default_caller_transcript
+        self.sessions: list[StandInSession] = []
+        self.handshakes: list[dict[str, Any]] = []
+        self._server: Server | None = None
+        self._new_session: asyncio.Event | None = None
+
+    # ---- scripts ---------------------------------------------------------------------
+
+    def next_response(self) -> ScriptedResponse:
+        """Pop the next scripted response, or the default."""
+        return self.responses.popleft() if self.responses else self.default_response
+
+    def next_caller_transcript(self) -> str:
+        """Pop the next scripted caller transcript, or the default."""
+        return (
+            self.caller_transcripts.popleft()
+            if self.caller_transcripts
+            else (self.default_caller_transcript)
+        )
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port/v1``, for ``AsyncOpenAI(base_url=...)`` or ``OPENAI_BASE_URL``."""
+        if self._server is None:
+            raise RuntimeError("RealtimeStandIn is not started")
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def ws_url(self) -> str:
+        """The socket base (``ws://host:port/v1``), for ``websocket_base_url``."""
+        return self.base_url.replace("http://", "ws://", 1)
+
+    async def start(self) -> RealtimeStandIn:
+        """Start listening (binds the port; ``port=0`` picks a free one)."""
+        self._new_session = asyncio.Event()
+        self._server = await serve(
+            self._handler,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            max_size=16 * 1024 * 1024,
+            compression=None,
+            ping_interval=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        """Close every connection (1001) and stop listening."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> RealtimeStandIn:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def wait_for_session(self, index: int = 0, timeout: float = 5.0) -> StandInSession:
+        """The ``index``-th session, waiting up to ``timeout`` seconds for it to connect."""
+        assert self._new_session is not None, "RealtimeStandIn is not started"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.sessions) <= index:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"session {index} did not connect within {timeout}s")
+            self._new_session.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_session.wait(), remaining)
+        return self.sessions[index]
+
+    # ---- handshake and connections ---------------------------------------------------
+
+    @staticmethod
+    def _json_response(
+        connection: ServerConnection,
+        status: int,
+        message: str,
+        code: str | None,
+        error_type: str = "invalid_request_error",
+    ) -> Response:
+        body = json.dumps(
+            {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+        )
+        response = connection.respond(status, body)
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        query = parse_qs(url.query)
+        self.handshakes.append({"path": request.path, "headers": dict(request.headers.raw_items())})
+        if url.path.rstrip("/") != "/v1/realtime":
+            logger.info("stand-in: refusing path %s", url.path)
+            return self._json_response(
+                connection, 404, f"Invalid URL (GET {url.path})", "unknown_url"
+            )
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            return self._json_response(
+                connection,
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                None,
+            )
+        if self.api_key is not None and auth[7:] != self.api_key:
+            return self._json_response(
+                connection, 401, "Incorrect API key provided.", "invalid_api_key"
+            )
+        if self.refuse_status is not None:
+            status = HTTPStatus(self.refuse_status)
+            return self._json_response(
+                connection,
+                status.value,
+                f"Stand-in refused the connection: {status.phrase}",
+                "rate_limit_exceeded" if status == 429 else None,
+                "requests" if status == 429 else "invalid_request_error",
+            )
+        if "model" not in query and "call_id" not in query:
+            return self._json_response(
+                connection,
+                400,
+                "Missing required parameter: 'model'.",
+                "missing_required_parameter",
+            )
+        if request.headers.get("OpenAI-Beta"):
+            logger.info("stand-in: client sent OpenAI-Beta; the GA service closes such sockets")
+        return None
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        query = parse_qs(urlsplit(ws.request.path).query)
+        model = (query.get("model") or ["gpt-realtime-2.1"])[0]
+        session = StandInSession(self, ws, model=model)
+        if ws.request.headers.get("OpenAI-Beta"):
+            session.protocol_violations.append("client: sent the OpenAI-Beta header")
+        self.sessions.append(session)
+        if self._new_session is not None:
+            self._new_session.set()
+        if ws.request.headers.get("OpenAI-Beta"):
+            await ws.close(4000, "beta_api_shape_disabled")
+            session.closed.set()
+            return
+        await session.run()
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+def _summary(standin: RealtimeStandIn) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": s.model,
+            "received": [e.get("type") for e in s.received],
+            "appends": len(s.appends),
+            "input_ms": s.input_ms,
+            "sent": s.sent_types(),
+            "errors": [e["error"] for e in s.errors],
+            "truncates": s.truncates,
+            "response_requests": s.response_requests,
+            "protocol_violations": s.protocol_violations,
+            "close_code": s.close_code,
+        }
+        for s in standin.sessions
+    ]
+
+
+async def _main(args: argparse.Namespace) -> int:
+    responses: list[ScriptedResponse] = []
+    if args.responses:
+        with open(args.responses, encoding="utf-8") as fh:
+            responses = [ScriptedResponse.from_dict(entry) for entry in json.load(fh)]
+    default = ScriptedResponse(text=args.response_text, audio_ms=args.response_audio_ms)
+    standin = RealtimeStandIn(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        refuse_status=args.refuse_status,
+        speed_factor=args.speed_factor,
+        session_lifetime_s=args.session_lifetime_s,
+        responses=responses,
+        default_response=default,
+        caller_transcripts=args.caller_transcript or (),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with standin:
+        print(standin.base_url, flush=True)
+        await stop.wait()
+    if args.record:
+        with open(args.record, "w", encoding="utf-8") as fh:
+            json.dump(_summary(standin), fh, indent=1)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m voiceconv.testing.realtime_server``."""
+    parser = argparse.ArgumentParser(description="OpenAI Realtime GA stand-in on loopback.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default=None, help="require this bearer key")
+    parser.add_argument("--refuse-status", type=int, default=None)
+    parser.add_argument("--speed-factor", type=float, default=5.0)
+    parser.add_argument("--session-lifetime-s", type=float, default=None)
+    parser.add_argument("--response-text", default=ScriptedResponse.text)
+    parser.add_argument("--response-audio-ms", type=int, default=None)
+    parser.add_argument("--responses", help="JSON file: list of ScriptedResponse objects")
+    parser.add_argument("--caller-transcript", action="append", help="repeatable")
+    parser.add_argument("--record", help="write a JSON summary of all sessions here on exit")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr)
+    return asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
