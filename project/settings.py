@@ -7,6 +7,7 @@ installed: SQLite and the in-memory channel layer. Set ``DATABASE_URL`` (Postgre
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -110,9 +111,17 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
 TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "")
 
-VOICECONV = {
+VOICECONV: dict[str, object] = {
     "PUBLIC_URL": os.environ.get("PUBLIC_URL", ""),
 }
+# Any VOICECONV key can be set from the environment as VOICECONV_<KEY>, its value JSON
+# (VOICECONV_MAX_CALL_SECONDS=600, VOICECONV_GREETING='"Hi!"'); a non-JSON value is a string.
+for _name, _value in os.environ.items():
+    if _name.startswith("VOICECONV_") and _name != "VOICECONV_LOG_LEVEL":
+        try:
+            VOICECONV[_name[len("VOICECONV_") :]] = json.loads(_value)
+        except ValueError:
+            VOICECONV[_name[len("VOICECONV_") :]] = _value
 
 LOGGING = {
     "version": 1,

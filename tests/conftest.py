@@ -37,15 +37,12 @@ def standin_port() -> int:
     return free_port()
 
 
-@pytest.fixture(scope="session")
-def e2e_server(
-    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, standin_port: int
-) -> Iterator[ServerProcess]:
-    """The example project under daphne, its OpenAI side pointed at the stand-in's port."""
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        db_url = database_url()
+def server_env(standin_port: int, **voiceconv: object) -> dict[str, str]:
+    """Environment for a server process of the example project, talking to the stand-in."""
+    import json
+
     env = {
-        "DATABASE_URL": db_url,
+        "DATABASE_URL": database_url(),
         "OPENAI_BASE_URL": f"http://127.0.0.1:{standin_port}/v1",
         "OPENAI_API_KEY": OPENAI_KEY,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
@@ -56,13 +53,25 @@ def e2e_server(
     }
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]
+    for key, value in voiceconv.items():
+        env[f"VOICECONV_{key}"] = json.dumps(value)
+    return env
+
+
+@pytest.fixture(scope="session")
+def e2e_server(
+    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, standin_port: int
+) -> Iterator[ServerProcess]:
+    """The example project under daphne, its OpenAI side pointed at the stand-in's port."""
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        env = server_env(standin_port)
     server = ServerProcess(env=env, cwd=ROOT)
     server.start()
     try:
         yield server
     finally:
         server.stop()
-        if os.environ.get("VOICECONV_SHOW_SERVER_LOG"):
+        if os.environ.get("SHOW_SERVER_LOG"):
             print(server.log_text())
 
 
@@ -76,7 +85,7 @@ async def standin(standin_port: int) -> AsyncIterator[RealtimeStandIn]:
 @pytest.fixture(autouse=True)
 def _browser_required_in_ci(request: pytest.FixtureRequest) -> None:
     """In CI the browser tests must run: a missing Chromium is a failure, not a skip."""
-    if request.node.get_closest_marker("browser") and os.environ.get("VOICECONV_REQUIRE_BROWSER"):
+    if request.node.get_closest_marker("browser") and os.environ.get("REQUIRE_BROWSER_TESTS"):
         assert Path("/usr/bin/chromium").exists(), "CI needs /usr/bin/chromium (apt: chromium)"
 
 

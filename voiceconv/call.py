@@ -249,8 +249,13 @@ class CallSession:
         self._speech_start_ms: dict[str, int] = {}
         self._last_speech_stop_ms: int | None = None
         self._first_audio_recorded = False
-        # Tool fan-in for the current response
-        self._function_calls: dict[str, ToolCall] = {}
+        # Function calls asked for by the current Realtime session (outputs go only to these)
+        self._open_calls: set[str] = set()
+        # Items of an earlier Realtime session (after a reconnect): never truncated
+        self._stale_items: set[str] = set()
+        #: The conversation so far, as (role, text), for re-seeding a new Realtime session.
+        self.history: deque[tuple[str, str]] = deque(maxlen=100)
+        self._greeted = False
 
     # ----------------------------------------------------------------- fast paths
 
@@ -267,6 +272,12 @@ class CallSession:
             st.frames_dropped_early += 1
         self._early.append(payload)
         return None
+
+    def requeue_audio(self, payload: str) -> None:
+        """A caller frame could not be sent (the connection is going): keep it for the next one."""
+        if len(self._early) == self._early.maxlen:
+            self.state.frames_dropped_early += 1
+        self._early.append(payload)
 
     def realtime_audio_delta(
         self, item_id: str, response_id: str, delta: str
@@ -372,6 +383,7 @@ class CallSession:
         ]
         if self.forward_dtmf and digit and self.state.realtime_ready:
             text = self.dtmf_template.format(digit=digit)
+            self.history.append(("user", text))
             actions.append(SendToRealtime(dumps(user_text_item(text))))
             actions.extend(self._request_response())
         return actions
@@ -439,7 +451,8 @@ class CallSession:
                 SendToRealtime('{"type":"input_audio_buffer.append","audio":"' + payload + '"}')
             )
         self._early.clear()
-        if self.greeting:
+        if self.greeting and not self._greeted:
+            self._greeted = True
             instructions = self.greeting
             if self.instructions:
                 instructions = self.instructions + "\n\n" + self.greeting
@@ -458,7 +471,8 @@ class CallSession:
         if code in BENIGN_ERROR_CODES:
             return [Log("debug", message)]
         if code == "session_expired":
-            return [Log("warning", message), EndCall("openai_error", message)]
+            # The server closes the socket next; the bridge opens a new session and re-seeds it.
+            return [Log("warning", message)]
         if code in {"invalid_api_key", "insufficient_quota"}:
             return [Log("error", message), EndCall("openai_error", message)]
         if code == "unknown_parameter" and not self.state.realtime_ready:
@@ -506,6 +520,9 @@ class CallSession:
             it.truncated = True
             self._muted_items.add(it.item_id)
             self._muted_responses.add(it.response_id)
+            if it.item_id in self._stale_items:
+                actions.extend(self._maybe_record_item(it))
+                continue
             actions.append(
                 SendToRealtime(
                     dumps(
@@ -537,6 +554,7 @@ class CallSession:
         if not text:
             return []
         offset = self._speech_start_ms.pop(item_id, None) if isinstance(item_id, str) else None
+        self.history.append(("user", text))
         return [
             RecordTurn(
                 TranscriptTurn(
@@ -643,6 +661,7 @@ class CallSession:
                 item.transcript_done = True
                 actions.extend(self._maybe_record_item(item))
         if calls:
+            self._open_calls.update(c.call_id for c in calls)
             st.tools_running += len(calls)
             actions.append(RunTools(tuple(calls)))
         elif st.response_create_owed and st.tools_running == 0:
@@ -658,7 +677,12 @@ class CallSession:
         st = self.state
         st.tools_running = max(0, st.tools_running - len(results))
         actions: list[Action] = []
-        for call_id, _name, output in results:
+        for call_id, name, output in results:
+            if call_id not in self._open_calls:
+                actions.append(Log("warning", f"output of {name} ({call_id}) dropped: "
+                                               "the Realtime session that asked for it is gone"))
+                continue
+            self._open_calls.discard(call_id)
             actions.append(
                 SendToRealtime(
                     dumps(
@@ -730,6 +754,43 @@ class CallSession:
         """Nothing queued at Twilio that the caller has not heard yet."""
         return not self._pending
 
+    # ----------------------------------------------------------------- reconnecting
+
+    def realtime_lost(self) -> list[Action]:
+        """The Realtime connection dropped: buffer caller audio until a new session is ready.
+
+        Audio already queued at Twilio keeps playing and its marks keep counting; items of the
+        old session are never truncated in the new one.
+        """
+        st = self.state
+        st.realtime_ready = False
+        st.response_active = False
+        st.active_response_id = None
+        st.response_create_owed = False
+        self._stale_items.update(self._items)
+        self._open_calls.clear()
+        self._input_origin_ms = None
+        self._last_speech_stop_ms = None
+        return []
+
+    def reseed_events(self) -> list[str]:
+        """``conversation.item.create`` events replaying the conversation so far."""
+        events: list[str] = []
+        for role, text in self.history:
+            if role == "assistant":
+                item: dict[str, Any] = {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": text}],
+                    },
+                }
+            else:
+                item = user_text_item(text, role="system" if role == "system" else "user")
+            events.append(dumps(item))
+        return events
+
     # ----------------------------------------------------------------- end of call
 
     def finish(self) -> list[Action]:
@@ -764,6 +825,10 @@ class CallSession:
         total_ms = item.sent // 8
         heard_ms = total_ms if item.heard_ms is None else min(item.heard_ms, total_ms)
         interrupted = item.interrupted and heard_ms < total_ms
+        heard_text = estimate_heard(item.transcript, heard_ms, total_ms) if interrupted else None
+        if item.transcript:
+            said = item.transcript if heard_text is None else heard_text
+            self.history.append(("assistant", said))
         return [
             RecordTurn(
                 TranscriptTurn(
@@ -775,9 +840,7 @@ class CallSession:
                     interrupted=interrupted,
                     heard_ms=heard_ms,
                     total_ms=total_ms,
-                    heard_text=estimate_heard(item.transcript, heard_ms, total_ms)
-                    if interrupted
-                    else None,
+                    heard_text=heard_text,
                 )
             )
         ]

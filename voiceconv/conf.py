@@ -77,6 +77,8 @@ DEFAULTS: dict[str, Any] = {
     "EARLY_AUDIO_BUFFER_MS": 5000,
     # Seconds to wait for the Realtime connection and session.updated before giving up.
     "CONNECT_TIMEOUT": 10.0,
+    # New Realtime sessions tried in a row when the connection drops mid-call (0 = end the call).
+    "REALTIME_RECONNECT_ATTEMPTS": 3,
     # Seconds to wait for the goodbye to be heard before hanging up anyway.
     "HANGUP_GRACE_SECONDS": 10.0,
     # Seconds a slow tool may run before the agent says its holding line.

@@ -214,11 +214,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 self.bad_input("bad payload", "payload is not a string")
                 return
             out = session.twilio_media(payload, timestamp)
-            if out is not None and self.backend is not None:
+            if out is not None:
+                backend = self.backend
                 try:
-                    await self.backend.send(out)
-                except Exception as exc:  # the realtime loop notices and ends the call
-                    self.bad_input("realtime send", repr(exc))
+                    await backend.send(out)  # type: ignore[union-attr]
+                except Exception:  # the connection is going: the realtime loop reopens it
+                    session.requeue_audio(payload)
             return
         if event == "start":
             await self.handle_start(msg)
@@ -433,33 +434,87 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     # ------------------------------------------------------------------ the OpenAI side
 
     async def realtime_loop(self) -> None:
-        """Open the Realtime session, then turn its events into actions until it ends."""
+        """Open the Realtime session and pump its events; reopen it if it drops mid-call.
+
+        A failure to open the first session ends the call with a spoken apology. A session
+        lost mid-call (a dropped socket, the 60-minute session limit) is replaced by a new
+        one, re-seeded with the conversation so far; caller audio is buffered meanwhile.
+        """
         session = self.session
         assert session is not None
-        try:
+        attempts = int(voiceconv_settings.REALTIME_RECONNECT_ATTEMPTS)
+        failures = 0
+        first = True
+        while True:
             backend = self.get_backend()
-            await asyncio.wait_for(backend.connect(), float(voiceconv_settings.CONNECT_TIMEOUT))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.log.error("could not open the Realtime session: %s", _describe(exc))
-            await self.fail("openai_error", f"connect failed: {_describe(exc)}")
-            return
-        self.backend = backend
-        try:
-            update = {"type": "session.update", "session": self.session_config}
-            await backend.send(core.dumps(update))
-            send_text = self._send_text
-            assert send_text is not None
-            handle_delta = session.realtime_audio_delta
-            while True:
-                data = await backend.recv()
-                try:
-                    event = json.loads(data)
-                    etype = event["type"]
-                except (ValueError, KeyError, TypeError):
-                    self.log.warning("malformed Realtime event ignored: %r", data[:120])
-                    continue
+            try:
+                await asyncio.wait_for(
+                    backend.connect(), float(voiceconv_settings.CONNECT_TIMEOUT)
+                )
+                update = {"type": "session.update", "session": self.session_config}
+                await backend.send(core.dumps(update))
+                if not first:
+                    for event in session.reseed_events():
+                        await backend.send(event)
+            except asyncio.CancelledError:
+                await _close_quietly(backend)
+                raise
+            except Exception as exc:
+                await _close_quietly(backend)
+                failures += 1
+                if first or failures > attempts:
+                    self.log.error("could not open the Realtime session: %s", _describe(exc))
+                    await self.fail("openai_error", f"connect failed: {_describe(exc)}")
+                    return
+                self.log.warning("reconnect attempt %d failed: %s", failures, _describe(exc))
+                await asyncio.sleep(min(2.0, 0.25 * 2 ** (failures - 1)))
+                continue
+            self.backend = backend
+            watchdog = self.spawn(self._ready_watchdog(backend))
+            try:
+                await self._pump(backend)
+                reason = "closed by the server"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = _describe(exc)
+            finally:
+                watchdog.cancel()
+            if self._end_reason is not None:
+                return
+            self.backend = None
+            was_ready = session.state.realtime_ready
+            await self.run_actions(session.realtime_lost())
+            await _close_quietly(backend)
+            if not was_ready and first:
+                await self.fail("openai_error", f"Realtime session failed to start: {reason}")
+                return
+            first = False
+            failures = 0 if was_ready else failures + 1
+            if failures > attempts:
+                await self.fail("openai_error", f"Realtime connection lost: {reason}")
+                return
+            self.log.warning("Realtime connection lost (%s); opening a new session", reason)
+
+    async def _ready_watchdog(self, backend: RealtimeBackend) -> None:
+        """End the call if the session never becomes ready (OpenAI stalls at start)."""
+        await asyncio.sleep(float(voiceconv_settings.CONNECT_TIMEOUT))
+        session = self.session
+        if session is not None and not session.state.realtime_ready and self.backend is backend:
+            self.log.error("no session.updated within %s s", voiceconv_settings.CONNECT_TIMEOUT)
+            await backend.close()
+
+    async def _pump(self, backend: RealtimeBackend) -> None:
+        """Turn Realtime events into actions until the connection ends (then raise)."""
+        session = self.session
+        send_text = self._send_text
+        assert session is not None and send_text is not None
+        handle_delta = session.realtime_audio_delta
+        while True:
+            data = await backend.recv()
+            try:
+                event = json.loads(data)
+                etype = event["type"]
                 if etype == "response.output_audio.delta":
                     out = handle_delta(event["item_id"], event["response_id"], event["delta"])
                     if out is not None:
@@ -469,16 +524,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                         if follow:
                             await self.run_actions(follow)
                     continue
-                actions = session.handle_realtime(event)
-                if actions:
-                    await self.run_actions(actions)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._end_reason is not None:
-                return
-            self.log.error("Realtime session ended: %s", _describe(exc))
-            await self.fail("openai_error", f"Realtime connection lost: {_describe(exc)}")
+            except (ValueError, KeyError, TypeError):
+                self.log.warning("malformed Realtime event ignored: %r", data[:120])
+                continue
+            actions = session.handle_realtime(event)
+            if actions:
+                await self.run_actions(actions)
 
     # ------------------------------------------------------------------ actions
 
@@ -738,6 +789,13 @@ class _Control:
 
     def transfer_call(self, target: str) -> None:
         self._soon(lambda: self._consumer.request_transfer(target))
+
+
+async def _close_quietly(backend: RealtimeBackend) -> None:
+    try:
+        await asyncio.wait_for(backend.close(), 1.0)
+    except Exception:
+        logger.debug("closing a Realtime connection failed", exc_info=True)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1524,6 +1524,8 @@ class RealtimeStandIn:
         self.caller_transcripts: deque[str] = deque(caller_transcripts)
         self.default_caller_transcript = default_caller_transcript
         self.sessions: list[StandInSession] = []
+        #: Start every new session stalled: it accepts the connection, then sends nothing.
+        self.stall_new_sessions = False
         self.handshakes: list[dict[str, Any]] = []
         self._server: Server | None = None
         self._new_session: asyncio.Event | None = None
@@ -1668,6 +1670,8 @@ class RealtimeStandIn:
         query = parse_qs(urlsplit(ws.request.path).query)
         model = (query.get("model") or ["gpt-realtime-2.1"])[0]
         session = StandInSession(self, ws, model=model)
+        if self.stall_new_sessions:
+            session.stall()
         if ws.request.headers.get("OpenAI-Beta"):
             session.protocol_violations.append("client: sent the OpenAI-Beta header")
         self.sessions.append(session)
