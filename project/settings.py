@@ -129,6 +129,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "voiceconv": {"handlers": ["console"], "level": os.environ.get("VOICECONV_LOG_LEVEL", "INFO")},
+        "voiceconv": {
+            "handlers": ["console"],
+            "level": os.environ.get("VOICECONV_LOG_LEVEL", "INFO"),
+        },
     },
 }

@@ -417,10 +417,11 @@ def test_finish_records_what_was_heard_of_an_unfinished_turn() -> None:
         ("hello world", 1000, 1000, "hello world"),
         ("hello world", 2000, 1000, "hello world"),
         ("hello world", 500, 1000, "hello"),
-        ("hello world", 300, 1000, ""),
-        ("one two three four", 600, 1000, "one two"),
+        ("hello world", 300, 1000, "hello"),  # a word counts once its middle was played
+        ("hello world", 200, 1000, ""),
+        ("one two three four", 600, 1000, "one two three"),
         ("", 500, 1000, ""),
-        ("abc", 500, 0, ""),
+        ("abc", 500, 0, "abc"),  # unknown total: the whole text
     ],
 )
 def test_estimate_heard_cuts_on_word_boundaries(
@@ -539,7 +540,8 @@ def test_unknown_events_are_harmless() -> None:
     assert c.rt({"type": "something.new", "x": 1}) == []
     assert c.rt({"no": "type"})[0].level == "warning"
     assert c.s.handle_twilio({"event": "bogus"})[0].level == "warning"
-    assert c.s.handle_twilio({"event": "mark", "mark": {"name": "not-a-number"}})[0].level == "debug"
+    bad_mark = {"event": "mark", "mark": {"name": "not-a-number"}}
+    assert c.s.handle_twilio(bad_mark)[0].level == "debug"
 
 
 def test_reconnect_buffers_audio_reseeds_history_and_never_truncates_old_items() -> None:

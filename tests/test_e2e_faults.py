@@ -143,8 +143,9 @@ async def test_session_expiry_opens_a_new_session(
     client = await enter_call(fault_server)
     first = await standin.wait_for_session(0, timeout=5)
     await first.expect_event("session.update")
-    await first.send_error("session_expired", "Your session hit the maximum duration of 60 minutes.")
-    await first.close(code=1001, reason="Your session hit the maximum duration of 60 minutes.")
+    expired = "Your session hit the maximum duration of 60 minutes."
+    await first.send_error("session_expired", expired)
+    await first.close(code=1001, reason=expired)
     await client.send_silence(300)
     second = await standin.wait_for_session(1, timeout=5)
     await second.expect_event("session.update")

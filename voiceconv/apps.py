@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
 
 
 class VoiceconvConfig(AppConfig):
@@ -9,4 +10,9 @@ class VoiceconvConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from voiceconv import checks  # noqa: F401  (registers system checks)
+        # Registers the system checks.
+        from voiceconv import checks, checks_tools  # noqa: F401
+
+        # Import every installed app's ``tools`` module (voiceconv's own built-ins included),
+        # as the admin autodiscovers ``admin`` modules; @tool registers on import.
+        autodiscover_modules("tools")

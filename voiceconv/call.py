@@ -21,6 +21,7 @@ the interrupted response, and ignores the echoes that ``clear`` flushes.
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -329,7 +330,8 @@ class CallSession:
         st = self.state
         if st.started:
             return [Log("warning", "second start message ignored")]
-        start = msg.get("start") or {}
+        start = msg.get("start")
+        start = start if isinstance(start, dict) else {}
         sid = str(msg.get("streamSid") or start.get("streamSid") or "")
         st.stream_sid = sid
         st.call_sid = str(start.get("callSid") or "")
@@ -345,10 +347,11 @@ class CallSession:
         return [StartRealtime()]
 
     def handle_twilio_mark(self, msg: dict[str, Any]) -> list[Action]:
-        name = (msg.get("mark") or {}).get("name")
+        mark = msg.get("mark")
+        name = mark.get("name") if isinstance(mark, dict) else None
         try:
             seq = int(name)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return [Log("debug", f"unrecognised mark {name!r} ignored")]
         return self.mark_echo(seq)
 
@@ -377,7 +380,8 @@ class CallSession:
         return actions
 
     def handle_twilio_dtmf(self, msg: dict[str, Any]) -> list[Action]:
-        digit = str((msg.get("dtmf") or {}).get("digit", ""))[:8]
+        dtmf = msg.get("dtmf")
+        digit = str(dtmf.get("digit", ""))[:8] if isinstance(dtmf, dict) else ""
         actions: list[Action] = [
             RecordTurn(TranscriptTurn(role="dtmf", text=digit, offset_ms=self.state.now_ms))
         ]
@@ -846,20 +850,33 @@ class CallSession:
         ]
 
 
-def estimate_heard(text: str, heard_ms: int, total_ms: int) -> str:
-    """The prefix of ``text`` the caller heard, by the fraction played, cut on a word boundary."""
-    if total_ms <= 0 or heard_ms <= 0:
+_WORD = re.compile(r"\S+")
+
+
+def estimate_heard(text: str, heard_ms: int | None, total_ms: int | None) -> str:
+    """The prefix of ``text`` the caller heard after ``heard_ms`` of ``total_ms`` of audio.
+
+    Speech is assumed to advance evenly through the characters of ``text``. A word (a run of
+    non-space characters, punctuation included) counts as heard when its middle was played,
+    so the result always ends on a word boundary: never mid-word, never with trailing space.
+    ``heard_ms <= 0`` gives ``""``; ``heard_ms >= total_ms`` (or an unknown total) gives the
+    whole text.
+    """
+    if not text:
         return ""
-    if heard_ms >= total_ms:
+    heard = heard_ms or 0
+    if heard <= 0:
+        return ""
+    if not total_ms or total_ms <= 0 or heard >= total_ms:
         return text
-    cut = int(len(text) * heard_ms / total_ms)
-    if cut >= len(text):
-        return text
-    if cut > 0 and not text[cut].isspace() and not text[cut - 1].isspace():
-        # Mid-word: back off to the previous boundary.
-        space = text.rfind(" ", 0, cut)
-        cut = space if space >= 0 else 0
-    return text[:cut].rstrip()
+    cut = len(text) * heard / total_ms
+    end = 0
+    for match in _WORD.finditer(text):
+        if (match.start() + match.end()) / 2 <= cut:
+            end = match.end()
+        else:
+            break
+    return text[:end]
 
 
 def user_text_item(text: str, role: str = "user") -> dict[str, Any]:

@@ -90,7 +90,8 @@ DEFAULTS: dict[str, Any] = {
     # Spoken when the call cannot go on (OpenAI unreachable or failing).
     "APOLOGY_MESSAGE": "Sorry, we are having technical difficulties. Please call again later.",
     # --- extension points -----------------------------------------------------------------
-    # Callables or dotted paths: fn(text, context) (sync or async); run off the audio path.
+    # Callables or dotted paths, sync or async, run off the audio path for every finished turn:
+    # fn(text), fn(text, info) or fn(text, info, consumer); info is a voiceconv.events.CallInfo.
     "ON_USER_MESSAGE": None,
     "ON_ASSISTANT_MESSAGE": None,
     # Factory returning an openai.AsyncOpenAI client (callable or dotted path).

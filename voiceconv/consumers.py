@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -192,8 +193,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         try:
             msg = json.loads(text)
             event = msg["event"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
             self.bad_input("not json", text[:80])
+            return
+        if event not in TWILIO_EVENTS:
+            self.bad_input("unknown event", repr(event)[:80])
             return
         session = self.session
         if event == "media":
@@ -204,14 +208,17 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 media = msg["media"]
                 payload = media["payload"]
                 timestamp = int(media["timestamp"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 self.bad_input("malformed media", text[:120])
                 return
-            if msg.get("streamSid") != session.state.stream_sid:
-                self.bad_input("wrong streamSid", str(msg.get("streamSid")))
+            if not 0 <= timestamp < 2**31:
+                self.bad_input("malformed media", f"timestamp {timestamp} out of range")
                 return
-            if type(payload) is not str:
-                self.bad_input("bad payload", "payload is not a string")
+            if msg.get("streamSid") != session.state.stream_sid:
+                self.bad_input("wrong streamSid", str(msg.get("streamSid"))[:80])
+                return
+            if type(payload) is not str or not is_base64(payload):
+                self.bad_input("bad payload", "media.payload is not base64")
                 return
             out = session.twilio_media(payload, timestamp)
             if out is not None:
@@ -229,14 +236,14 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 self.bad_input("before start", f"{event!r} before start")
             return
         if event != "connected" and msg.get("streamSid") not in (None, session.state.stream_sid):
-            self.bad_input("wrong streamSid", str(msg.get("streamSid")))
+            self.bad_input("wrong streamSid", str(msg.get("streamSid"))[:80])
             return
         if event == "mark" and self._apology_mark is not None:
             self._apology_mark.set()
         try:
             actions = session.handle_twilio(msg)
-        except Exception:
-            self.log.exception("Twilio %r message could not be handled", event)
+        except Exception as exc:  # the core rejects bad shapes itself; this is the safety net
+            self.bad_input(f"unhandled {event}", _describe(exc))
             return
         await self.run_actions(actions)
 
@@ -246,11 +253,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if self.session is not None:
             self.bad_input("second start", "a second start message")
             return
-        start = msg.get("start") if isinstance(msg.get("start"), dict) else {}
-        params = start.get("customParameters") if isinstance(start, dict) else None
+        start = msg.get("start")
+        start = start if isinstance(start, dict) else {}
+        params = start.get("customParameters")
         params = params if isinstance(params, dict) else {}
-        call_sid = str(start.get("callSid") or "")
-        stream_sid = str(msg.get("streamSid") or start.get("streamSid") or "")
+        call_sid = _text(start.get("callSid"))
+        stream_sid = _text(msg.get("streamSid")) or _text(start.get("streamSid"))
         self.log = _CallLog(logger, {"call_sid": call_sid or "?"})
         if not call_sid or not stream_sid:
             self.log.warning("start without callSid/streamSid: closing the stream")
@@ -266,7 +274,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.info = CallInfo(
             call_sid=call_sid,
             stream_sid=stream_sid,
-            account_sid=str(start.get("accountSid") or ""),
+            account_sid=_text(start.get("accountSid")),
             from_number=str(params.get("from", "")),
             to_number=str(params.get("to", "")),
             direction=str(params.get("direction", "")),
@@ -516,7 +524,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 event = json.loads(data)
                 etype = event["type"]
                 if etype == "response.output_audio.delta":
-                    out = handle_delta(event["item_id"], event["response_id"], event["delta"])
+                    delta = event["delta"]
+                    if type(delta) is not str or not is_base64(delta):
+                        self.log.warning("Realtime audio delta that is not base64 dropped")
+                        continue
+                    out = handle_delta(event["item_id"], event["response_id"], delta)
                     if out is not None:
                         await send_text(out[0])
                         await send_text(out[1])
@@ -789,6 +801,21 @@ class _Control:
 
     def transfer_call(self, target: str) -> None:
         self._soon(lambda: self._consumer.request_transfer(target))
+
+
+#: The messages Twilio Media Streams sends; anything else is counted as bad input.
+TWILIO_EVENTS = frozenset({"connected", "start", "media", "mark", "dtmf", "stop"})
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def is_base64(payload: str) -> bool:
+    """Base64 alphabet only (so a payload can never break out of the JSON it is put in)."""
+    return _BASE64.fullmatch(payload) is not None
+
+
+def _text(value: Any) -> str:
+    """A sid-like field: a short string, or "" for anything else."""
+    return value[:64] if isinstance(value, str) else ""
 
 
 async def _close_quietly(backend: RealtimeBackend) -> None:

@@ -40,10 +40,14 @@ def build_session_config(
         language = _pick(o, "transcription_language")
         if language:
             transcription["language"] = language
+        prompt = o.get("transcription_prompt")
+        if prompt:
+            transcription["prompt"] = prompt
         audio_input["transcription"] = transcription
     else:
         audio_input["transcription"] = None
-    turn_detection = o.get("turn_detection", voiceconv_settings.TURN_DETECTION)
+    # None: the setting; False (or an empty value): server VAD off.
+    turn_detection = _pick(o, "turn_detection")
     audio_input["turn_detection"] = dict(turn_detection) if turn_detection else None
 
     audio_output: dict[str, Any] = {
@@ -100,8 +104,11 @@ class RealtimeBackend(Protocol):
 class OpenAIRealtimeBackend:
     """The OpenAI Realtime API through the official ``openai`` SDK.
 
-    The hot path uses the SDK connection's raw ``send_raw`` / ``recv_bytes``: events are
-    built and parsed once by voiceconv rather than transformed through SDK models.
+    The SDK opens the connection (URL, ``OPENAI_BASE_URL``, authentication, headers) and
+    closes it. Events are built and parsed once by voiceconv: frames go through the SDK
+    connection's websocket as raw text, without the typed helpers' per-event transform or
+    the send queue the SDK keeps for its own reconnection (voiceconv reconnects itself, with
+    the conversation re-seeded). Tools get the SDK connection object as ``connection``.
     """
 
     def __init__(self, client: Any, model: str) -> None:
@@ -109,6 +116,7 @@ class OpenAIRealtimeBackend:
         self.model = model
         self._manager: Any = None
         self._conn: Any = None
+        self._ws: Any = None
 
     @property
     def connection(self) -> Any:
@@ -117,13 +125,22 @@ class OpenAIRealtimeBackend:
     async def connect(self) -> None:
         self._manager = self.client.realtime.connect(model=self.model)
         self._conn = await self._manager.enter()
+        ws = getattr(self._conn, "_connection", None)
+        # The websockets connection under the SDK's, where this SDK version exposes it.
+        self._ws = ws if callable(getattr(ws, "send", None)) else None
 
     async def send(self, text: str) -> None:
-        await self._conn.send_raw(text)
+        if self._ws is not None:
+            await self._ws.send(text)
+        else:
+            await self._conn.send_raw(text)
 
     async def recv(self) -> bytes | str:
-        data: bytes = await self._conn.recv_bytes()
-        return data
+        if self._ws is not None:
+            data: bytes = await self._ws.recv(decode=False)
+            return data
+        raw: bytes = await self._conn.recv_bytes()
+        return raw
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

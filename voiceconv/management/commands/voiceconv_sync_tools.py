@@ -1,0 +1,35 @@
+"""``manage.py voiceconv_sync_tools``: create and refresh tool definitions from code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from voiceconv.tools import sync_tool_definitions
+
+
+class Command(BaseCommand):
+    help = (
+        "Create a ToolDefinition for every @tool function, refresh generated schemas and "
+        "descriptions, and list definitions whose function no longer exists."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--database", default="default", help="Database alias to sync (default: default)."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        report = sync_tool_definitions(using=options["database"])
+        self.stdout.write(str(report))
+        if report.orphans:
+            self.stderr.write(
+                self.style.WARNING(
+                    "Not registered in code, never offered to the model: "
+                    + ", ".join(report.orphans)
+                    + ". Delete them in the admin or restore the functions."
+                )
+            )
+        else:
+            self.stdout.write(self.style.SUCCESS("Tool definitions are in sync."))
