@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "voiceconv",
     "project",
 ]
+# More apps from the environment (comma-separated), e.g. a test app with extra tools.
+INSTALLED_APPS += [a for a in os.environ.get("EXTRA_INSTALLED_APPS", "").split(",") if a]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -132,6 +134,7 @@ LOGGING = {
         "voiceconv": {
             "handlers": ["console"],
             "level": os.environ.get("VOICECONV_LOG_LEVEL", "INFO"),
+            "propagate": False,
         },
     },
 }

@@ -172,7 +172,8 @@ async def test_unsigned_webhook_is_refused(e2e_server: ServerProcess) -> None:
     )
     with pytest.raises(urllib.error.HTTPError) as exc:
         await asyncio.to_thread(urllib.request.urlopen, req, timeout=5)
-    assert exc.value.code == 403
+    with exc.value:
+        assert exc.value.code == 403
 
 
 async def test_stream_without_token_is_closed_before_openai_is_opened(

@@ -242,7 +242,7 @@ def test_cached_tokens_are_priced_at_the_cached_rate() -> None:
 
 
 def test_prices_come_from_the_setting() -> None:
-    with override_settings(VOICECONV_PRICES={"my-model": {"output_audio": "1"}}):
+    with override_settings(VOICECONV={"PRICES": {"my-model": {"output_audio": "1"}}}):
         assert prices_for("my-model")["output_audio"] == Decimal("1")
         assert prices_for("my-model")["input_text"] == Decimal("0")
         assert estimate_cost("my-model", output_audio_tokens=2_000_000) == Decimal("2.000000")

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from twilio.base.exceptions import TwilioRestException
 
+from voiceconv.testing.twilio_api import FakeTwilioAPI, TwilioRequest
 from voiceconv.twilio_rest import (
     RebasingHttpClient,
     get_twilio_client,
@@ -30,66 +26,21 @@ CALL = "CA" + "b" * 32
 CALL_PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL}.json"
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    form: dict[str, list[str]]
-
-
-@dataclass
-class FakeTwilio:
-    """Twilio's REST API as far as these tests need it: records requests, answers as told."""
-
-    url: str = ""
-    requests: list[Seen] = field(default_factory=list)
-    status: int = 200
-    body: dict[str, Any] = field(default_factory=dict)
-
-
 def call_resource(status: str) -> dict[str, Any]:
     return {"sid": CALL, "account_sid": ACCOUNT, "status": status,
             "uri": f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL}.json"}
 
 
 @pytest.fixture
-def fake_twilio(settings: Any) -> Iterator[FakeTwilio]:
-    fake = FakeTwilio(body=call_resource("completed"))
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length).decode()
-            fake.requests.append(
-                Seen("POST", self.path, dict(self.headers.items()), parse_qs(raw))
-            )
-            payload = json.dumps(fake.body).encode()
-            self.send_response(fake.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    settings.TWILIO_ACCOUNT_SID = ACCOUNT
-    settings.TWILIO_AUTH_TOKEN = TOKEN
-    settings.VOICECONV_TWILIO_API_BASE = fake.url
-    try:
+def fake_twilio(settings: Any) -> Iterator[FakeTwilioAPI]:
+    with FakeTwilioAPI(body=call_resource("completed")) as fake:
+        settings.TWILIO_ACCOUNT_SID = ACCOUNT
+        settings.TWILIO_AUTH_TOKEN = TOKEN
+        settings.VOICECONV = {"TWILIO_API_BASE": fake.url}
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
-def assert_twilio_request(seen: Seen) -> None:
+def assert_twilio_request(seen: TwilioRequest) -> None:
     assert seen.method == "POST"
     assert seen.path == CALL_PATH
     expected = base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
@@ -98,7 +49,7 @@ def assert_twilio_request(seen: Seen) -> None:
     assert seen.headers["User-Agent"].startswith("twilio-python/")
 
 
-def test_hangup_posts_status_completed(fake_twilio: FakeTwilio) -> None:
+def test_hangup_posts_status_completed(fake_twilio: FakeTwilioAPI) -> None:
     assert hangup_call(CALL) is True
     [seen] = fake_twilio.requests
     assert_twilio_request(seen)
@@ -109,7 +60,7 @@ def test_hangup_posts_status_completed(fake_twilio: FakeTwilio) -> None:
     ("status", "code"), [(404, 20404), (400, 21220)], ids=["not-found", "not-in-progress"]
 )
 def test_hangup_of_an_ended_call_is_success(
-    fake_twilio: FakeTwilio, status: int, code: int, caplog: Any
+    fake_twilio: FakeTwilioAPI, status: int, code: int, caplog: Any
 ) -> None:
     fake_twilio.status = status
     fake_twilio.body = {"code": code, "message": "gone", "more_info": "", "status": status}
@@ -119,7 +70,7 @@ def test_hangup_of_an_ended_call_is_success(
     assert f"Call {CALL} had already ended" in caplog.text
 
 
-def test_hangup_failure_is_logged_and_false(fake_twilio: FakeTwilio, caplog: Any) -> None:
+def test_hangup_failure_is_logged_and_false(fake_twilio: FakeTwilioAPI, caplog: Any) -> None:
     fake_twilio.status = 401
     fake_twilio.body = {"code": 20003, "message": "Authenticate", "status": 401}
     with caplog.at_level(logging.ERROR, logger="voiceconv.twilio"):
@@ -127,20 +78,20 @@ def test_hangup_failure_is_logged_and_false(fake_twilio: FakeTwilio, caplog: Any
     assert f"Hanging up call {CALL} failed: Twilio 401 20003" in caplog.text
 
 
-def test_hangup_unreachable_api_is_false(fake_twilio: FakeTwilio, settings: Any,
+def test_hangup_unreachable_api_is_false(fake_twilio: FakeTwilioAPI, settings: Any,
                                          caplog: Any) -> None:
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings.VOICECONV_TWILIO_API_BASE = f"http://127.0.0.1:{port}"
+    settings.VOICECONV = {"TWILIO_API_BASE": f"http://127.0.0.1:{port}"}
     with caplog.at_level(logging.ERROR, logger="voiceconv.twilio"):
         assert hangup_call(CALL) is False
     assert "ConnectionError" in caplog.text
 
 
-def test_transfer_to_number_posts_dial_twiml(fake_twilio: FakeTwilio) -> None:
+def test_transfer_to_number_posts_dial_twiml(fake_twilio: FakeTwilioAPI) -> None:
     fake_twilio.body = call_resource("in-progress")
     transfer_call(CALL, "+1 (415) 555-0100")
     [seen] = fake_twilio.requests
@@ -148,7 +99,7 @@ def test_transfer_to_number_posts_dial_twiml(fake_twilio: FakeTwilio) -> None:
     assert seen.form == {"Twiml": ["<Response><Dial>+14155550100</Dial></Response>"]}
 
 
-def test_transfer_to_sip_posts_sip_twiml(fake_twilio: FakeTwilio) -> None:
+def test_transfer_to_sip_posts_sip_twiml(fake_twilio: FakeTwilioAPI) -> None:
     transfer_call(CALL, "sip:desk@pbx.example.com")
     [seen] = fake_twilio.requests
     assert seen.form == {
@@ -156,13 +107,13 @@ def test_transfer_to_sip_posts_sip_twiml(fake_twilio: FakeTwilio) -> None:
     }
 
 
-def test_transfer_bad_target_sends_nothing(fake_twilio: FakeTwilio) -> None:
+def test_transfer_bad_target_sends_nothing(fake_twilio: FakeTwilioAPI) -> None:
     with pytest.raises(ValueError, match="international format"):
         transfer_call(CALL, "the manager")
     assert fake_twilio.requests == []
 
 
-def test_transfer_refused_raises(fake_twilio: FakeTwilio) -> None:
+def test_transfer_refused_raises(fake_twilio: FakeTwilioAPI) -> None:
     fake_twilio.status = 400
     fake_twilio.body = {"code": 21220, "message": "Call is not in-progress", "status": 400}
     with pytest.raises(TwilioRestException) as info:
@@ -191,7 +142,7 @@ def test_client_requires_credentials(settings: Any) -> None:
 def test_client_without_override_talks_to_twilio(settings: Any) -> None:
     settings.TWILIO_ACCOUNT_SID = ACCOUNT
     settings.TWILIO_AUTH_TOKEN = TOKEN
-    settings.VOICECONV_TWILIO_API_BASE = ""
+    settings.VOICECONV = {"TWILIO_API_BASE": ""}
     client = get_twilio_client()
     assert not isinstance(client.http_client, RebasingHttpClient)
     assert client.http_client.timeout == 10.0
@@ -206,5 +157,5 @@ def test_rebasing_keeps_path_and_query() -> None:
         )
     finally:
         client.session.close()  # type: ignore[union-attr]
-    with pytest.raises(ImproperlyConfigured, match="VOICECONV_TWILIO_API_BASE"):
+    with pytest.raises(ImproperlyConfigured, match="TWILIO_API_BASE"):
         RebasingHttpClient("127.0.0.1:9")

@@ -144,7 +144,12 @@ def b64_decoded_len(b64: str) -> int:
     if n == 0:
         return 0
     pad = 2 if b64.endswith("==") else 1 if b64.endswith("=") else 0
-    return (n * 3) // 4 - pad
+    return max(0, (n * 3) // 4 - pad)
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (peers send what they send)."""
+    return value if isinstance(value, dict) else {}
 
 
 def dumps(obj: Any) -> str:
@@ -312,10 +317,16 @@ class CallSession:
 
     def handle_twilio(self, msg: dict[str, Any]) -> list[Action]:
         """A parsed Twilio message other than ``media`` (which takes :meth:`twilio_media`)."""
+        if not isinstance(msg, dict):
+            return [Log("warning", "Twilio message that is not an object ignored")]
         event = msg.get("event")
         if event == "media":
-            media = msg.get("media") or {}
-            out = self.twilio_media(str(media.get("payload", "")), int(media.get("timestamp", 0)))
+            media = _obj(msg.get("media"))
+            try:
+                timestamp = int(media.get("timestamp", 0))
+            except (TypeError, ValueError, OverflowError):
+                return [Log("warning", "media with a bad timestamp ignored")]
+            out = self.twilio_media(str(media.get("payload", "")), timestamp)
             return [SendToRealtime(out)] if out else []
         handler = getattr(self, f"handle_twilio_{event}", None) if isinstance(event, str) else None
         if handler is None:
@@ -336,10 +347,8 @@ class CallSession:
         st.stream_sid = sid
         st.call_sid = str(start.get("callSid") or "")
         st.account_sid = str(start.get("accountSid") or "")
-        params = start.get("customParameters") or {}
-        st.custom_parameters = {str(k): str(v) for k, v in params.items()} if isinstance(
-            params, dict
-        ) else {}
+        params = _obj(start.get("customParameters"))
+        st.custom_parameters = {str(k): str(v) for k, v in params.items()}
         st.started = True
         sid_json = json.dumps(sid)
         self._media_prefix = '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"'
@@ -382,6 +391,8 @@ class CallSession:
     def handle_twilio_dtmf(self, msg: dict[str, Any]) -> list[Action]:
         dtmf = msg.get("dtmf")
         digit = str(dtmf.get("digit", ""))[:8] if isinstance(dtmf, dict) else ""
+        if not digit:
+            return [Log("debug", "dtmf without a digit ignored")]
         actions: list[Action] = [
             RecordTurn(TranscriptTurn(role="dtmf", text=digit, offset_ms=self.state.now_ms))
         ]
@@ -399,6 +410,8 @@ class CallSession:
 
     def handle_realtime(self, event: dict[str, Any]) -> list[Action]:
         """A parsed Realtime server event other than ``response.output_audio.delta``."""
+        if not isinstance(event, dict):
+            return [Log("warning", "Realtime event that is not an object ignored")]
         etype = event.get("type")
         if etype == "response.output_audio.delta":
             out = self.realtime_audio_delta(
@@ -469,8 +482,9 @@ class CallSession:
         return actions
 
     def handle_error(self, event: dict[str, Any]) -> list[Action]:
-        err = event.get("error") or {}
+        err = _obj(event.get("error"))
         code = err.get("code")
+        code = code if isinstance(code, str) else None
         message = f"Realtime error {err.get('type')}/{code}: {err.get('message')}"
         if code in BENIGN_ERROR_CODES:
             return [Log("debug", message)]
@@ -573,18 +587,18 @@ class CallSession:
     def handle_conversation_item_input_audio_transcription_failed(
         self, event: dict[str, Any]
     ) -> list[Action]:
-        err = event.get("error") or {}
+        err = _obj(event.get("error"))
         return [Log("warning", f"caller transcription failed: {err.get('message')}")]
 
     def handle_response_created(self, event: dict[str, Any]) -> list[Action]:
         st = self.state
         st.response_active = True
-        rid = (event.get("response") or {}).get("id")
+        rid = _obj(event.get("response")).get("id")
         st.active_response_id = rid if isinstance(rid, str) else None
         return []
 
     def handle_response_output_item_added(self, event: dict[str, Any]) -> list[Action]:
-        item = event.get("item") or {}
+        item = _obj(event.get("item"))
         if item.get("type") == "message" and item.get("role") == "assistant":
             item_id = item.get("id")
             rid = event.get("response_id")
@@ -638,17 +652,18 @@ class CallSession:
 
     def handle_response_done(self, event: dict[str, Any]) -> list[Action]:
         st = self.state
-        response = event.get("response") or {}
+        response = _obj(event.get("response"))
         st.response_active = False
         st.active_response_id = None
         actions: list[Action] = [RecordUsage(Usage.from_response(response.get("usage")))]
         status = response.get("status")
         if status == "failed":
-            details = response.get("status_details") or {}
+            details = _obj(response.get("status_details"))
             actions.append(Log("warning", f"response failed: {details}"))
         calls: list[ToolCall] = []
         if status == "completed":
-            for out in response.get("output") or []:
+            outputs = response.get("output")
+            for out in outputs if isinstance(outputs, list) else []:
                 if isinstance(out, dict) and out.get("type") == "function_call":
                     calls.append(
                         ToolCall(
@@ -708,7 +723,7 @@ class CallSession:
 
     def say(self, instructions: str) -> list[Action]:
         """Ask the model to say something now (e.g. a holding line while a tool runs)."""
-        if self.state.response_active:
+        if self.state.response_active or not self.state.realtime_ready:
             return []
         self.state.response_active = True
         return [

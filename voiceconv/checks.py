@@ -1,21 +1,42 @@
-"""System checks for voiceconv (``voiceconv.E00x`` / ``voiceconv.W00x``)."""
+"""System checks for voiceconv (``voiceconv.E00x`` / ``voiceconv.W00x``).
+
+| id | when |
+| --- | --- |
+| ``voiceconv.E001`` | ``VOICECONV`` is not a dict |
+| ``voiceconv.E002`` | ``VOICECONV`` has a key voiceconv does not know |
+| ``voiceconv.W001`` | Twilio signature checks are off outside ``DEBUG`` |
+| ``voiceconv.W002`` | signature checks on, ``TWILIO_AUTH_TOKEN`` empty (all webhooks get 403) |
+| ``voiceconv.W003`` | the per-call stream token is not required outside ``DEBUG`` |
+| ``voiceconv.W004`` | ``PUBLIC_URL`` is not an absolute ``http(s)://`` origin |
+"""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 from voiceconv.conf import DEFAULTS
 
 
-@register()
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    errors: list[Error] = []
+def _user_settings() -> dict[str, Any] | None:
     user = getattr(settings, "VOICECONV", {}) or {}
-    if not isinstance(user, dict):
+    return user if isinstance(user, dict) else None
+
+
+def _setting(user: dict[str, Any], name: str) -> Any:
+    return user.get(name, DEFAULTS[name])
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``VOICECONV`` is a dict of known keys."""
+    user = _user_settings()
+    if user is None:
         return [Error("VOICECONV must be a dict.", id="voiceconv.E001")]
+    errors: list[CheckMessage] = []
     for key in sorted(set(user) - set(DEFAULTS)):
         errors.append(
             Error(
@@ -25,3 +46,56 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors
+
+
+@register("security")
+def check_security(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Who gets in: warn about configurations that let strangers open calls."""
+    user = _user_settings()
+    if user is None:
+        return []  # reported by check_settings
+    from voiceconv.security import auth_token
+
+    messages: list[CheckMessage] = []
+    validate = bool(_setting(user, "VALIDATE_TWILIO_SIGNATURE"))
+    if not validate and not settings.DEBUG:
+        messages.append(
+            Warning(
+                "Twilio signature checks are off (VOICECONV['VALIDATE_TWILIO_SIGNATURE'] = "
+                "False) while DEBUG is False: anyone can post to the webhooks and open streams.",
+                hint="Remove the setting (checks are on by default) and set TWILIO_AUTH_TOKEN.",
+                id="voiceconv.W001",
+            )
+        )
+    if validate and not auth_token():
+        messages.append(
+            Warning(
+                "TWILIO_AUTH_TOKEN is empty while Twilio signature checks are on: every "
+                "webhook request will be refused with 403.",
+                hint="Set settings.TWILIO_AUTH_TOKEN to your Twilio account's Auth Token.",
+                id="voiceconv.W002",
+            )
+        )
+    if not _setting(user, "REQUIRE_STREAM_TOKEN") and not settings.DEBUG:
+        messages.append(
+            Warning(
+                "The per-call stream token is not required (VOICECONV['REQUIRE_STREAM_TOKEN'] "
+                "= False) while DEBUG is False: a stream opened by anyone reaching the "
+                "websocket opens an OpenAI session.",
+                hint="Remove the setting (the token is required by default).",
+                id="voiceconv.W003",
+            )
+        )
+    public_url = str(_setting(user, "PUBLIC_URL") or "")
+    if public_url:
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            messages.append(
+                Warning(
+                    f"VOICECONV['PUBLIC_URL'] = {public_url!r} is not an absolute http(s) URL; "
+                    "Twilio signatures will not validate.",
+                    hint='Use the origin Twilio calls, e.g. "https://voice.example.com".',
+                    id="voiceconv.W004",
+                )
+            )
+    return messages

@@ -89,6 +89,13 @@ DEFAULTS: dict[str, Any] = {
     "BUSY_MESSAGE": "All our lines are busy right now. Please call again in a few minutes.",
     # Spoken when the call cannot go on (OpenAI unreachable or failing).
     "APOLOGY_MESSAGE": "Sorry, we are having technical difficulties. Please call again later.",
+    # Default seconds a tool may run before its call is answered with a timeout error.
+    "TOOL_TIMEOUT": 10.0,
+    # USD per 1M tokens by model, over the built-in list prices (see voiceconv.models.calls):
+    # {"gpt-realtime-2.1": {"input_text": "4.00", "input_audio": "32.00", ...}}.
+    "PRICES": {},
+    # Origin that Twilio REST requests go to instead of Twilio's (tests, on-premises proxies).
+    "TWILIO_API_BASE": "",
     # --- extension points -----------------------------------------------------------------
     # Callables or dotted paths, sync or async, run off the audio path for every finished turn:
     # fn(text), fn(text, info) or fn(text, info, consumer); info is a voiceconv.events.CallInfo.

@@ -196,7 +196,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         except (ValueError, KeyError, TypeError, IndexError, RecursionError):
             self.bad_input("not json", text[:80])
             return
-        if event not in TWILIO_EVENTS:
+        if not isinstance(event, str) or event not in TWILIO_EVENTS:
             self.bad_input("unknown event", repr(event)[:80])
             return
         session = self.session
@@ -539,7 +539,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             except (ValueError, KeyError, TypeError):
                 self.log.warning("malformed Realtime event ignored: %r", data[:120])
                 continue
-            actions = session.handle_realtime(event)
+            try:
+                actions = session.handle_realtime(event)
+            except Exception as exc:  # the core guards shapes itself; this is the safety net
+                self.log.warning("Realtime %r event could not be handled: %s", etype,
+                                 _describe(exc))
+                continue
             if actions:
                 await self.run_actions(actions)
 

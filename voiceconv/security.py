@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core import signing
@@ -26,6 +27,7 @@ def auth_token() -> str:
 
 
 def signature_checks_enabled() -> bool:
+    """Whether ``X-Twilio-Signature`` is checked (``VALIDATE_TWILIO_SIGNATURE``, on by default)."""
     return bool(voiceconv_settings.VALIDATE_TWILIO_SIGNATURE)
 
 
@@ -72,7 +74,8 @@ def validate_websocket_signature(scope: Mapping[str, Any], origin: str) -> bool:
     """Check Twilio's ``x-twilio-signature`` on a websocket upgrade.
 
     Twilio signs the ``wss://`` URL from the TwiML with no body parameters; ``origin`` is the
-    public ``https://`` origin (converted here).
+    public ``https://`` origin (converted here; an ``http://`` origin is checked as ``wss://``
+    too, as the TwiML view always hands Twilio a ``wss://`` stream URL).
     """
     from twilio.request_validator import RequestValidator
 
@@ -86,10 +89,20 @@ def validate_websocket_signature(scope: Mapping[str, Any], origin: str) -> bool:
     if not token or not signature:
         return False
     raw_path = scope.get("raw_path") or str(scope.get("path", "")).encode()
-    url = websocket_origin(origin) + raw_path.decode("latin-1")
+    # Twilio only connects (and signs) ``wss://`` URLs; the TwiML view always answers one.
+    url = websocket_origin(origin).replace("ws://", "wss://", 1) + raw_path.decode("latin-1")
     if scope.get("query_string"):
         url += "?" + scope["query_string"].decode("latin-1")
-    return bool(RequestValidator(token).validate(url, {}, signature))
+    validator = RequestValidator(token)
+    if validator.validate(url, {}, signature):
+        return True
+    # The validator also tries the URL with a default port, but takes 80 for any scheme other
+    # than https; a stream URL written with ``:443`` needs that variant tried explicitly.
+    parts = urlsplit(url)
+    if parts.port is None:
+        with_port = urlunsplit(parts._replace(netloc=parts.netloc + ":443"))
+        return bool(validator.validate(with_port, {}, signature))
+    return False
 
 
 def make_stream_token(call_sid: str) -> str:

@@ -608,7 +608,7 @@ def _get_executor() -> ThreadPoolExecutor:
 def _default_timeout() -> float:
     from voiceconv.conf import voiceconv_settings
 
-    value = getattr(voiceconv_settings, "TOOL_TIMEOUT", None)
+    value = voiceconv_settings.TOOL_TIMEOUT
     return float(value) if isinstance(value, (int, float)) and value > 0 else DEFAULT_TIMEOUT
 
 

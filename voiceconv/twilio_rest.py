@@ -1,7 +1,7 @@
 """Twilio's REST API for live calls: hang up and transfer.
 
 Credentials come from the Django settings ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN``.
-``VOICECONV_TWILIO_API_BASE`` (for example ``"http://127.0.0.1:8099"``) sends every request to
+``VOICECONV["TWILIO_API_BASE"]`` (for example ``"http://127.0.0.1:8099"``) sends every request to
 another origin instead of ``https://*.twilio.com``: for tests and on-premises proxies.
 
 These functions block; the consumer runs them in a worker thread.
@@ -50,7 +50,7 @@ class RebasingHttpClient(TwilioHttpClient):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ImproperlyConfigured(
-                f"VOICECONV_TWILIO_API_BASE must be an http(s) origin, got {base_url!r}"
+                f"VOICECONV['TWILIO_API_BASE'] must be an http(s) origin, got {base_url!r}"
             )
         self.base = parts
         super().__init__(**kwargs)
@@ -73,7 +73,9 @@ def get_twilio_client() -> Client:
             raise ImproperlyConfigured(
                 f"The {key} setting is required to control calls through Twilio's REST API."
             )
-    base = getattr(settings, "VOICECONV_TWILIO_API_BASE", "") or ""
+    from voiceconv.conf import voiceconv_settings
+
+    base = str(voiceconv_settings.TWILIO_API_BASE or "")
     http_client: TwilioHttpClient = (
         RebasingHttpClient(base, timeout=REQUEST_TIMEOUT)
         if base

@@ -13,7 +13,6 @@ import statistics
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
@@ -25,10 +24,10 @@ from voiceconv.conf import voiceconv_settings
 # --- prices ------------------------------------------------------------------------------------
 
 #: USD per one million tokens, by Realtime model. A project overrides or extends this with the
-#: Django setting ``VOICECONV_PRICES`` (same shape; a model's dict replaces the built-in one;
+#: ``VOICECONV["PRICES"]`` setting (same shape; a model's dict replaces the built-in one;
 #: the ``"default"`` entry prices any model not listed). These are list prices for the
 #: gpt-realtime family as published when this was written: check OpenAI's pricing page and
-#: set ``VOICECONV_PRICES`` for your account rather than trusting them for invoices.
+#: set ``VOICECONV["PRICES"]`` for your account rather than trusting them for invoices.
 DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
     "gpt-realtime-2.1": {
         "input_text": Decimal("4.00"),
@@ -54,9 +53,9 @@ _COST_QUANTUM = Decimal("0.000001")
 
 
 def prices_for(model: str) -> dict[str, Decimal]:
-    """The per-1M-token prices for ``model`` (``VOICECONV_PRICES`` over :data:`DEFAULT_PRICES`)."""
+    """The per-1M-token prices for ``model`` (``VOICECONV["PRICES"]`` over the defaults)."""
     table: dict[str, Any] = dict(DEFAULT_PRICES)
-    user = getattr(settings, "VOICECONV_PRICES", None)
+    user = voiceconv_settings.PRICES
     if isinstance(user, dict):
         table.update(user)
     chosen = table.get(model) or table.get("default") or DEFAULT_PRICES["default"]

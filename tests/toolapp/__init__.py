@@ -1,0 +1,1 @@
+"""A test-only app whose ``tools`` module the server under test autodiscovers."""
