@@ -50,6 +50,8 @@ def server_env(standin_port: int, **voiceconv: object) -> dict[str, str]:
         "PUBLIC_URL": PUBLIC_URL,
         "DEBUG": "1",
         "VOICECONV_LOG_LEVEL": "DEBUG",
+        # Tests let call time run faster than real time; the idle reprompt is tested alone.
+        "VOICECONV_IDLE_REPROMPT_SECONDS": "0",
     }
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]

@@ -583,3 +583,69 @@ def test_tool_outputs_for_a_lost_session_are_dropped() -> None:
     actions = c.s.tool_results([("call_a", "x", "{}")])
     assert [e["type"] for e in realtime_texts(actions)] == ["response.create"]
     assert any(isinstance(a, Log) for a in actions)
+
+
+def limited(**kwargs: int) -> Call:
+    from voiceconv.call import Limits
+
+    return Call(greeting="", limits=Limits(**kwargs))
+
+
+def run_until(c: Call, ms: int) -> list[Any]:
+    """Send frames until call time ``ms``, calling on_clock as the consumer does."""
+    actions: list[Any] = []
+    while c.now < ms:
+        c.frame()
+        if c.now >= c.s.deadline_ms:
+            actions += c.s.on_clock()
+    return actions
+
+
+def test_idle_caller_is_reprompted_then_the_call_ends_after_a_goodbye() -> None:
+    c = limited(idle_reprompt_ms=5000, idle_hangup_ms=8000)
+    assert realtime_texts(run_until(c, 4900)) == []
+    actions = run_until(c, 5100)
+    reprompt = realtime_texts(actions)
+    assert len(reprompt) == 1 and "still there" in reprompt[0]["response"]["instructions"]
+    c.response("resp_r", "item_r")
+    c.delta("item_r", "resp_r", 800)
+    c.finish_item("resp_r", "item_r", "Are you still there?")
+    c.echo(1)
+    assert realtime_texts(run_until(c, 5100 + 7900)) == []
+    actions = run_until(c, 5100 + 8200)
+    goodbye = realtime_texts(actions)
+    assert "goodbye" in goodbye[0]["response"]["instructions"]
+    assert not [a for a in actions if isinstance(a, HangUp)]  # not before the goodbye is heard
+    c.response("resp_g", "item_g")
+    c.delta("item_g", "resp_g", 800)
+    c.finish_item("resp_g", "item_g", "Goodbye.")
+    assert HangUp("idle") in c.echo(1)
+
+
+def test_caller_speech_resets_the_idle_clock() -> None:
+    c = limited(idle_reprompt_ms=5000, idle_hangup_ms=8000)
+    run_until(c, 4000)
+    c.speech_started()
+    assert realtime_texts(run_until(c, 8000)) == []
+    assert "still there" in realtime_texts(run_until(c, 9100))[0]["response"]["instructions"]
+
+
+def test_idle_clock_waits_while_the_agent_talks() -> None:
+    c = limited(idle_reprompt_ms=5000)
+    c.response("resp_1", "item_1")
+    c.delta("item_1", "resp_1", 8000 * 8)  # 8 s of audio queued at Twilio
+    assert realtime_texts(run_until(c, 7000)) == []
+
+
+def test_long_call_is_warned_then_ended() -> None:
+    c = limited(max_call_ms=120_000, warning_ms=60_000)
+    assert realtime_texts(run_until(c, 59_000)) == []
+    warn = realtime_texts(run_until(c, 60_100))
+    assert "minute" in warn[0]["response"]["instructions"]
+    c.rt({"type": "response.created", "response": {"id": "r_w"}})
+    c.rt({"type": "response.done", "response": {"id": "r_w", "status": "completed"}})
+    actions = run_until(c, 120_100)
+    assert "goodbye" in realtime_texts(actions)[0]["response"]["instructions"]
+    c.rt({"type": "response.created", "response": {"id": "r_g"}})
+    done = c.rt({"type": "response.done", "response": {"id": "r_g", "status": "completed"}})
+    assert HangUp("limit") in done

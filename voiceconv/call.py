@@ -156,6 +156,27 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+NEVER = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Call-length and idle-caller limits, in milliseconds of call time (0 = off)."""
+
+    max_call_ms: int = 0
+    warning_ms: int = 60_000
+    idle_reprompt_ms: int = 0
+    idle_hangup_ms: int = 0
+    warning_instructions: str = (
+        "Tell the caller briefly and politely that the call will have to end in about a "
+        "minute, and help them finish."
+    )
+    goodbye_instructions: str = (
+        "Tell the caller politely that you have to end the call now, and say goodbye."
+    )
+    reprompt_instructions: str = "The caller has been silent. Ask briefly if they are still there."
+
+
 # --------------------------------------------------------------------------------------
 # Playback bookkeeping
 # --------------------------------------------------------------------------------------
@@ -231,8 +252,10 @@ class CallSession:
         dtmf_template: str = "[The caller pressed the key {digit} on their phone keypad.]",
         early_audio_frames: int = 250,
         interrupt_response: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         self.greeting = greeting
+        self.limits = limits or Limits()
         self.instructions = instructions
         self.forward_dtmf = forward_dtmf
         self.dtmf_template = dtmf_template
@@ -262,6 +285,11 @@ class CallSession:
         #: The conversation so far, as (role, text), for re-seeding a new Realtime session.
         self.history: deque[tuple[str, str]] = deque(maxlen=100)
         self._greeted = False
+        # Limits, in call time: the next moment on_clock() has work to do.
+        self._last_activity_ms = 0
+        self._idle_stage = 0
+        self._limit_stage = 0
+        self.deadline_ms = self._next_deadline()
 
     # ----------------------------------------------------------------- fast paths
 
@@ -378,6 +406,7 @@ class CallSession:
             item.acked_at_ms = now
             if not pending or pending[0].item is not item:
                 done_items.append(item)
+        self._last_activity_ms = now
         if pending:
             nxt = pending[0].item
             if nxt.acked == 0:
@@ -393,6 +422,7 @@ class CallSession:
         digit = str(dtmf.get("digit", ""))[:8] if isinstance(dtmf, dict) else ""
         if not digit:
             return [Log("debug", "dtmf without a digit ignored")]
+        self._active()
         actions: list[Action] = [
             RecordTurn(TranscriptTurn(role="dtmf", text=digit, offset_ms=self.state.now_ms))
         ]
@@ -499,6 +529,7 @@ class CallSession:
 
     def handle_input_audio_buffer_speech_started(self, event: dict[str, Any]) -> list[Action]:
         st = self.state
+        self._active()
         item_id = event.get("item_id")
         if isinstance(item_id, str):
             self._speech_start_ms[item_id] = st.now_ms
@@ -593,6 +624,7 @@ class CallSession:
     def handle_response_created(self, event: dict[str, Any]) -> list[Action]:
         st = self.state
         st.response_active = True
+        self._last_activity_ms = st.now_ms
         rid = _obj(event.get("response")).get("id")
         st.active_response_id = rid if isinstance(rid, str) else None
         return []
@@ -652,6 +684,7 @@ class CallSession:
 
     def handle_response_done(self, event: dict[str, Any]) -> list[Action]:
         st = self.state
+        self._last_activity_ms = st.now_ms
         response = _obj(event.get("response"))
         st.response_active = False
         st.active_response_id = None
@@ -772,6 +805,77 @@ class CallSession:
     def playback_idle(self) -> bool:
         """Nothing queued at Twilio that the caller has not heard yet."""
         return not self._pending
+
+    # ----------------------------------------------------------------- limits
+
+    def _active(self) -> None:
+        """The caller did something: the idle clock starts again."""
+        self._last_activity_ms = self.state.now_ms
+        self._idle_stage = 0
+
+    def _next_deadline(self) -> int:
+        lim = self.limits
+        candidates = [NEVER]
+        if lim.max_call_ms:
+            if self._limit_stage == 0:
+                candidates.append(max(0, lim.max_call_ms - lim.warning_ms))
+            elif self._limit_stage == 1:
+                candidates.append(lim.max_call_ms)
+        if lim.idle_reprompt_ms and self._idle_stage == 0:
+            candidates.append(self._last_activity_ms + lim.idle_reprompt_ms)
+        elif lim.idle_hangup_ms and self._idle_stage == 1:
+            candidates.append(self._last_activity_ms + lim.idle_hangup_ms)
+        return min(candidates)
+
+    def busy(self) -> bool:
+        """The agent is talking, about to, or waiting on a tool."""
+        st = self.state
+        return bool(self._pending or st.response_active or st.response_create_owed
+                    or st.tools_running)
+
+    def on_clock(self) -> list[Action]:
+        """Call time reached :attr:`deadline_ms`: apply the call-length and idle limits.
+
+        The consumer calls this from the media path only when a frame's timestamp reaches
+        the deadline (one integer comparison per frame).
+        """
+        st = self.state
+        lim = self.limits
+        now = st.now_ms
+        actions: list[Action] = []
+        if st.ended or st.hangup_reason is not None or not st.realtime_ready:
+            self.deadline_ms = NEVER if st.ended or st.hangup_reason else now + 1000
+            return actions
+        if lim.max_call_ms and self._limit_stage == 0 and now >= lim.max_call_ms - lim.warning_ms:
+            self._limit_stage = 1
+            actions.append(Log("info", "call nears its maximum length: warning the caller"))
+            actions.extend(self.say(lim.warning_instructions))
+        if lim.max_call_ms and self._limit_stage == 1 and now >= lim.max_call_ms:
+            self._limit_stage = 2
+            actions.append(Log("info", "call reached its maximum length: ending it"))
+            actions.extend(self.say(lim.goodbye_instructions))
+            actions.extend(self.request_hangup("limit"))
+            self.deadline_ms = NEVER
+            return actions
+        if self.busy():
+            self._last_activity_ms = now  # idle time counts from when the agent went quiet
+        elif lim.idle_reprompt_ms and self._idle_stage == 0 and (
+            now - self._last_activity_ms >= lim.idle_reprompt_ms
+        ):
+            self._idle_stage = 1
+            self._last_activity_ms = now
+            actions.append(Log("info", "caller silent: reprompting"))
+            actions.extend(self.say(lim.reprompt_instructions))
+        elif lim.idle_hangup_ms and self._idle_stage == 1 and (
+            now - self._last_activity_ms >= lim.idle_hangup_ms
+        ):
+            actions.append(Log("info", "caller still silent: ending the call"))
+            actions.extend(self.say(lim.goodbye_instructions))
+            actions.extend(self.request_hangup("idle"))
+            self.deadline_ms = NEVER
+            return actions
+        self.deadline_ms = max(now + 20, self._next_deadline())
+        return actions
 
     # ----------------------------------------------------------------- reconnecting
 

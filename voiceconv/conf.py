@@ -81,6 +81,14 @@ DEFAULTS: dict[str, Any] = {
     "REALTIME_RECONNECT_ATTEMPTS": 3,
     # Seconds to wait for the goodbye to be heard before hanging up anyway.
     "HANGUP_GRACE_SECONDS": 10.0,
+    # Longest call in seconds (0 = no limit): the agent warns the caller CALL_END_WARNING_SECONDS
+    # before, then says goodbye and hangs up.
+    "MAX_CALL_SECONDS": 1800,
+    "CALL_END_WARNING_SECONDS": 60,
+    # A silent caller is asked whether they are still there after IDLE_REPROMPT_SECONDS, and
+    # the call ends IDLE_HANGUP_SECONDS after that if they stay silent (0 = off).
+    "IDLE_REPROMPT_SECONDS": 10,
+    "IDLE_HANGUP_SECONDS": 20,
     # Seconds a slow tool may run before the agent says its holding line.
     "TOOL_HOLDING_DELAY": 1.5,
     # Most calls one server process holds; the webhook answers busy beyond it (0 = no limit).

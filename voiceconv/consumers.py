@@ -131,6 +131,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                     await self.dispatch(message)
         except StopConsumer:
             pass
+        except asyncio.CancelledError:
+            # The server is shutting down (daphne cancels every application on SIGTERM):
+            # finalise the call below, with everything said so far written.
+            if self._end_reason is None:
+                self._end_reason = "shutdown"
+                self.log.warning("server shutting down: ending the call")
+            raise
         finally:
             if layer_task is not None:
                 layer_task.cancel()
@@ -221,6 +228,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 self.bad_input("bad payload", "media.payload is not base64")
                 return
             out = session.twilio_media(payload, timestamp)
+            if timestamp >= session.deadline_ms:
+                await self.run_actions(session.on_clock())
             if out is not None:
                 backend = self.backend
                 try:
@@ -296,6 +305,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             dtmf_template=str(voiceconv_settings.DTMF_TEMPLATE),
             early_audio_frames=max(1, int(voiceconv_settings.EARLY_AUDIO_BUFFER_MS) // 20),
             interrupt_response=interrupt_response_enabled(self.session_config),
+            limits=self.get_limits(),
         )
         self.session.handle_twilio_start(msg)
         self.recorder = self.make_recorder()
@@ -403,6 +413,16 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             overrides["instructions"] = instructions
         definitions = [t.definition() for t in self.tools.values()]
         return build_session_config(overrides, definitions)
+
+    def get_limits(self) -> core.Limits:
+        """Call-length and idle-caller limits (from the VOICECONV settings)."""
+        s = voiceconv_settings
+        return core.Limits(
+            max_call_ms=int(float(s.MAX_CALL_SECONDS) * 1000),
+            warning_ms=int(float(s.CALL_END_WARNING_SECONDS) * 1000),
+            idle_reprompt_ms=int(float(s.IDLE_REPROMPT_SECONDS) * 1000),
+            idle_hangup_ms=int(float(s.IDLE_HANGUP_SECONDS) * 1000),
+        )
 
     def get_model(self) -> str:
         return session_model(self.get_overrides())
