@@ -61,12 +61,26 @@ def server_env(standin_port: int, **voiceconv: object) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def callback_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the e2e server's transcript callbacks (tests.toolapp.callbacks) write."""
+    return tmp_path_factory.mktemp("callbacks") / "callbacks.jsonl"
+
+
+@pytest.fixture(scope="session")
 def e2e_server(
-    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, standin_port: int
+    django_db_setup: None,
+    django_db_blocker: pytest.FixtureRequest,
+    standin_port: int,
+    callback_log: Path,
 ) -> Iterator[ServerProcess]:
     """The example project under daphne, its OpenAI side pointed at the stand-in's port."""
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        env = server_env(standin_port)
+        env = server_env(
+            standin_port,
+            ON_USER_MESSAGE="tests.toolapp.callbacks.on_user_message",
+            ON_ASSISTANT_MESSAGE="tests.toolapp.callbacks.on_assistant_message",
+        )
+    env["CALLBACK_LOG"] = str(callback_log)
     server = ServerProcess(env=env, cwd=ROOT)
     server.start()
     try:

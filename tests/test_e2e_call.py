@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,7 +50,9 @@ async def enter_call(server: ServerProcess, **kwargs: Any) -> TwilioStreamClient
     return client
 
 
-async def test_a_call_end_to_end(e2e_server: ServerProcess, standin: RealtimeStandIn) -> None:
+async def test_a_call_end_to_end(
+    e2e_server: ServerProcess, standin: RealtimeStandIn, callback_log: Path
+) -> None:
     standin.responses.append(ScriptedResponse(text="Hello, thanks for calling. How can I help?"))
     standin.responses.append(ScriptedResponse(text="Sure, I can help with that order."))
     standin.caller_transcripts.append("I have a question about my order")
@@ -107,6 +111,15 @@ async def test_a_call_end_to_end(e2e_server: ServerProcess, standin: RealtimeSta
     assert answer.latency_ms is not None and answer.latency_ms >= 0
     assert not answer.interrupted
     assert call.output_tokens > 0
+
+    # The transcript callbacks (one sync, one async) fired with the right text.
+    lines = [json.loads(x) for x in callback_log.read_text().splitlines()]
+    mine = [(x["kind"], x["text"]) for x in lines if x["call_sid"] == client.call_sid]
+    assert mine == [
+        ("assistant", "Hello, thanks for calling. How can I help?"),
+        ("user", "I have a question about my order"),
+        ("assistant", "Sure, I can help with that order."),
+    ]
 
 
 async def wait_for_call(call_sid: str, *, ended: bool = False, timeout: float = 5.0) -> Any:
