@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL
 from voiceconv.testing import (
@@ -36,6 +37,19 @@ async def eventually(predicate: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+async def play_until_closed(client: TwilioStreamClient, timeout: float = 10.0) -> None:
+    """Let call time pass (silence frames) until the app closes the stream."""
+    deadline = time.monotonic() + timeout
+    while not client.closed.is_set():
+        if time.monotonic() > deadline:
+            raise AssertionError("the app did not end the call")
+        try:
+            await client.send_silence(100)
+        except ConnectionClosed:
+            break
+        await asyncio.sleep(0.005)
 
 
 async def enter_call(server: ServerProcess, **kwargs: Any) -> TwilioStreamClient:

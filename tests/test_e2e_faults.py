@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ROOT, server_env
-from tests.test_e2e_call import enter_call, eventually, wait_for_call
+from tests.test_e2e_call import enter_call, eventually, play_until_closed, wait_for_call
 from voiceconv.testing import RealtimeStandIn, ScriptedResponse, silence, speech_like
 from voiceconv.testing.server import ServerProcess
 
@@ -39,8 +39,7 @@ async def test_openai_refusing_at_start_apologises_and_records_the_reason(
     client = await enter_call(fault_server)
     await client.send_silence(100)
     await client.wait_for_media(8000, timeout=10)
-    await client.send_silence(7000)  # call time passes: the apology plays to its end
-    assert await client.wait_closed(timeout=5) is not None
+    await play_until_closed(client)  # call time passes: the apology plays to its end
     assert client.received_bytes > 8000  # the bundled spoken apology was played
     assert client.clears or client.received_media
     call = await wait_for_call(client.call_sid, ended=True)
@@ -54,8 +53,7 @@ async def test_openai_unreachable_at_start(
     await standin.stop()  # nothing listens on the OpenAI port
     client = await enter_call(fault_server)
     await client.wait_for_media(8000, timeout=10)
-    await client.send_silence(7000)
-    assert await client.wait_closed(timeout=5) is not None
+    await play_until_closed(client)
     call = await wait_for_call(client.call_sid, ended=True)
     assert call.end_reason == "openai_error"
     assert "connect failed" in call.error
@@ -68,8 +66,7 @@ async def test_openai_stalling_at_start_ends_the_call(
     client = await enter_call(fault_server)
     await client.send_silence(100)
     await client.wait_for_media(8000, timeout=10)
-    await client.send_silence(7000)
-    assert await client.wait_closed(timeout=5) is not None
+    await play_until_closed(client)
     call = await wait_for_call(client.call_sid, ended=True)
     assert call.end_reason == "openai_error"
 
@@ -156,3 +153,38 @@ async def test_session_expiry_opens_a_new_session(
     log = fault_server.log_text()
     assert "session_expired" in log
     _ = json
+
+
+async def test_calls_beyond_the_process_limit_get_a_polite_busy_answer(
+    django_db_blocker: pytest.FixtureRequest, standin: RealtimeStandIn, standin_port: int
+) -> None:
+    import urllib.request
+
+    from twilio.request_validator import RequestValidator
+
+    from tests.conftest import AUTH_TOKEN, PUBLIC_URL
+
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        env = server_env(standin_port, MAX_CONCURRENT_CALLS=1, GREETING="")
+    with ServerProcess(env=env, cwd=ROOT) as server:
+        first = await enter_call(server)
+        await standin.wait_for_session(0, timeout=5)
+        form = {"CallSid": "CA" + "e" * 32, "From": "+14155550111", "To": "+14155550100"}
+        url = PUBLIC_URL + "/twilio/incoming/"
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(url, form)
+        request = urllib.request.Request(
+            server.http_url + "/twilio/incoming/",
+            data="&".join(f"{k}={v.replace('+', '%2B')}" for k, v in form.items()).encode(),
+            headers={"X-Twilio-Signature": signature,
+                     "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        with await asyncio.to_thread(urllib.request.urlopen, request, timeout=5) as response:
+            twiml = response.read().decode()
+        assert "<Say>All our lines are busy" in twiml and "<Hangup" in twiml
+        assert "<Connect>" not in twiml
+        await first.hang_up()
+        await asyncio.sleep(0.3)
+        # Once the first call has ended, the next one is answered again.
+        second = await enter_call(server)
+        assert second.custom_parameters["call_token"]
+        await second.hang_up()

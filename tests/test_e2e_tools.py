@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
-from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ROOT, server_env
-from tests.test_e2e_call import enter_call, eventually, wait_for_call
+from tests.test_e2e_call import enter_call, eventually, play_until_closed, wait_for_call
 from voiceconv.testing import (
     RealtimeStandIn,
     ScriptedFunctionCall,
     ScriptedResponse,
-    TwilioStreamClient,
 )
 from voiceconv.testing.server import ServerProcess
 from voiceconv.testing.twilio_api import FakeTwilioAPI
@@ -54,19 +51,6 @@ def offer(*names: str) -> None:
     agent = Agent.objects.get(is_default=True)
     definitions = [ToolDefinition.objects.get_or_create(name=n)[0] for n in names]
     agent.tools.set(definitions)
-
-
-async def play_until_closed(client: TwilioStreamClient, timeout: float = 10.0) -> None:
-    """Let call time pass (silence frames) until the app closes the stream."""
-    deadline = time.monotonic() + timeout
-    while not client.closed.is_set():
-        if time.monotonic() > deadline:
-            raise AssertionError("the app did not end the call")
-        try:
-            await client.send_silence(100)
-        except ConnectionClosed:
-            break
-        await asyncio.sleep(0.005)
 
 
 async def test_the_example_tool_answers_through_the_model(

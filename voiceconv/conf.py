@@ -95,8 +95,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONCURRENT_CALLS": 0,
     # Spoken (TwiML <Say>) to callers turned away by MAX_CONCURRENT_CALLS.
     "BUSY_MESSAGE": "All our lines are busy right now. Please call again in a few minutes.",
-    # Spoken when the call cannot go on (OpenAI unreachable or failing).
-    "APOLOGY_MESSAGE": "Sorry, we are having technical difficulties. Please call again later.",
+    # Raw μ-law 8 kHz file played when the call cannot go on (OpenAI unreachable or failing);
+    # None = the bundled English apology (voiceconv/data/apology.ulaw).
+    "APOLOGY_AUDIO": None,
     # Default seconds a tool may run before its call is answered with a timeout error.
     "TOOL_TIMEOUT": 10.0,
     # USD per 1M tokens by model, over the built-in list prices (see voiceconv.models.calls):

@@ -732,9 +732,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         """Play the bundled apology clip and wait (bounded) until it has been heard."""
         if self._closed or self.session is None or not self.session.state.stream_sid:
             return
+        path = voiceconv_settings.APOLOGY_AUDIO or APOLOGY_AUDIO
         try:
-            audio = APOLOGY_AUDIO.read_bytes()
-        except OSError:
+            audio = Path(path).read_bytes()
+        except OSError as exc:
+            self.log.error("apology audio unreadable: %s", _describe(exc))
             return
         import base64
 
