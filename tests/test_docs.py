@@ -1,0 +1,27 @@
+"""The README stays true to the code: its settings table and its two commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from voiceconv.conf import DEFAULTS
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def test_settings_table_lists_every_setting_once() -> None:
+    section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    keys = re.findall(r"^\| `([A-Z_]+)` \|", section, re.M)
+    assert sorted(keys) == sorted(DEFAULTS), set(keys) ^ set(DEFAULTS)
+    assert len(keys) == len(set(keys))
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    block = README.split("```sh\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert block == [
+        "uv run python manage.py migrate && uv run python manage.py runserver",
+        "uv run pytest",
+    ]
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert "\nuv run pytest\n" in ci
