@@ -74,9 +74,13 @@ TEMPLATES = [
     },
 ]
 
+# Connections are kept (and health-checked) rather than opened per query: each call's writer
+# saves turns from a thread pool, and a new connection per write would dominate its cost.
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -96,6 +97,17 @@ async def standin(standin_port: int) -> AsyncIterator[RealtimeStandIn]:
     """A fresh Realtime stand-in on the port the e2e server talks to."""
     async with RealtimeStandIn(port=standin_port, api_key=OPENAI_KEY) as s:
         yield s
+
+
+@pytest.fixture(autouse=True)
+def _close_thread_connections() -> Iterator[None]:
+    """Close the connection the async ORM opened in asgiref's shared thread, so the test
+    database can be dropped at the end (PostgreSQL refuses while sessions are open)."""
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.fixture(autouse=True)

@@ -233,7 +233,9 @@ async def test_malformed_bodies_of_known_events_are_ignored(
         await client.send_raw(make(client))
         await probe(client, session, n)
     await asyncio.sleep(0.2)
-    assert session.received[received:] == []  # nothing went to OpenAI for them
+    # Nothing went to OpenAI for them (a barge-in on the greeting may truncate, as it should).
+    sent = [e["type"] for e in session.received[received:]]
+    assert [t for t in sent if t not in {"conversation.item.truncate", "response.cancel"}] == []
     call = await end_call(client)
     assert call.end_reason == "caller_hung_up"
     assert not await call.transcript_entries.filter(role="dtmf").aexists()

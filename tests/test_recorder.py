@@ -32,14 +32,6 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "")
 _sids = itertools.count(1)
 
 
-@pytest.fixture(autouse=True)
-def _close_thread_connections() -> Iterator[None]:
-    """Close the connection the async ORM opened in asgiref's shared thread, so the test
-    database can be dropped at the end (PostgreSQL refuses while sessions are open)."""
-    yield
-    asyncio.run(sync_to_async(connections.close_all)())
-
-
 def make_info(**fields: Any) -> CallInfo:
     n = next(_sids)
     defaults: dict[str, Any] = {

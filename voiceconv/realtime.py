@@ -148,11 +148,15 @@ class OpenAIRealtimeBackend:
             await conn.close()
 
 
+_clients: dict[tuple[str | None, str | None], Any] = {}
+
+
 def default_openai_client() -> Any:
     """An ``AsyncOpenAI`` client: ``VOICECONV['OPENAI_CLIENT_FACTORY']`` or the environment.
 
     ``AsyncOpenAI()`` reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``; a project setting
-    ``OPENAI_API_KEY`` is used when the environment has none.
+    ``OPENAI_API_KEY`` is used when the environment has none. One client serves every call
+    of the process (building one costs a TLS context, tens of milliseconds of CPU).
     """
     factory = voiceconv_settings.OPENAI_CLIENT_FACTORY
     if factory is not None:
@@ -163,4 +167,8 @@ def default_openai_client() -> Any:
     from openai import AsyncOpenAI
 
     key = os.environ.get("OPENAI_API_KEY") or getattr(settings, "OPENAI_API_KEY", "") or None
-    return AsyncOpenAI(api_key=key)
+    cache_key = (key, os.environ.get("OPENAI_BASE_URL"))
+    client = _clients.get(cache_key)
+    if client is None:
+        client = _clients[cache_key] = AsyncOpenAI(api_key=key)
+    return client

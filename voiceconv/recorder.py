@@ -15,6 +15,7 @@ import collections
 import datetime as dt
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ logger = logging.getLogger("voiceconv.recorder")
 MAX_QUEUE = 10_000
 #: Retry back-off while the database is unavailable (seconds).
 RETRY_MIN_DELAY = 0.1
+#: Longest time token usage waits in memory before it is written (it is also written at the end).
+USAGE_FLUSH_SECONDS = 30.0
 RETRY_MAX_DELAY = 2.0
 #: A callback or signal taking longer than this is logged at WARNING (seconds).
 SLOW_CALLBACK_SECONDS = 2.0
@@ -144,6 +147,10 @@ class CallRecorder:
         self._closed = False
         self._call: Any = None
         self._next_sequence: int | None = None
+        # Token usage is summed in memory and written at most every USAGE_FLUSH_SECONDS and
+        # at the end: one row update per response would be most of the writer's work.
+        self._usage_batch: list[Usage] = []
+        self._usage_flushed_at = time.monotonic()
 
     # -- enqueueing (the audio path) ---------------------------------------------------------
 
@@ -177,8 +184,19 @@ class CallRecorder:
         self._put("turn", turn)
 
     def usage(self, usage: Usage) -> None:
-        """One ``response.done``'s token usage, added to the call's counters and cost."""
-        self._put("usage", usage)
+        """One ``response.done``'s token usage, added to the call's counters and cost.
+
+        Written with the next flush: every ``USAGE_FLUSH_SECONDS`` and when the call ends.
+        """
+        self._usage_batch.append(usage)
+        if time.monotonic() - self._usage_flushed_at >= USAGE_FLUSH_SECONDS:
+            self._flush_usage()
+
+    def _flush_usage(self) -> None:
+        if self._usage_batch:
+            batch, self._usage_batch = self._usage_batch, []
+            self._put("usage", batch)
+        self._usage_flushed_at = time.monotonic()
 
     def tool_invocation(self, result: Any) -> None:
         """A finished tool call (:class:`voiceconv.tools.ToolResult`)."""
@@ -186,6 +204,7 @@ class CallRecorder:
 
     def ended(self, reason: str, *, error: str = "", traceback: str = "") -> None:
         """The call ended for ``reason`` (a ``Call.EndReason`` value), optionally with an error."""
+        self._flush_usage()
         self._put("ended", {"reason": reason, "error": error, "traceback": traceback})
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -214,6 +233,7 @@ class CallRecorder:
         """
         if self._closed:
             return
+        self._flush_usage()
         self.start()
         assert self._writer is not None and self._dispatcher is not None
         loop = asyncio.get_running_loop()
@@ -442,7 +462,8 @@ class CallRecorder:
                 .select_related("agent")
                 .get(pk=call.pk)
             )
-            row.add_usage(item.payload)
+            for usage in item.payload:
+                row.add_usage(usage)
             fields = [*Call.USAGE_FIELDS, "responses", "estimated_cost", "updated_at"]
             row.save(update_fields=fields)
         for name in (*Call.USAGE_FIELDS, "responses", "estimated_cost"):

@@ -54,6 +54,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from pydantic.fields import FieldInfo
 
+from voiceconv.call import ToolCall
 from voiceconv.events import CallInfo
 
 if TYPE_CHECKING:
@@ -100,16 +101,6 @@ _executor: ThreadPoolExecutor | None = None
 
 
 # --- records ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A function call the model made (from ``response.function_call_arguments.done``)."""
-
-    call_id: str
-    name: str
-    arguments: str
-    item_id: str | None = None
 
 
 class CallControl(Protocol):

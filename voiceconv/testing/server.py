@@ -47,6 +47,7 @@ class ServerProcess:
         cwd: str | os.PathLike[str] | None = None,
         startup_timeout: float = 30.0,
         cpu: int | None = None,
+        uvicorn_ws: str = "websockets-sansio",
     ) -> None:
         self.application = application
         self.server = server
@@ -55,6 +56,7 @@ class ServerProcess:
         self.cwd = Path(cwd) if cwd else Path.cwd()
         self.startup_timeout = startup_timeout
         self.cpu = cpu
+        self.uvicorn_ws = uvicorn_ws
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open for the process
             prefix="voiceconv-server-", suffix=".log", delete=False
@@ -72,7 +74,7 @@ class ServerProcess:
     def command(self) -> list[str]:
         if self.server == "uvicorn":
             cmd = [sys.executable, "-m", "uvicorn", self.application, "--host", "127.0.0.1",
-                   "--port", str(self.port), "--log-level", "warning", "--ws", "websockets",
+                   "--port", str(self.port), "--log-level", "warning", "--ws", self.uvicorn_ws,
                    "--lifespan", "off"]
         else:
             cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
