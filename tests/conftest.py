@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connections
 
 from voiceconv.testing import RealtimeStandIn
 from voiceconv.testing.server import ServerProcess, free_port
+
+# The test process opens connections from short-lived executor threads: close them after each
+# use (servers under test keep the project's persistent connections).
+connections.settings["default"]["CONN_MAX_AGE"] = 0
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the example project thinks its public origin is; Twilio signs over this.

@@ -385,7 +385,7 @@ class CallSession:
 
     def handle_twilio_mark(self, msg: dict[str, Any]) -> list[Action]:
         mark = msg.get("mark")
-        name = mark.get("name") if isinstance(mark, dict) else None
+        name: Any = mark.get("name") if isinstance(mark, dict) else None
         try:
             seq = int(name)
         except (TypeError, ValueError, OverflowError):

@@ -795,7 +795,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if self.session is not None and self.recorder is not None:
             for action in self.session.finish():
                 if action.type == "record_turn":
-                    self.recorder.turn(action.turn)  # type: ignore[union-attr]
+                    self.recorder.turn(action.turn)
         if self.channel_layer is not None and self.info is not None:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_discard(

@@ -439,9 +439,10 @@ class CallRecorder:
         else:
             raise IntegrityError(f"no free transcript sequence for call {call.pk}")
         callback = None
-        if turn.role == TranscriptEntry.Role.CALLER:
+        role: str = turn.role
+        if role == "caller":
             callback = self.on_user_message
-        elif turn.role == TranscriptEntry.Role.ASSISTANT:
+        elif role == "assistant":
             callback = self.on_assistant_message
         return [
             _Dispatch(

@@ -107,7 +107,7 @@ def validate_websocket_signature(scope: Mapping[str, Any], origin: str) -> bool:
 
 def make_stream_token(call_sid: str) -> str:
     """A short-lived token binding the media stream to the call the webhook answered."""
-    return signing.dumps({"c": call_sid}, salt=TOKEN_SALT, compress=False)
+    return str(signing.dumps({"c": call_sid}, salt=TOKEN_SALT, compress=False))
 
 
 def check_stream_token(token: str, call_sid: str) -> str | None:

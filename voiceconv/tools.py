@@ -321,7 +321,7 @@ def _build_model(
         names[internal] = name
 
     try:
-        model = pydantic.create_model(  # type: ignore[call-overload]
+        model = pydantic.create_model(
             f"{getattr(func, '__name__', 'tool')}_arguments",
             __config__=pydantic.ConfigDict(extra="ignore"),
             **fields,
@@ -487,7 +487,7 @@ class Tool:
         target = inspect.unwrap(func)
         if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
             raise ImproperlyConfigured(f"@tool {where}: generators cannot be tools")
-        tool_name = name or getattr(func, "__name__", "")
+        tool_name = str(name or getattr(func, "__name__", ""))
         if not TOOL_NAME_RE.match(tool_name):
             raise ImproperlyConfigured(
                 f"@tool {where}: name {tool_name!r} must be 1-64 letters, digits, _ or -"
@@ -937,7 +937,9 @@ def normalize_transfer_target(target: str) -> str:
 
 
 @tool
-async def end_call(reason: str = "The conversation is complete.", control: Any = None) -> dict:
+async def end_call(
+    reason: str = "The conversation is complete.", control: Any = None
+) -> dict[str, str]:
     """End the phone call.
 
     Use this when the caller says goodbye or the conversation is finished. The call ends after
@@ -953,7 +955,7 @@ async def end_call(reason: str = "The conversation is complete.", control: Any =
 
 
 @tool
-async def transfer_call(target: str, control: Any = None) -> dict:
+async def transfer_call(target: str, control: Any = None) -> dict[str, str]:
     """Transfer the caller to another phone number or SIP address.
 
     Args:

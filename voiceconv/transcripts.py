@@ -17,7 +17,19 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 # The estimate lives in the call core, which records heard text as turns end.
-from voiceconv.call import estimate_heard as estimate_heard_text  # noqa: F401
+from voiceconv.call import estimate_heard as estimate_heard_text
+
+__all__ = [
+    "as_text",
+    "calls_as_text",
+    "entries_as_jsonl",
+    "entry_as_dict",
+    "entry_as_text",
+    "estimate_heard_text",
+    "iter_entries_jsonl",
+    "parse_since",
+    "unheard_tail",
+]
 
 if TYPE_CHECKING:
     from voiceconv.models import Call, TranscriptEntry
@@ -64,7 +76,7 @@ def iter_entries_jsonl(entries: Iterable[TranscriptEntry]) -> Iterator[str]:
     """
     if hasattr(entries, "select_related"):
         entries = (
-            entries.select_related("call")  # type: ignore[attr-defined]
+            entries.select_related("call")
             .order_by("call__created_at", "call_id", "sequence")
             .iterator(chunk_size=500)
         )
@@ -163,4 +175,5 @@ def parse_since(value: str, *, now: dt.datetime | None = None) -> dt.datetime:
         parsed = dt.datetime.combine(day, dt.time.min)
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed)
-    return parsed
+    result: dt.datetime = parsed
+    return result

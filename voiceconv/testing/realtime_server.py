@@ -1213,7 +1213,7 @@ class StandInSession:
         bpm = _bytes_per_ms(self.config["audio"]["output"].get("format"))
         item_id = _new_id("item")
         previous = self.item_order[-1] if self.item_order else None
-        data = {
+        data: dict[str, Any] = {
             "id": item_id,
             "object": "realtime.item",
             "type": "message",
@@ -1294,7 +1294,7 @@ class StandInSession:
         if text_mode:
             await self._emit({"type": "response.output_text.done", **ids, "text": spoken})
             final_part = {"type": "text", "text": spoken}
-            content = [{"type": "output_text", "text": spoken}]
+            content: list[dict[str, str]] = [{"type": "output_text", "text": spoken}]
         else:
             await self._emit({"type": "response.output_audio.done", **ids})
             await self._emit(
