@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -102,6 +102,33 @@ async def standin(standin_port: int) -> AsyncIterator[RealtimeStandIn]:
     """A fresh Realtime stand-in on the port the e2e server talks to."""
     async with RealtimeStandIn(port=standin_port, api_key=OPENAI_KEY) as s:
         yield s
+
+
+@pytest.fixture
+async def hang_up_leftovers(standin: RealtimeStandIn) -> AsyncIterator[None]:
+    """Hang up every call a test left open (``tests.e2e.track``) and let its OpenAI session
+    close before the stand-in stops: no call outlives its test and reconnects into the next."""
+    import contextlib
+    import time
+
+    from tests.e2e import OPEN
+
+    OPEN.clear()
+    yield
+    for client in OPEN:
+        with contextlib.suppress(Exception):
+            await client.hang_up()
+    OPEN.clear()
+    deadline = time.monotonic() + 5
+    while not all(s.closed.is_set() for s in standin.sessions) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def server_log(e2e_server: ServerProcess) -> Iterator[Callable[[], str]]:
+    """The e2e server's log written during this test only."""
+    start = len(e2e_server.log_text())
+    yield lambda: e2e_server.log_text()[start:]
 
 
 @pytest.fixture(autouse=True)

@@ -15,52 +15,28 @@ import json
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import AUTH_TOKEN, PUBLIC_URL
+from tests.e2e import eventually, track
 from voiceconv.testing import RealtimeStandIn, StandInSession, TwilioStreamClient
 from voiceconv.testing.server import ServerProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("hang_up_leftovers"),
+]
 
 
-_OPEN: list[TwilioStreamClient] = []
-
-
-def track(client: TwilioStreamClient) -> TwilioStreamClient:
-    """Remember ``client`` so that it is hung up after the test, whatever happened."""
-    _OPEN.append(client)
-    return client
-
-
-@pytest.fixture(autouse=True)
-async def _hang_up_leftovers(standin: RealtimeStandIn) -> AsyncIterator[None]:
-    """Hang up every call a test left open, and let its OpenAI session close, before the
-    stand-in stops: no call outlives its test (and reconnects into the next one)."""
-    _OPEN.clear()
-    yield
-    for client in _OPEN:
-        with contextlib.suppress(Exception):
-            await client.hang_up()
-    _OPEN.clear()
-    deadline = time.monotonic() + 5
-    while not all(s.closed.is_set() for s in standin.sessions) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
 
 
 Frame = str | bytes
 Maker = Callable[[TwilioStreamClient], Frame]
-
-
-@pytest.fixture
-def server_log(e2e_server: ServerProcess) -> Iterator[Callable[[], str]]:
-    """The server log written during this test only."""
-    start = len(e2e_server.log_text())
-    yield lambda: e2e_server.log_text()[start:]
 
 
 def call_lines(log: str, call_sid: str, level: str = "WARNING") -> list[str]:
@@ -81,14 +57,6 @@ def bad_input_summary(log: str, call_sid: str) -> dict[str, int]:
 def probe_frame(n: int) -> bytes:
     """A near-silent 20 ms frame, unique for ``n`` (so its arrival at OpenAI can be seen)."""
     return bytes([0xFF] * 157 + [0xFE, n % 256, (n // 256) % 256 | 0x80])
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 async def probe(client: TwilioStreamClient, session: StandInSession, n: int) -> None:

@@ -8,13 +8,12 @@ import base64
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL
+from tests.conftest import AUTH_TOKEN
+from tests.e2e import CALLER, enter_call, eventually, wait_for_call
 from voiceconv.testing import (
     RealtimeStandIn,
     ScriptedResponse,
@@ -24,44 +23,12 @@ from voiceconv.testing import (
 )
 from voiceconv.testing.server import ServerProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("hang_up_leftovers"),
+]
 
-CALLER = "+14155550123"
-NUMBER = "+14155550100"
-
-
-async def eventually(predicate: Any, timeout: float = 5.0) -> None:
-    """Poll ``predicate`` until it holds (for state on the stand-in's side)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
-
-
-async def play_until_closed(client: TwilioStreamClient, timeout: float = 10.0) -> None:
-    """Let call time pass (silence frames) until the app closes the stream."""
-    deadline = time.monotonic() + timeout
-    while not client.closed.is_set():
-        if time.monotonic() > deadline:
-            raise AssertionError("the app did not end the call")
-        try:
-            await client.send_silence(100)
-        except ConnectionClosed:
-            break
-        await asyncio.sleep(0.005)
-
-
-async def enter_call(server: ServerProcess, **kwargs: Any) -> TwilioStreamClient:
-    client = await TwilioStreamClient.from_webhook(
-        server.http_url,
-        auth_token=AUTH_TOKEN,
-        public_url=PUBLIC_URL,
-        form={"From": CALLER, "To": NUMBER},
-        **kwargs,
-    )
-    await client.start_call()
-    return client
 
 
 async def test_a_call_end_to_end(
@@ -134,19 +101,6 @@ async def test_a_call_end_to_end(
         ("user", "I have a question about my order"),
         ("assistant", "Sure, I can help with that order."),
     ]
-
-
-async def wait_for_call(call_sid: str, *, ended: bool = False, timeout: float = 5.0) -> Any:
-    from voiceconv.models import Call
-
-    deadline = time.monotonic() + timeout
-    while True:
-        call = await Call.objects.filter(twilio_call_sid=call_sid).afirst()
-        if call is not None and (not ended or call.ended_at is not None):
-            return call
-        if time.monotonic() > deadline:
-            raise AssertionError(f"call {call_sid} not recorded (ended={ended}): {call}")
-        await asyncio.sleep(0.05)
 
 
 async def test_barge_in_clears_and_truncates_at_what_the_caller_heard(

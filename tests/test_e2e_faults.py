@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ROOT, server_env
-from tests.test_e2e_call import enter_call, eventually, play_until_closed, wait_for_call
+from tests.e2e import enter_call, eventually, play_until_closed, wait_for_call
 from voiceconv.testing import RealtimeStandIn, ScriptedResponse, silence, speech_like
 from voiceconv.testing.server import ServerProcess
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -15,55 +14,24 @@ from django.core import signing
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import AUTH_TOKEN, OPENAI_KEY, PUBLIC_URL
+from tests.e2e import eventually, track, wait_for_call
 from voiceconv import security
 from voiceconv.testing import RealtimeStandIn, TwilioStreamClient
 from voiceconv.testing.server import ServerProcess
 from voiceconv.testing.twilio_client import new_sid
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("hang_up_leftovers"),
+]
 
 
-_OPEN: list[TwilioStreamClient] = []
 
-
-def track(client: TwilioStreamClient) -> TwilioStreamClient:
-    """Remember ``client`` so that it is hung up after the test, whatever happened."""
-    _OPEN.append(client)
-    return client
-
-
-@pytest.fixture(autouse=True)
-async def _hang_up_leftovers(standin: RealtimeStandIn) -> AsyncIterator[None]:
-    """Hang up every call a test left open, and let its OpenAI session close, before the
-    stand-in stops: no call outlives its test (and reconnects into the next one)."""
-    _OPEN.clear()
-    yield
-    for client in _OPEN:
-        with contextlib.suppress(Exception):
-            await client.hang_up()
-    _OPEN.clear()
-    deadline = time.monotonic() + 5
-    while not all(s.closed.is_set() for s in standin.sessions) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
 
 STREAM_URL = "wss://voice.example.test/twilio/stream/"
 CALLER = "+14155550123"
 NUMBER = "+14155550100"
-
-
-@pytest.fixture
-def server_log(e2e_server: ServerProcess) -> Iterator[Any]:
-    """The server log written during this test only."""
-    start = len(e2e_server.log_text())
-    yield lambda: e2e_server.log_text()[start:]
-
-
-async def eventually(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 async def no_session_opened(standin: RealtimeStandIn, wait: float = 0.5) -> None:
@@ -90,19 +58,6 @@ async def webhook(server: ServerProcess, **kwargs: Any) -> TwilioStreamClient:
             **kwargs,
         )
     )
-
-
-async def wait_for_call(call_sid: str, *, ended: bool = False, timeout: float = 5.0) -> Any:
-    from voiceconv.models import Call
-
-    deadline = time.monotonic() + timeout
-    while True:
-        call = await Call.objects.filter(twilio_call_sid=call_sid).afirst()
-        if call is not None and (not ended or call.ended_at is not None):
-            return call
-        if time.monotonic() > deadline:
-            raise AssertionError(f"call {call_sid} not recorded (ended={ended}): {call}")
-        await asyncio.sleep(0.05)
 
 
 def old_token(call_sid: str, age: int) -> str:

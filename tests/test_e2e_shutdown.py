@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.conftest import ROOT, server_env
-from tests.test_e2e_call import enter_call, eventually, wait_for_call
+from tests.e2e import enter_call, eventually, wait_for_call
 from voiceconv.testing import RealtimeStandIn, ScriptedResponse
 from voiceconv.testing.server import ServerProcess
 

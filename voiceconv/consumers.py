@@ -145,15 +145,30 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             await self.finish(self._end_reason or "caller_hung_up")
 
     async def _layer_loop(self) -> None:
+        """Control messages from the channel layer; a layer hiccup never touches the call."""
         assert self.channel_layer is not None
+        failures = 0
         while True:
             try:
                 message = await self.channel_layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                # A blocking receive can time out now and then: only a run of them is news.
+                level = logging.WARNING if failures == 3 or failures % 60 == 0 else logging.INFO
+                self.log.log(level, "channel layer receive failed (%d in a row): %s; retrying",
+                             failures, _describe(exc))
+                await asyncio.sleep(1.0)
+                continue
+            failures = 0
+            try:
                 await self.dispatch(message)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self.log.exception("control message failed")
+            except Exception as exc:
+                self.log.warning("control message %r failed: %s", message.get("type"),
+                                 _describe(exc))
 
     # ------------------------------------------------------------------ websocket events
 

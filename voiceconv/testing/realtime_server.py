@@ -654,6 +654,26 @@ class StandInSession:
 
     # ---- session.update --------------------------------------------------------------
 
+    async def _item_done(
+        self, run: _ResponseRun, output_index: int, previous: str | None, data: dict[str, Any]
+    ) -> None:
+        """``response.output_item.done`` then ``conversation.item.done`` for a finished item."""
+        await self._emit(
+            {
+                "type": "response.output_item.done",
+                "response_id": run.id,
+                "output_index": output_index,
+                "item": copy.deepcopy(data),
+            }
+        )
+        await self._emit(
+            {
+                "type": "conversation.item.done",
+                "previous_item_id": previous,
+                "item": copy.deepcopy(data),
+            }
+        )
+
     async def _handle_session_update(self, event: dict[str, Any]) -> None:
         update = event.get("session")
         if not isinstance(update, dict):
@@ -1304,21 +1324,7 @@ class StandInSession:
             content = [{"type": "output_audio", "transcript": spoken}]
         await self._emit({"type": "response.content_part.done", **ids, "part": final_part})
         data.update(status="incomplete" if cancelled else "completed", content=content)
-        await self._emit(
-            {
-                "type": "response.output_item.done",
-                "response_id": run.id,
-                "output_index": output_index,
-                "item": copy.deepcopy(data),
-            }
-        )
-        await self._emit(
-            {
-                "type": "conversation.item.done",
-                "previous_item_id": previous,
-                "item": copy.deepcopy(data),
-            }
-        )
+        await self._item_done(run, output_index, previous, data)
         return copy.deepcopy(data), item.audio_bytes // bpm, len(spoken)
 
     async def _stream_call(
@@ -1383,21 +1389,7 @@ class StandInSession:
             }
         )
         data.update(status="incomplete" if cancelled else "completed", arguments=arguments)
-        await self._emit(
-            {
-                "type": "response.output_item.done",
-                "response_id": run.id,
-                "output_index": output_index,
-                "item": copy.deepcopy(data),
-            }
-        )
-        await self._emit(
-            {
-                "type": "conversation.item.done",
-                "previous_item_id": previous,
-                "item": copy.deepcopy(data),
-            }
-        )
+        await self._item_done(run, output_index, previous, data)
         return copy.deepcopy(data)
 
     async def _finish(
