@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -107,6 +108,10 @@ class LevelResult:
     standin_lag: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     profile: str = ""
+    #: Calls whose records are complete after the level: a final Call row and a transcript
+    #: with caller and assistant turns, numbered without a gap (None: not checked).
+    records_ok: int | None = None
+    record_problems: list[str] = field(default_factory=list)
 
     @property
     def lossless(self) -> bool:
@@ -114,6 +119,7 @@ class LevelResult:
             self.lost_up == self.reordered_up == self.duplicated_up == 0
             and self.lost_down == self.reordered_down == 0
             and self.calls_ok == self.n
+            and self.records_ok in (None, self.n)
         )
 
     @property
@@ -358,6 +364,8 @@ def run_level(cfg: LevelConfig) -> LevelResult:
         if server is not None:
             server.stop()
     result = analyze(cfg, gens, data, window, samples)
+    if cfg.server != "reference":
+        check_records(cfg, gens, result)
     if result.errors and server is not None:
         with contextlib.suppress(OSError):
             tail = server.log_path.read_text(errors="replace").splitlines()[-15:]
@@ -370,6 +378,39 @@ def run_level(cfg: LevelConfig) -> LevelResult:
 # --------------------------------------------------------------------------------------
 # analysis
 # --------------------------------------------------------------------------------------
+
+
+def check_records(cfg: LevelConfig, gens: list[dict[str, Any]], res: LevelResult) -> None:
+    """Every call of the level left a final record and a whole transcript (nothing lost)."""
+    sids = [c["call_sid"] for g in gens for c in g["calls"] if c.get("call_sid")]
+    env = {**os.environ, "DATABASE_URL": cfg.database_url}
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.records", *sids], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if out.returncode != 0:
+        res.record_problems.append(f"records check failed: {out.stderr[-500:]}")
+        res.records_ok = 0
+        return
+    report = json.loads(out.stdout)
+    ok = 0
+    for sid, rec in report.items():
+        roles = rec.get("roles") or {}
+        problems = []
+        if not rec.get("exists"):
+            problems.append("no Call row")
+        else:
+            if not rec.get("ended"):
+                problems.append("not ended")
+            if not rec.get("contiguous"):
+                problems.append("gap in the transcript sequence")
+            if not roles.get("caller") or not roles.get("assistant"):
+                problems.append(f"transcript roles {roles}")
+        if problems:
+            res.record_problems.append(f"{sid}: {', '.join(problems)}")
+        else:
+            ok += 1
+    res.records_ok = ok
 
 
 def _cpu_of(pids: list[int]) -> float:
@@ -604,7 +645,7 @@ def table(results: list[LevelResult]) -> str:
         "| lost/reordered up | lost/reordered down | barge-in p50/p99/max ms (n) "
         "| CPU s/call-min | server core busy | RSS/call KiB | gen lag p99/max ms "
         "| stand-in lag p99/max ms | load core busy | other procs on server/load core "
-        "| pass |"
+        "| records complete | pass |"
     )
     lines = [head, "|" + "|".join([" --- "] * (head.count("|") - 1)) + "|"]
     for r in results:
@@ -619,6 +660,7 @@ def table(results: list[LevelResult]) -> str:
             f"| {_f(r.rss_per_call_kb, 0)} | {q(r.generator_lag, ('p99', 'max'))} "
             f"| {q(r.standin_lag, ('p99', 'max'))} | {_f(r.load_core_busy, 2)} "
             f"| {_f(r.foreign_on_server_core, 2)}/{_f(r.foreign_on_load_core, 2)} "
+            f"| {'-' if r.records_ok is None else f'{r.records_ok}/{r.n}'} "
             f"| {'yes' if r.passed else 'no'} |"
         )
     return "\n".join(lines)

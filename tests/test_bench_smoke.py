@@ -48,3 +48,6 @@ def test_quick_benchmark_loses_nothing_and_barges_in() -> None:
     assert result.min_clears_per_call >= 1
     assert result.speech_starts >= 3
     assert result.up["n"] > 0 and result.down["n"] > 0 and result.barge_in["n"] > 0
+    # every call left a final record and a whole transcript, caller and assistant
+    assert result.record_problems == []
+    assert result.records_ok == 3
