@@ -111,6 +111,8 @@ class LevelResult:
     #: Calls whose records are complete after the level: a final Call row and a transcript
     #: with caller and assistant turns, numbered without a gap (None: not checked).
     records_ok: int | None = None
+    #: Seconds the server took to exit after SIGTERM (finalising every call).
+    shutdown_s: float | None = None
     record_problems: list[str] = field(default_factory=list)
 
     @property
@@ -361,9 +363,15 @@ def run_level(cfg: LevelConfig) -> LevelResult:
             thread.join(30)
     finally:
         data = standin.stop()
+        stop_s = exit_code = None
         if server is not None:
-            server.stop()
+            t0 = time.monotonic()
+            exit_code = server.stop(timeout=60.0)  # SIGTERM: calls are finalised, records written
+            stop_s = time.monotonic() - t0
     result = analyze(cfg, gens, data, window, samples)
+    result.shutdown_s = stop_s
+    if exit_code not in (0, None):
+        result.errors.append(f"server exited {exit_code} after SIGTERM ({stop_s:.1f} s)")
     if cfg.server != "reference":
         check_records(cfg, gens, result)
     if result.errors and server is not None:

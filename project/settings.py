@@ -84,8 +84,12 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Concurrent writers (the transcript writer, the admin) wait rather than fail at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Concurrent writers (the transcript writers, the admin) wait for each other rather than
+    # fail: a generous busy timeout, and write transactions that take the lock when they
+    # begin (a deferred one that reads first cannot wait for the lock when it then writes).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    )
     # A file, not memory, so that end-to-end tests' server process shares the test database.
     # One file per test run, so that concurrent runs do not share it.
     DATABASES["default"]["TEST"] = {

@@ -137,12 +137,30 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             if self._end_reason is None:
                 self._end_reason = "shutdown"
                 self.log.warning("server shutting down: ending the call")
-            raise
         finally:
             if layer_task is not None:
                 layer_task.cancel()
                 await asyncio.gather(layer_task, return_exceptions=True)
-            await self.finish(self._end_reason or "caller_hung_up")
+            await self._finish_uncancellable(self._end_reason or "caller_hung_up")
+
+    async def _finish_uncancellable(self, reason: str) -> None:
+        """Finish the call even if the server cancels us meanwhile (shutdown, or its close
+        timeout): the records must be written first.
+
+        The cancellation is absorbed, not re-raised: daphne waits for its applications at
+        shutdown with ``asyncio.gather``, which gives up on all of them as soon as one ends
+        cancelled, and the process would exit under the calls still writing their records.
+        """
+        finishing = asyncio.ensure_future(self.finish(reason))
+        cancelled = False
+        while not finishing.done():
+            try:
+                await asyncio.shield(finishing)
+            except asyncio.CancelledError:
+                if not cancelled:
+                    self.log.info("cancelled by the server while finishing; finishing first")
+                cancelled = True
+        finishing.result()
 
     async def _layer_loop(self) -> None:
         """Control messages from the channel layer; a layer hiccup never touches the call."""
