@@ -205,7 +205,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self._closed = True
         if self._end_reason is None:
-            self._end_reason = "caller_hung_up"
+            # 1012 (service restart): the server itself is closing connections (uvicorn's
+            # graceful shutdown); anything else is Twilio ending the stream.
+            code = message.get("code")
+            self._end_reason = "shutdown" if code == 1012 else "caller_hung_up"
         raise StopConsumer()
 
     def public_origin(self) -> str:
