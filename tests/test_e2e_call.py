@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from tests.conftest import AUTH_TOKEN
-from tests.e2e import CALLER, enter_call, eventually, wait_for_call
+from tests.e2e import CALLER, enter_call, eventually, play_until_closed, wait_for_call
 from voiceconv.testing import (
     RealtimeStandIn,
     ScriptedResponse,
@@ -169,3 +170,42 @@ async def test_stream_without_token_is_closed_before_openai_is_opened(
     assert code == 4403
     await asyncio.sleep(0.2)
     assert standin.sessions == []
+
+
+async def test_key_presses_reach_the_model_and_the_transcript(
+    e2e_server: ServerProcess, standin: RealtimeStandIn
+) -> None:
+    client = await enter_call(e2e_server)
+    session = await standin.wait_for_session(0, timeout=10)
+    await session.expect_event("session.update")
+    await eventually(lambda: any(e["type"] == "response.done" for e in session.sent))
+    await client.send_silence(3000)  # the greeting plays out
+    await client.send_dtmf("7")
+    item = await session.expect_event("conversation.item.create", timeout=3)
+    assert item["item"]["role"] == "user"
+    assert "7" in item["item"]["content"][0]["text"]
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert await call.transcript_entries.filter(role="dtmf", text="7").aexists()
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs the Redis channel layer "
+                    "(REDIS_URL) to reach the server process; CI sets it")
+async def test_a_call_can_be_hung_up_from_another_process(
+    e2e_server: ServerProcess, standin: RealtimeStandIn
+) -> None:
+    from channels.layers import get_channel_layer
+
+    from voiceconv.consumers import MediaStreamConsumer
+
+    client = await enter_call(e2e_server, realtime=True)
+    session = await standin.wait_for_session(0, timeout=10)
+    await session.expect_event("session.update")
+    layer = get_channel_layer()
+    assert layer is not None
+    await asyncio.sleep(0.3)  # the consumer has joined its group
+    await layer.group_send(MediaStreamConsumer.group_name(client.call_sid),
+                           {"type": "voiceconv.hangup", "reason": "agent_ended"})
+    await play_until_closed(client)
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert call.end_reason == "agent_ended"
