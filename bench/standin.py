@@ -23,7 +23,6 @@ from array import array
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 
 from bench.common import LoopLag, dumps, read_tag, tag_frame
 from voiceconv.testing.audio import speech_like, ulaw_decode
@@ -87,28 +86,16 @@ class BenchSession(StandInSession):
         sample = chunk[::4]  # every 4th sample is plenty to tell speech from silence
         return math.sqrt(sum(map(_SQUARES.__getitem__, sample)) / len(sample)) / 32768.0
 
-    async def _writer(self) -> None:
-        while True:
-            entry = await self._outbox.get()
-            if entry is None:
-                return
-            await self._unstalled.wait()
-            text, event = entry
-            try:
-                await self.ws.send(text)
-            except ConnectionClosed:
-                return
-            finally:
-                self._outbox.task_done()
-            t = time.monotonic()
-            kind = event["type"]
-            if kind == "response.output_audio.delta":
-                crc = zlib.crc32(event["delta"].encode("ascii"))
-                self.timeline.append((t, "d", event["response_id"], crc))
-            elif kind == "input_audio_buffer.speech_started":
-                self.timeline.append((t, "s", "", 0))
-            elif kind == "response.created":
-                self.timeline.append((t, "c", event["response"]["id"], 0))
+    def _on_sent(self, event: dict[str, Any], at: float) -> None:
+        # Instead of the stand-in's own recording (whole deltas): a tag per event, lean at 150+.
+        kind = event["type"]
+        if kind == "response.output_audio.delta":
+            crc = zlib.crc32(event["delta"].encode("ascii"))
+            self.timeline.append((at, "d", event["response_id"], crc))
+        elif kind == "input_audio_buffer.speech_started":
+            self.timeline.append((at, "s", "", 0))
+        elif kind == "response.created":
+            self.timeline.append((at, "c", event["response"]["id"], 0))
 
 
 class BenchStandIn(RealtimeStandIn):

@@ -510,8 +510,12 @@ class StandInSession:
                 return
             finally:
                 self._outbox.task_done()
-            if event["type"] == "response.output_audio.delta":
-                self.sent_deltas.append((time.monotonic(), event["item_id"], event["delta"]))
+            self._on_sent(event, time.monotonic())
+
+    def _on_sent(self, event: dict[str, Any], at: float) -> None:
+        """An event went out on the wire at ``at`` (monotonic): record what tests match on."""
+        if event["type"] == "response.output_audio.delta":
+            self.sent_deltas.append((at, event["item_id"], event["delta"]))
 
     async def _drain_outbox(self) -> None:
         await self._outbox.join()
@@ -653,6 +657,26 @@ class StandInSession:
                 await asyncio.wait_for(self._received_signal.wait(), remaining)
 
     # ---- session.update --------------------------------------------------------------
+
+    async def _item_added(
+        self, run: _ResponseRun, output_index: int, previous: str | None, data: dict[str, Any]
+    ) -> None:
+        """``response.output_item.added`` then ``conversation.item.added`` for a new item."""
+        await self._emit(
+            {
+                "type": "response.output_item.added",
+                "response_id": run.id,
+                "output_index": output_index,
+                "item": copy.deepcopy(data),
+            }
+        )
+        await self._emit(
+            {
+                "type": "conversation.item.added",
+                "previous_item_id": previous,
+                "item": copy.deepcopy(data),
+            }
+        )
 
     async def _item_done(
         self, run: _ResponseRun, output_index: int, previous: str | None, data: dict[str, Any]
@@ -1257,21 +1281,7 @@ class StandInSession:
             "output_index": output_index,
             "content_index": 0,
         }
-        await self._emit(
-            {
-                "type": "response.output_item.added",
-                "response_id": run.id,
-                "output_index": output_index,
-                "item": copy.deepcopy(data),
-            }
-        )
-        await self._emit(
-            {
-                "type": "conversation.item.added",
-                "previous_item_id": previous,
-                "item": copy.deepcopy(data),
-            }
-        )
+        await self._item_added(run, output_index, previous, data)
         part_type = "text" if text_mode else "audio"
         empty_part = {"type": part_type, ("text" if text_mode else "transcript"): ""}
         await self._emit({"type": "response.content_part.added", **ids, "part": empty_part})
@@ -1347,21 +1357,7 @@ class StandInSession:
         }
         self.items[item_id] = _Item(id=item_id, type="function_call", call_id=call_id, data=data)
         self.item_order.append(item_id)
-        await self._emit(
-            {
-                "type": "response.output_item.added",
-                "response_id": run.id,
-                "output_index": output_index,
-                "item": copy.deepcopy(data),
-            }
-        )
-        await self._emit(
-            {
-                "type": "conversation.item.added",
-                "previous_item_id": previous,
-                "item": copy.deepcopy(data),
-            }
-        )
+        await self._item_added(run, output_index, previous, data)
         arguments = call.arguments_json()
         ids = {
             "response_id": run.id,
