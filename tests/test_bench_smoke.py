@@ -51,3 +51,4 @@ def test_quick_benchmark_loses_nothing_and_barges_in() -> None:
     # every call left a final record and a whole transcript, caller and assistant
     assert result.record_problems == []
     assert result.records_ok == 3
+    assert result.conversations_ok == 3

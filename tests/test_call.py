@@ -649,3 +649,18 @@ def test_long_call_is_warned_then_ended() -> None:
     c.rt({"type": "response.created", "response": {"id": "r_g"}})
     done = c.rt({"type": "response.done", "response": {"id": "r_g", "status": "completed"}})
     assert HangUp("limit") in done
+
+
+def test_caller_items_awaiting_their_transcript_are_tracked() -> None:
+    c = Call()
+    c.rt({"type": "input_audio_buffer.committed", "item_id": "u1", "previous_item_id": None})
+    c.rt({"type": "input_audio_buffer.committed", "item_id": "u2", "previous_item_id": "u1"})
+    assert c.s.pending_transcripts == {"u1", "u2"}
+    c.rt({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1",
+          "content_index": 0, "transcript": "hi"})
+    c.rt({"type": "conversation.item.input_audio_transcription.failed", "item_id": "u2",
+          "content_index": 0, "error": {"message": "nope"}})
+    assert c.s.pending_transcripts == set()
+    off = Call(transcription=False)
+    off.rt({"type": "input_audio_buffer.committed", "item_id": "u1"})
+    assert off.s.pending_transcripts == set()

@@ -33,3 +33,5 @@ def test_a_hundred_concurrent_calls_lose_no_frame_and_no_record() -> None:
     assert result.deltas_down > 0
     assert result.record_problems == []
     assert result.records_ok == 100
+    # (whether each transcript also has both parties depends on timing at saturation: reported
+    # by the benchmark, not asserted)

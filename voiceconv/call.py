@@ -253,8 +253,12 @@ class CallSession:
         early_audio_frames: int = 250,
         interrupt_response: bool = True,
         limits: Limits | None = None,
+        transcription: bool = True,
     ) -> None:
         self.greeting = greeting
+        self.transcription = transcription
+        #: Caller items committed whose transcript has not arrived yet.
+        self.pending_transcripts: set[str] = set()
         self.limits = limits or Limits()
         self.instructions = instructions
         self.forward_dtmf = forward_dtmf
@@ -595,10 +599,17 @@ class CallSession:
             self._last_speech_stop_ms = self.state.now_ms
         return []
 
+    def handle_input_audio_buffer_committed(self, event: dict[str, Any]) -> list[Action]:
+        item_id = event.get("item_id")
+        if self.transcription and isinstance(item_id, str):
+            self.pending_transcripts.add(item_id)
+        return []
+
     def handle_conversation_item_input_audio_transcription_completed(
         self, event: dict[str, Any]
     ) -> list[Action]:
         item_id = event.get("item_id")
+        self.pending_transcripts.discard(item_id)
         text = str(event.get("transcript") or "").strip()
         if not text:
             return []
@@ -618,6 +629,7 @@ class CallSession:
     def handle_conversation_item_input_audio_transcription_failed(
         self, event: dict[str, Any]
     ) -> list[Action]:
+        self.pending_transcripts.discard(event.get("item_id"))
         err = _obj(event.get("error"))
         return [Log("warning", f"caller transcription failed: {err.get('message')}")]
 
@@ -887,6 +899,7 @@ class CallSession:
         """
         st = self.state
         st.realtime_ready = False
+        self.pending_transcripts.clear()
         st.response_active = False
         st.active_response_id = None
         st.response_create_owed = False

@@ -44,6 +44,8 @@ from voiceconv.realtime import (
 
 logger = logging.getLogger("voiceconv.consumers")
 
+#: Longest wait at the end of a call for transcripts of the caller's last words (seconds).
+LAST_TRANSCRIPT_WAIT = 0.7
 #: Largest Twilio message accepted; a 20 ms media frame is about 400 bytes.
 MAX_MESSAGE_BYTES = 64 * 1024
 APOLOGY_AUDIO = Path(__file__).parent / "data" / "apology.ulaw"
@@ -342,6 +344,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             early_audio_frames=max(1, int(voiceconv_settings.EARLY_AUDIO_BUFFER_MS) // 20),
             interrupt_response=interrupt_response_enabled(self.session_config),
             limits=self.get_limits(),
+            transcription=bool(
+                ((self.session_config.get("audio") or {}).get("input") or {}).get("transcription")
+            ),
         )
         self.session.handle_twilio_start(msg)
         self.recorder = self.make_recorder()
@@ -808,9 +813,21 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         finally:
             self._finished.set_result(None)
 
+    async def _await_last_transcripts(self) -> None:
+        """The caller's last words may still be being transcribed: wait briefly for them
+        (the Realtime socket stays open, well within a second), so they are not lost."""
+        session = self.session
+        task = self._realtime_task
+        if session is None or self.backend is None or task is None or task.done():
+            return
+        deadline = asyncio.get_running_loop().time() + LAST_TRANSCRIPT_WAIT
+        while session.pending_transcripts and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+
     async def _finish(self, reason: str, error: str) -> None:
         MediaStreamConsumer.live.discard(self)
         current = asyncio.current_task()
+        await self._await_last_transcripts()
         if self._realtime_task is not None and self._realtime_task is not current:
             self._realtime_task.cancel()
             await asyncio.gather(self._realtime_task, return_exceptions=True)
