@@ -649,7 +649,7 @@ class ToolRegistry:
         return len(self._tools)
 
 
-registry = ToolRegistry()
+registry: ToolRegistry = ToolRegistry()
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
