@@ -22,8 +22,6 @@ import zlib
 from array import array
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
-
 from bench.common import LoopLag, dumps, read_tag, tag_frame
 from voiceconv.testing.audio import speech_like, ulaw_decode
 from voiceconv.testing.realtime_server import (
@@ -99,43 +97,9 @@ class BenchSession(StandInSession):
 
 
 class BenchStandIn(RealtimeStandIn):
-    """:class:`RealtimeStandIn` whose sessions are :class:`BenchSession`, optionally over TLS."""
+    """:class:`RealtimeStandIn` whose sessions are :class:`BenchSession`."""
 
-    def __init__(self, *args: Any, ssl_context: ssl.SSLContext | None = None, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.ssl_context = ssl_context
-
-    @property
-    def base_url(self) -> str:
-        url = super().base_url
-        return url.replace("http://", "https://", 1) if self.ssl_context else url
-
-    async def start(self) -> RealtimeStandIn:
-        self._new_session = asyncio.Event()
-        self._server = await serve(
-            self._handler,
-            self.host,
-            self.port,
-            process_request=self._process_request,
-            max_size=16 * 1024 * 1024,
-            compression=None,
-            ping_interval=None,
-            ssl=self.ssl_context,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _handler(self, ws: ServerConnection) -> None:
-        from urllib.parse import parse_qs, urlsplit
-
-        assert ws.request is not None
-        query = parse_qs(urlsplit(ws.request.path).query)
-        model = (query.get("model") or ["gpt-realtime-2.1"])[0]
-        session = BenchSession(self, ws, model=model)
-        self.sessions.append(session)
-        if self._new_session is not None:
-            self._new_session.set()
-        await session.run()
+    session_class = BenchSession
 
 
 def summarize(standin: BenchStandIn, lag: LoopLag) -> dict[str, Any]:

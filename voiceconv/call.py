@@ -271,7 +271,6 @@ class CallSession:
         self._early: deque[str] = deque(maxlen=max(1, early_audio_frames))
         # Input clock (Realtime buffer ms) → call time: call ms of the first forwarded frame.
         self._input_origin_ms: int | None = None
-        self._input_forwarded_ms = 0
         # Playback
         self._seq = 0
         self._pending: deque[_Pending] = deque()
@@ -484,10 +483,6 @@ class CallSession:
             if self._pending:
                 self._pending[-1].item.latency_ms = latency
         return actions
-
-    def realtime_connected(self) -> list[Action]:
-        """The Realtime socket is open and ``session.update`` has been sent."""
-        return []
 
     def handle_session_updated(self, event: dict[str, Any]) -> list[Action]:
         st = self.state
@@ -813,10 +808,6 @@ class CallSession:
         if st.transfer_target is not None:
             return [Transfer(st.transfer_target)]
         return [HangUp(st.hangup_reason)]
-
-    def playback_idle(self) -> bool:
-        """Nothing queued at Twilio that the caller has not heard yet."""
-        return not self._pending
 
     # ----------------------------------------------------------------- limits
 

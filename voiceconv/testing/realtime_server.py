@@ -33,6 +33,7 @@ import math
 import random
 import secrets
 import signal
+import ssl
 import sys
 import time
 import typing
@@ -1479,6 +1480,9 @@ class RealtimeStandIn:
     unchanged voice after the first audio.
     """
 
+    #: The class of each connection's session (subclass it to record more).
+    session_class: type[StandInSession] = StandInSession
+
     def __init__(
         self,
         *,
@@ -1496,6 +1500,7 @@ class RealtimeStandIn:
         default_response: ScriptedResponse | None = None,
         caller_transcripts: Iterable[str] = (),
         default_caller_transcript: str = "hello",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -1512,6 +1517,8 @@ class RealtimeStandIn:
         self.caller_transcripts: deque[str] = deque(caller_transcripts)
         self.default_caller_transcript = default_caller_transcript
         self.sessions: list[StandInSession] = []
+        #: Serve ``wss://`` with this context (``base_url`` is then ``https://``).
+        self.ssl_context = ssl_context
         #: Start every new session stalled: it accepts the connection, then sends nothing.
         self.stall_new_sessions = False
         self.handshakes: list[dict[str, Any]] = []
@@ -1539,12 +1546,13 @@ class RealtimeStandIn:
         """``http://host:port/v1``, for ``AsyncOpenAI(base_url=...)`` or ``OPENAI_BASE_URL``."""
         if self._server is None:
             raise RuntimeError("RealtimeStandIn is not started")
-        return f"http://{self.host}:{self.port}/v1"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}/v1"
 
     @property
     def ws_url(self) -> str:
         """The socket base (``ws://host:port/v1``), for ``websocket_base_url``."""
-        return self.base_url.replace("http://", "ws://", 1)
+        return self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
 
     async def start(self) -> RealtimeStandIn:
         """Start listening (binds the port; ``port=0`` picks a free one)."""
@@ -1557,6 +1565,7 @@ class RealtimeStandIn:
             max_size=16 * 1024 * 1024,
             compression=None,
             ping_interval=None,
+            ssl=self.ssl_context,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -1657,7 +1666,7 @@ class RealtimeStandIn:
         assert ws.request is not None
         query = parse_qs(urlsplit(ws.request.path).query)
         model = (query.get("model") or ["gpt-realtime-2.1"])[0]
-        session = StandInSession(self, ws, model=model)
+        session = self.session_class(self, ws, model=model)
         if self.stall_new_sessions:
             session.stall()
         if ws.request.headers.get("OpenAI-Beta"):
