@@ -16,8 +16,9 @@ DEFAULT_AGENT_TOOLS = ("get_time",)
 
 def setup_example(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
     """After ``migrate``: sync tool definitions; make sure a default agent offers get_time."""
+    # Imported here: this module is loaded while the app registry is being populated.
     from voiceconv.models import Agent, ToolDefinition
-    from voiceconv.tools import sync_tool_definitions
+    from voiceconv.tools.binding import sync_tool_definitions
 
     try:
         report = sync_tool_definitions(using=using)

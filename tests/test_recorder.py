@@ -24,7 +24,7 @@ from voiceconv.consumers import MediaStreamConsumer
 from voiceconv.events import CallInfo, TranscriptTurn, Usage
 from voiceconv.models import Agent, Call, ToolInvocation, TranscriptEntry
 from voiceconv.recorder import CallRecorder
-from voiceconv.tools import ToolResult
+from voiceconv.tools.runtime import ToolResult
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

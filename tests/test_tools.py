@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import dataclasses
 import enum
 import itertools
 import json
 import logging
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -28,22 +31,15 @@ from openai.types.realtime.realtime_session_create_request import RealtimeSessio
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 import voiceconv
+import voiceconv.models.tools
+from voiceconv.call import ToolCall
 from voiceconv.checks_tools import check_tool_definitions
 from voiceconv.events import CallInfo
 from voiceconv.models import Agent, Call, ToolDefinition, ToolInvocation
-from voiceconv.tools import (
-    DEFAULT_TIMEOUT,
-    Tool,
-    ToolCall,
-    ToolContext,
-    execute_tool_call,
-    registry,
-    serialize_result,
-    sync_tool_definitions,
-    tool,
-    tools_for_agent,
-    validate_parameters_schema,
-)
+from voiceconv.tools.binding import sync_tool_definitions, tools_for_agent
+from voiceconv.tools.registry import DEFAULT_TIMEOUT, Tool, registry, tool
+from voiceconv.tools.runtime import ToolContext, execute_tool_call, serialize_result
+from voiceconv.tools.schema import validate_parameters_schema
 
 
 @pytest.fixture
@@ -446,7 +442,7 @@ def app_root(tmp_path: Path) -> Any:
 
 def test_autodiscovery_registers_project_and_builtin_tools() -> None:
     assert registry.get("get_time").location == "project.tools:get_time"  # type: ignore[union-attr]
-    assert registry.get("end_call").location == "voiceconv.tools:end_call"  # type: ignore[union-attr]
+    assert registry.get("end_call").location == "voiceconv.tools.builtins:end_call"  # type: ignore[union-attr]
     assert registry.get("transfer_call").is_async  # type: ignore[union-attr]
 
 
@@ -479,7 +475,7 @@ async def test_ancestor_readme_example_verbatim() -> None:
     assert spec is not None and spec.func is get_time
     assert spec.description == "Get the current time."
     assert spec.parameters == {**OBJ, "properties": {}}
-    assert spec.injected == {"state", "connection"} and not spec.is_async
+    assert spec.arguments.injected == {"state", "connection"} and not spec.is_async
     result = await execute_tool_call(
         ToolCall(call_id="call_t", name="get_time", arguments="{}"),
         {"get_time": spec.bind()},
@@ -1015,3 +1011,32 @@ def test_invocation_from_result() -> None:
     failed = asyncio.run(run(add, {"a": "x"}))
     record = ToolInvocation.objects.create(call=None, **failed.as_model_fields())
     assert not record.ok and record.error.startswith("Invalid arguments for add")
+
+
+def test_registry_imports_no_models_and_models_import_it_at_module_level() -> None:
+    # A fresh interpreter without Django set up: declaring tools must not need the app registry.
+    code = (
+        "import sys\n"
+        "from voiceconv import tool\n"
+        "import voiceconv.tools.registry as r\n"
+        "assert tool is r.tool\n"
+        "assert 'end_call' in r.registry and 'transfer_call' in r.registry\n"
+        "assert not [m for m in sys.modules if m.startswith('voiceconv.models')], sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+        cwd=Path(voiceconv.__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    # models/tools.py reaches the registry through a module-level import, not a hidden one.
+    tree = ast.parse(Path(voiceconv.models.tools.__file__).read_text())
+    top = {
+        node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "voiceconv.tools.registry" in top
+    nested = [
+        node for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)
+        for node in ast.walk(fn) if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
+    assert nested == []

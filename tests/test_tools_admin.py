@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from voiceconv.admin.tools import ToolInvocationInline
 from voiceconv.models import Agent, Call, ToolDefinition, ToolInvocation
-from voiceconv.tools import registry, tool
+from voiceconv.tools.registry import registry, tool
 
 pytestmark = pytest.mark.django_db
 

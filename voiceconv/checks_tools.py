@@ -11,7 +11,8 @@ from typing import Any
 from django.core.checks import CheckMessage, Warning, register
 from django.db import DatabaseError
 
-from voiceconv.tools import registry, validate_parameters_schema
+from voiceconv.tools.registry import registry
+from voiceconv.tools.schema import validate_parameters_schema
 
 
 @register()

@@ -442,7 +442,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     def get_tools(self) -> dict[str, Any]:
         """The tools offered to the model (runs in a thread at call start; may use the DB)."""
-        from voiceconv.tools import tools_for_agent
+        from voiceconv.tools.binding import tools_for_agent
 
         return dict(tools_for_agent(self.agent))
 
@@ -669,7 +669,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def run_tools(self, calls: tuple[core.ToolCall, ...]) -> None:
         """Fan out the response's function calls; fan in with one response.create."""
-        from voiceconv.tools import ToolContext, execute_tool_call
+        from voiceconv.tools.runtime import ToolContext, execute_tool_call
 
         session = self.session
         assert session is not None and self.info is not None

@@ -199,7 +199,7 @@ class CallRecorder:
         self._usage_flushed_at = time.monotonic()
 
     def tool_invocation(self, result: Any) -> None:
-        """A finished tool call (:class:`voiceconv.tools.ToolResult`)."""
+        """A finished tool call (:class:`voiceconv.tools.runtime.ToolResult`)."""
         self._put("tool_invocation", result)
 
     def ended(self, reason: str, *, error: str = "", traceback: str = "") -> None:

@@ -22,7 +22,7 @@ transcript_entry = Signal()
 
 #: A tool ran and its invocation was saved.
 #: Arguments: ``call`` (``Call``), ``invocation`` (:class:`voiceconv.models.ToolInvocation`),
-#: ``result`` (:class:`voiceconv.tools.ToolResult`).
+#: ``result`` (:class:`voiceconv.tools.runtime.ToolResult`).
 tool_invoked = Signal()
 
 #: The call ended and the ``Call`` row is final (Twilio's status callback may still refine

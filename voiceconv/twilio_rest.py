@@ -23,6 +23,8 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
+from voiceconv.tools.builtins import normalize_transfer_target
+
 __all__ = [
     "REQUEST_TIMEOUT",
     "RebasingHttpClient",
@@ -138,8 +140,6 @@ def transfer_call(call_sid: str, target: str) -> None:
     ``ImproperlyConfigured`` without credentials, ``TwilioRestException`` when Twilio refuses,
     and the HTTP layer's errors when it cannot be reached.
     """
-    from voiceconv.tools import normalize_transfer_target
-
     destination = normalize_transfer_target(target)
     with _client() as client:
         client.calls(call_sid).update(twiml=transfer_twiml(destination))

@@ -295,7 +295,7 @@ class AgentAdmin(admin.ModelAdmin):
         note = ""
         if obj is not None and obj.pk:
             try:
-                from voiceconv.tools import tools_for_agent
+                from voiceconv.tools.binding import tools_for_agent
 
                 tools = [bound.definition() for bound in tools_for_agent(obj).values()]
             except Exception as exc:

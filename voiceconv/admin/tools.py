@@ -13,7 +13,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.models import ToolDefinition, ToolInvocation
-from voiceconv.tools import DEFAULT_TIMEOUT, SyncReport, sync_tool_definitions
+from voiceconv.tools.binding import SyncReport, sync_tool_definitions
+from voiceconv.tools.registry import DEFAULT_TIMEOUT
 
 SYNC_ACTION = "sync_from_code"
 

@@ -2,22 +2,22 @@
 
 A :class:`ToolDefinition` binds a function registered with ``@tool`` to what the model sees:
 its description, parameter schema, timeout and holding line. Definitions are created and
-refreshed from code by :func:`voiceconv.tools.sync_tool_definitions` (admin action, management
-command ``voiceconv_sync_tools``); agents choose theirs in the admin. A definition whose
-function no longer exists is an orphan: flagged, and never offered to the model.
+refreshed from code by :func:`voiceconv.tools.binding.sync_tool_definitions` (admin action,
+management command ``voiceconv_sync_tools``); agents choose theirs in the admin. A definition
+whose function no longer exists is an orphan: flagged, and never offered to the model.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-if TYPE_CHECKING:
-    from voiceconv.tools import Tool
+from voiceconv.tools.registry import Tool, registry
+from voiceconv.tools.schema import validate_parameters_schema
 
 
 class ToolDefinition(models.Model):
@@ -89,8 +89,6 @@ class ToolDefinition(models.Model):
     @property
     def registered_tool(self) -> Tool | None:
         """The ``@tool`` function behind this definition, if it is registered."""
-        from voiceconv.tools import registry
-
         return registry.get(self.name)
 
     @property
@@ -114,8 +112,6 @@ class ToolDefinition(models.Model):
         if self.parameters_override in (None, {}, ""):
             self.parameters_override = None
             return
-        from voiceconv.tools import validate_parameters_schema
-
         problems = validate_parameters_schema(self.parameters_override, spec)
         if problems:
             raise ValidationError({"parameters_override": problems})

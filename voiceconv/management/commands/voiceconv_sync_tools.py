@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from voiceconv.tools import sync_tool_definitions
+from voiceconv.tools.binding import sync_tool_definitions
 
 
 class Command(BaseCommand):
