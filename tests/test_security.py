@@ -17,6 +17,7 @@ from django.test import Client, RequestFactory, override_settings
 from twilio.request_validator import RequestValidator
 
 from voiceconv import security
+from voiceconv.exceptions import InsecureSetupWarning
 
 TOKEN = "unit-test-auth-token-0123456789ab"
 PUBLIC = "https://voice.example.com"
@@ -204,9 +205,10 @@ def test_public_origin_sources() -> None:
 
 @pytest.mark.django_db
 def test_checks_switched_off_explicitly_let_unsigned_requests_in() -> None:
-    with override_settings(
+    off = override_settings(
         TWILIO_AUTH_TOKEN="", VOICECONV={"PUBLIC_URL": PUBLIC, "VALIDATE_TWILIO_SIGNATURE": False}
-    ):
+    )
+    with off, pytest.warns(InsecureSetupWarning, match="VALIDATE_TWILIO_SIGNATURE"):
         assert post(INCOMING).status_code == 200
         assert post(STATUS, {**FORM, "CallStatus": "completed"}).status_code == 204
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
+
+from voiceconv.exceptions import ConfigurationError
 
 DEFAULTS: dict[str, Any] = {
     # --- the speech model and its session -------------------------------------------------
@@ -129,7 +130,7 @@ class VoiceconvSettings:
     def user_settings(self) -> dict[str, Any]:
         value = getattr(settings, "VOICECONV", None) or {}
         if not isinstance(value, dict):
-            raise ImproperlyConfigured("VOICECONV must be a dict.")
+            raise ConfigurationError("VOICECONV must be a dict.")
         return value
 
     def __getattr__(self, name: str) -> Any:
@@ -142,7 +143,7 @@ class VoiceconvSettings:
             try:
                 value = import_string(value)
             except ImportError as exc:
-                raise ImproperlyConfigured(
+                raise ConfigurationError(
                     f"VOICECONV[{name!r}] = {value!r} could not be imported: {exc}"
                 ) from exc
         self._cache[name] = value

@@ -6,6 +6,7 @@ Pure functions over URLs, parameters and headers; the views and the consumer cal
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -13,8 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest
+from twilio.request_validator import RequestValidator
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.exceptions import InsecureSetupWarning
 
 logger = logging.getLogger("voiceconv.security")
 
@@ -27,8 +30,35 @@ def auth_token() -> str:
 
 
 def signature_checks_enabled() -> bool:
-    """Whether ``X-Twilio-Signature`` is checked (``VALIDATE_TWILIO_SIGNATURE``, on by default)."""
-    return bool(voiceconv_settings.VALIDATE_TWILIO_SIGNATURE)
+    """Whether ``X-Twilio-Signature`` is checked (``VALIDATE_TWILIO_SIGNATURE``, on by default).
+
+    Off outside ``DEBUG``, it warns (:class:`~voiceconv.exceptions.InsecureSetupWarning`).
+    """
+    enabled = bool(voiceconv_settings.VALIDATE_TWILIO_SIGNATURE)
+    if not enabled and not settings.DEBUG:
+        warnings.warn(
+            "Twilio signature checks are off (VOICECONV['VALIDATE_TWILIO_SIGNATURE'] = False): "
+            "anyone can post to the webhooks and open streams.",
+            InsecureSetupWarning,
+            stacklevel=2,
+        )
+    return enabled
+
+
+def stream_token_required() -> bool:
+    """Whether a stream must carry the webhook's token (``REQUIRE_STREAM_TOKEN``, on by default).
+
+    Off outside ``DEBUG``, it warns (:class:`~voiceconv.exceptions.InsecureSetupWarning`).
+    """
+    required = bool(voiceconv_settings.REQUIRE_STREAM_TOKEN)
+    if not required and not settings.DEBUG:
+        warnings.warn(
+            "The per-call stream token is not required (VOICECONV['REQUIRE_STREAM_TOKEN'] = "
+            "False): anyone reaching the websocket can open an OpenAI session.",
+            InsecureSetupWarning,
+            stacklevel=2,
+        )
+    return required
 
 
 def public_origin(request: HttpRequest | None = None) -> str:
@@ -59,8 +89,6 @@ def websocket_origin(http_origin: str) -> str:
 
 def validate_request_signature(request: HttpRequest) -> bool:
     """Check ``X-Twilio-Signature`` on a webhook request against the public URL."""
-    from twilio.request_validator import RequestValidator
-
     token = auth_token()
     signature = request.headers.get("X-Twilio-Signature", "")
     if not token or not signature:
@@ -77,8 +105,6 @@ def validate_websocket_signature(scope: Mapping[str, Any], origin: str) -> bool:
     public ``https://`` origin (converted here; an ``http://`` origin is checked as ``wss://``
     too, as the TwiML view always hands Twilio a ``wss://`` stream URL).
     """
-    from twilio.request_validator import RequestValidator
-
     token = auth_token()
     headers: Iterable[tuple[bytes, bytes]] = scope.get("headers") or []
     signature = ""

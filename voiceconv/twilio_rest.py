@@ -16,13 +16,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
+from voiceconv.exceptions import ConfigurationError
 from voiceconv.tools.builtins import normalize_transfer_target
 
 __all__ = [
@@ -51,7 +51,7 @@ class RebasingHttpClient(TwilioHttpClient):
     def __init__(self, base_url: str, **kwargs: Any) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ImproperlyConfigured(
+            raise ConfigurationError(
                 f"VOICECONV['TWILIO_API_BASE'] must be an http(s) origin, got {base_url!r}"
             )
         self.base = parts
@@ -72,7 +72,7 @@ def get_twilio_client() -> Client:
     auth_token = getattr(settings, "TWILIO_AUTH_TOKEN", "") or ""
     for key, value in (("TWILIO_ACCOUNT_SID", account_sid), ("TWILIO_AUTH_TOKEN", auth_token)):
         if not value:
-            raise ImproperlyConfigured(
+            raise ConfigurationError(
                 f"The {key} setting is required to control calls through Twilio's REST API."
             )
     from voiceconv.conf import voiceconv_settings

@@ -34,9 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, overload
 
-from django.core.exceptions import ImproperlyConfigured
-
 from voiceconv.conf import voiceconv_settings
+from voiceconv.exceptions import ToolDeclarationError
 from voiceconv.tools.schema import (
     Arguments,
     arguments_model,
@@ -92,20 +91,20 @@ class Tool:
         timeout: float | None = None,
         holding_message: str = "",
     ) -> Tool:
-        """Derive a tool from ``func``; raises ``ImproperlyConfigured`` naming it."""
+        """Derive a tool from ``func``; raises ``ToolDeclarationError`` naming it."""
         where = location(func)
         if not callable(func):
             raise TypeError(f"@tool needs a function, got {func!r}")
         target = inspect.unwrap(func)
         if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
-            raise ImproperlyConfigured(f"@tool {where}: generators cannot be tools")
+            raise ToolDeclarationError(f"@tool {where}: generators cannot be tools")
         tool_name = str(name or getattr(func, "__name__", ""))
         if not TOOL_NAME_RE.match(tool_name):
-            raise ImproperlyConfigured(
+            raise ToolDeclarationError(
                 f"@tool {where}: name {tool_name!r} must be 1-64 letters, digits, _ or -"
             )
         if timeout is not None and not timeout > 0:
-            raise ImproperlyConfigured(f"@tool {where}: timeout must be > 0, got {timeout!r}")
+            raise ToolDeclarationError(f"@tool {where}: timeout must be > 0, got {timeout!r}")
         doc_description, param_docs = describe(func)
         args = arguments_model(func, where, param_docs)
         is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
@@ -185,7 +184,7 @@ class ToolRegistry:
         """Add ``tool``; a different function under the same name is an error naming both."""
         existing = self._tools.get(tool.name)
         if existing is not None and existing.location != tool.location:
-            raise ImproperlyConfigured(
+            raise ToolDeclarationError(
                 f"Duplicate tool name {tool.name!r}: {existing.location} and {tool.location}. "
                 "Pass @tool(name=...) to one of them."
             )

@@ -29,6 +29,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from voiceconv.call import ToolCall
+from voiceconv.calllog import CallLog
 from voiceconv.events import CallInfo
 from voiceconv.exceptions import ToolArgumentsError
 from voiceconv.tools.registry import BoundTool, Tool
@@ -184,7 +185,7 @@ async def execute_tool_call(
     """
     started_at = timezone.now()
     t0 = time.monotonic()
-    sid = context.call.call_sid if context.call is not None else "-"
+    log = CallLog(logger, context.call.call_sid if context.call is not None else "")
     error = tb = ""
     output = ""
 
@@ -209,10 +210,9 @@ async def execute_tool_call(
     duration_ms = int((time.monotonic() - t0) * 1000)
     if error:
         output = _error_output(error)
-        log = logger.error if tb else logger.warning
-        log("Tool call %s on call %s: %s", call.call_id, sid, error)
+        (log.error if tb else log.warning)("tool call %s: %s", call.call_id, error)
     else:
-        logger.debug("Tool %s on call %s took %d ms", call.name, sid, duration_ms)
+        log.debug("tool %s took %d ms", call.name, duration_ms)
     return ToolResult(
         call_id=call.call_id,
         name=call.name,

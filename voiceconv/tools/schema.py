@@ -21,10 +21,9 @@ from typing import Any, NamedTuple, Protocol
 
 import docstring_parser
 import pydantic
-from django.core.exceptions import ImproperlyConfigured
 from pydantic.fields import FieldInfo
 
-from voiceconv.exceptions import ToolArgumentsError
+from voiceconv.exceptions import ToolArgumentsError, ToolDeclarationError
 
 __all__ = [
     "INJECTED_PARAMETERS",
@@ -162,11 +161,11 @@ def arguments_model(
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError) as exc:
-        raise ImproperlyConfigured(f"@tool {where}: cannot read the signature: {exc}") from exc
+        raise ToolDeclarationError(f"@tool {where}: cannot read the signature: {exc}") from exc
     try:
         hints = typing.get_type_hints(func, include_extras=True)
     except Exception as exc:
-        raise ImproperlyConfigured(
+        raise ToolDeclarationError(
             f"@tool {where}: cannot resolve the type hints: {exc}"
         ) from exc
 
@@ -179,13 +178,13 @@ def arguments_model(
             var_kwargs = True
             continue
         if param.kind is param.VAR_POSITIONAL:
-            raise ImproperlyConfigured(f"@tool {where}: *{name} is not supported")
+            raise ToolDeclarationError(f"@tool {where}: *{name} is not supported")
         if param.kind is param.POSITIONAL_ONLY:
-            raise ImproperlyConfigured(
+            raise ToolDeclarationError(
                 f"@tool {where}: positional-only parameter {name!r} is not supported"
             )
         if index == 0 and name in ("self", "cls"):
-            raise ImproperlyConfigured(f"@tool {where}: methods cannot be tools")
+            raise ToolDeclarationError(f"@tool {where}: methods cannot be tools")
         if name in INJECTED_PARAMETERS:
             injected.add(name)
             continue
@@ -215,7 +214,7 @@ def arguments_model(
             **fields,
         )
     except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as exc:
-        raise ImproperlyConfigured(f"@tool {where}: unsupported parameter type: {exc}") from exc
+        raise ToolDeclarationError(f"@tool {where}: unsupported parameter type: {exc}") from exc
     return Arguments(model, names, frozenset(injected), var_kwargs)
 
 
@@ -224,7 +223,7 @@ def json_schema(model: type[pydantic.BaseModel], where: str) -> dict[str, Any]:
     try:
         return _tidy_schema(model.model_json_schema())
     except (pydantic.PydanticInvalidForJsonSchema, pydantic.PydanticUserError) as exc:
-        raise ImproperlyConfigured(
+        raise ToolDeclarationError(
             f"@tool {where}: a parameter type has no JSON schema: {exc}"
         ) from exc
 
