@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from voiceconv.call import (
+from voiceconv.session import (
     CallSession,
     EndCall,
     HangUp,
@@ -19,7 +19,8 @@ from voiceconv.call import (
     RunTools,
     SendToRealtime,
     SendToTwilio,
-    StartRealtime,
+    StartStream,
+    StreamStart,
     Transfer,
     b64_decoded_len,
     estimate_heard,
@@ -67,7 +68,8 @@ class Call:
         self.s = CallSession(**kwargs)
         self.marks: list[str] = []
         self.now = 0
-        assert self.s.handle_twilio(start_msg(agent="1")) == [StartRealtime()]
+        (started,) = self.s.handle_twilio(start_msg(agent="1"))
+        assert isinstance(started, StartStream)
         self.ready()
 
     def ready(self) -> list[Any]:
@@ -135,11 +137,16 @@ def test_b64_decoded_len(b64_text: str, expected: int) -> None:
 def test_start_prebuilds_stream_messages_and_asks_for_realtime() -> None:
     s = CallSession()
     assert s.handle_twilio({"event": "connected", "protocol": "Call", "version": "1.0.0"}) == []
-    assert s.handle_twilio(start_msg(call_token="t", agent="2")) == [StartRealtime()]
+    assert s.handle_twilio(start_msg(call_token="t", agent="2")) == [StartStream(StreamStart(
+        stream_sid=SID, call_sid="CA" + "c" * 32, account_sid="AC" + "b" * 32,
+        custom_parameters={"call_token": "t", "agent": "2"}))]
     assert s.state.stream_sid == SID
     assert s.state.call_sid == "CA" + "c" * 32
     assert s.state.custom_parameters == {"call_token": "t", "agent": "2"}
-    assert s.handle_twilio(start_msg()) == [Log("warning", "second start message ignored")]
+    assert s.handle_twilio(start_msg()) == [
+        Log("warning", "bad input from Twilio (second start): a second start message; ignored")]
+    assert s.handle_twilio(start_msg()) == []  # each kind is logged once
+    assert s.bad_input == {"second start": 2}
 
 
 def test_caller_audio_is_buffered_until_session_updated_then_flushed_in_order() -> None:
@@ -586,7 +593,7 @@ def test_tool_outputs_for_a_lost_session_are_dropped() -> None:
 
 
 def limited(**kwargs: int) -> Call:
-    from voiceconv.call import Limits
+    from voiceconv.session import Limits
 
     return Call(greeting="", limits=Limits(**kwargs))
 

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from voiceconv import exceptions, security
-from voiceconv.call import ToolCall
+from voiceconv.session import ToolCall
 from voiceconv.calllog import CallLog
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo

@@ -27,7 +27,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voiceconv import call as core
+from voiceconv import session as core
 
 FUZZ = settings(
     max_examples=120,
@@ -237,13 +237,13 @@ class Harness:
             self.response_outstanding = True
 
     def check_playback(self) -> None:
-        pending = list(self.session._pending)  # private: the mark bookkeeping itself
+        pending = list(self.session.playback.pending)  # the mark bookkeeping itself
         seqs = [p.seq for p in pending]
         assert seqs == sorted(set(seqs)), seqs
         for p in pending:
             assert 0 <= p.end <= p.item.sent, (p.end, p.item.sent)
             assert 0 <= p.item.acked <= p.item.sent
-        for item in self.session._items.values():
+        for item in self.session.playback.items.values():
             assert item.sent >= 0, item
             assert 0 <= item.acked <= max(item.sent, 0)
 

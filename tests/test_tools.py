@@ -32,7 +32,7 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 import voiceconv
 import voiceconv.models.tools
-from voiceconv.call import ToolCall
+from voiceconv.session import ToolCall
 from voiceconv.checks_tools import check_tool_definitions
 from voiceconv.events import CallInfo
 from voiceconv.models import Agent, Call, ToolDefinition, ToolInvocation

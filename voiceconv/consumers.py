@@ -5,21 +5,20 @@ It keeps the Channels contract (scope, channel layer, ``websocket_connect`` /
 text frame straight to its own code instead of through Channels' per-message task and
 database hop: per 20 ms frame there is one JSON parse, one string build and one send.
 
-Everything with state lives in :class:`voiceconv.call.CallSession`; this module only runs
-the actions it returns. Database writes, signals, callbacks and tools run in tasks of their
-own and can never stall or drop audio.
+Everything with state, and every rule of the conversation, lives in
+:class:`voiceconv.session.CallSession`; this module only runs the actions it returns.
+Database writes, signals, callbacks and tools run in tasks of their own and can never stall
+or drop audio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, assert_never
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -29,7 +28,6 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError
 from django.utils import timezone
 
-from voiceconv import call as core
 from voiceconv import security
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo, TranscriptTurn
@@ -41,15 +39,34 @@ from voiceconv.realtime import (
     interrupt_response_enabled,
     session_model,
 )
+from voiceconv.session import (
+    Action,
+    ApologyHeard,
+    CallSession,
+    CloseStream,
+    EndCall,
+    HangUp,
+    Limits,
+    Log,
+    RecordFirstAudio,
+    RecordTurn,
+    RecordUsage,
+    RunTools,
+    SendToRealtime,
+    SendToTwilio,
+    StartStream,
+    StreamStart,
+    ToolCall,
+    Transfer,
+    dumps,
+)
+from voiceconv.session.messages import apology_frames
 
 logger = logging.getLogger("voiceconv.consumers")
 
 #: Longest wait at the end of a call for transcripts of the caller's last words (seconds).
 LAST_TRANSCRIPT_WAIT = 0.7
-#: Largest Twilio message accepted; a 20 ms media frame is about 400 bytes.
-MAX_MESSAGE_BYTES = 64 * 1024
 APOLOGY_AUDIO = Path(__file__).parent / "data" / "apology.ulaw"
-APOLOGY_CHUNK = 8000  # 1 s of μ-law per media message
 
 
 class _CallLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -79,7 +96,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         super().__init__(*args, **kwargs)
         self.backend_factory = backend_factory
         self.recorder_class = recorder_class
-        self.session: core.CallSession | None = None
+        self.session = CallSession()
         self.backend: RealtimeBackend | None = None
         self.recorder: Any = None
         self.info: CallInfo | None = None
@@ -93,7 +110,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self._finished: asyncio.Future[None] | None = None
         self._closed = False
         self._end_reason: str | None = None
-        self._bad_input: dict[str, int] = {}
         self._send_text: Callable[[str], Awaitable[None]] | None = None
         self._apology_mark: asyncio.Event | None = None
 
@@ -128,7 +144,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                     if text is not None:
                         await self.receive_frame(text)
                     else:
-                        self.bad_input("binary frame", "binary frames are not part of the protocol")
+                        await self.run_actions(self.session.refuse(
+                            "binary frame", "binary frames are not part of the protocol"))
                 else:
                     await self.dispatch(message)
         except StopConsumer:
@@ -223,94 +240,30 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ Twilio frames
 
-    def bad_input(self, kind: str, detail: str) -> None:
-        """Count bad input; log it once per kind per call."""
-        n = self._bad_input.get(kind, 0) + 1
-        self._bad_input[kind] = n
-        if n == 1:
-            self.log.warning("bad input from Twilio (%s): %s; ignored", kind, detail)
-
     async def receive_frame(self, text: str) -> None:
-        """One Twilio text frame. Media takes the fast path."""
-        if len(text) > MAX_MESSAGE_BYTES:
-            self.bad_input("oversized", f"{len(text)} bytes")
-            return
-        try:
-            msg = json.loads(text)
-            event = msg["event"]
-        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
-            self.bad_input("not json", text[:80])
-            return
-        if not isinstance(event, str) or event not in TWILIO_EVENTS:
-            self.bad_input("unknown event", repr(event)[:80])
-            return
+        """One Twilio text frame: the core validates it; media takes the fast path."""
         session = self.session
-        if event == "media":
-            if session is None or not session.state.started:
-                self.bad_input("media before start", "media arrived before start")
-                return
-            try:
-                media = msg["media"]
-                payload = media["payload"]
-                timestamp = int(media["timestamp"])
-            except (KeyError, TypeError, ValueError, OverflowError):
-                self.bad_input("malformed media", text[:120])
-                return
-            if not 0 <= timestamp < 2**31:
-                self.bad_input("malformed media", f"timestamp {timestamp} out of range")
-                return
-            if msg.get("streamSid") != session.state.stream_sid:
-                self.bad_input("wrong streamSid", str(msg.get("streamSid"))[:80])
-                return
-            if type(payload) is not str or not is_base64(payload):
-                self.bad_input("bad payload", "media.payload is not base64")
-                return
-            out = session.twilio_media(payload, timestamp)
-            if timestamp >= session.deadline_ms:
-                await self.run_actions(session.on_clock())
-            if out is not None:
-                backend = self.backend
-                try:
-                    await backend.send(out)  # type: ignore[union-attr]
-                except Exception:  # the connection is going: the realtime loop reopens it
-                    session.requeue_audio(payload)
-            return
-        if event == "start":
-            await self.handle_start(msg)
-            return
-        if session is None:
-            if event != "connected":
-                self.bad_input("before start", f"{event!r} before start")
-            return
-        if event != "connected" and msg.get("streamSid") not in (None, session.state.stream_sid):
-            self.bad_input("wrong streamSid", str(msg.get("streamSid"))[:80])
-            return
-        if event == "mark" and self._apology_mark is not None:
-            self._apology_mark.set()
         try:
-            actions = session.handle_twilio(msg)
-        except Exception as exc:  # the core rejects bad shapes itself; this is the safety net
-            self.bad_input(f"unhandled {event}", _describe(exc))
+            out = session.receive_twilio(text)
+        except Exception as exc:  # the core guards shapes itself; this is the safety net
+            await self.run_actions(session.refuse("unhandled", _describe(exc)))
             return
-        await self.run_actions(actions)
+        if isinstance(out, str):
+            if out:
+                try:
+                    await self.backend.send(out)  # type: ignore[union-attr]
+                except Exception:  # the connection is going: the realtime loop reopens it
+                    session.requeue_audio(out)
+            return
+        await self.run_actions(out)
 
     # ------------------------------------------------------------------ call start
 
-    async def handle_start(self, msg: dict[str, Any]) -> None:
-        if self.session is not None:
-            self.bad_input("second start", "a second start message")
-            return
-        start = msg.get("start")
-        start = start if isinstance(start, dict) else {}
-        params = start.get("customParameters")
-        params = params if isinstance(params, dict) else {}
-        call_sid = _text(start.get("callSid"))
-        stream_sid = _text(msg.get("streamSid")) or _text(start.get("streamSid"))
-        self.log = _CallLog(logger, {"call_sid": call_sid or "?"})
-        if not call_sid or not stream_sid:
-            self.log.warning("start without callSid/streamSid: closing the stream")
-            await self.close()
-            return
+    async def handle_start(self, start: StreamStart) -> None:
+        """The stream started: check its token, claim the call, then configure the core."""
+        call_sid = start.call_sid
+        params = start.custom_parameters
+        self.log = _CallLog(logger, {"call_sid": call_sid})
         if voiceconv_settings.REQUIRE_STREAM_TOKEN:
             problem = security.check_stream_token(str(params.get("call_token", "")), call_sid)
             if problem:
@@ -320,12 +273,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 return
         self.info = CallInfo(
             call_sid=call_sid,
-            stream_sid=stream_sid,
-            account_sid=_text(start.get("accountSid")),
+            stream_sid=start.stream_sid,
+            account_sid=start.account_sid,
             from_number=str(params.get("from", "")),
             to_number=str(params.get("to", "")),
             direction=str(params.get("direction", "")),
-            custom_parameters={str(k): str(v) for k, v in params.items() if k != "call_token"},
+            custom_parameters={k: v for k, v in params.items() if k != "call_token"},
         )
         claim = await self.claim_call()
         if claim is not None:
@@ -336,7 +289,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         MediaStreamConsumer.live.add(self)
         self.state = self.get_state()
         self.session_config = self.get_session_config()
-        self.session = core.CallSession(
+        self.session.configure(
             greeting=self.get_greeting(),
             instructions=str(self.session_config.get("instructions") or ""),
             forward_dtmf=bool(voiceconv_settings.FORWARD_DTMF),
@@ -348,7 +301,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 ((self.session_config.get("audio") or {}).get("input") or {}).get("transcription")
             ),
         )
-        self.session.handle_twilio_start(msg)
         self.recorder = self.make_recorder()
         if self.recorder is not None:
             self.recorder.start()
@@ -359,7 +311,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             except Exception:
                 self.log.exception("could not join the call's control group")
         self._realtime_task = asyncio.create_task(self.realtime_loop())
-        self.log.info("stream %s started (agent %s)", stream_sid, self.info.agent_pk)
+        self.log.info("stream %s started (agent %s)", start.stream_sid, self.info.agent_pk)
 
     @staticmethod
     def group_name(call_sid: str) -> str:
@@ -455,10 +407,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         definitions = [t.definition() for t in self.tools.values()]
         return build_session_config(overrides, definitions)
 
-    def get_limits(self) -> core.Limits:
+    def get_limits(self) -> Limits:
         """Call-length and idle-caller limits (from the VOICECONV settings)."""
         s = voiceconv_settings
-        return core.Limits(
+        return Limits(
             max_call_ms=int(float(s.MAX_CALL_SECONDS) * 1000),
             warning_ms=int(float(s.CALL_END_WARNING_SECONDS) * 1000),
             idle_reprompt_ms=int(float(s.IDLE_REPROMPT_SECONDS) * 1000),
@@ -510,7 +462,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         one, re-seeded with the conversation so far; caller audio is buffered meanwhile.
         """
         session = self.session
-        assert session is not None
         attempts = int(voiceconv_settings.REALTIME_RECONNECT_ATTEMPTS)
         failures = 0
         first = True
@@ -521,7 +472,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                     backend.connect(), float(voiceconv_settings.CONNECT_TIMEOUT)
                 )
                 update = {"type": "session.update", "session": self.session_config}
-                await backend.send(core.dumps(update))
+                await backend.send(dumps(update))
                 if not first:
                     for event in session.reseed_events():
                         await backend.send(event)
@@ -568,8 +519,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     async def _ready_watchdog(self, backend: RealtimeBackend) -> None:
         """End the call if the session never becomes ready (OpenAI stalls at start)."""
         await asyncio.sleep(float(voiceconv_settings.CONNECT_TIMEOUT))
-        session = self.session
-        if session is not None and not session.state.realtime_ready and self.backend is backend:
+        if not self.session.state.realtime_ready and self.backend is backend:
             self.log.error("no session.updated within %s s", voiceconv_settings.CONNECT_TIMEOUT)
             await backend.close()
 
@@ -577,72 +527,63 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         """Turn Realtime events into actions until the connection ends (then raise)."""
         session = self.session
         send_text = self._send_text
-        assert session is not None and send_text is not None
-        handle_delta = session.realtime_audio_delta
+        assert send_text is not None
+        receive = session.receive_realtime
         while True:
             data = await backend.recv()
             try:
-                event = json.loads(data)
-                etype = event["type"]
-                if etype == "response.output_audio.delta":
-                    delta = event["delta"]
-                    if type(delta) is not str or not is_base64(delta):
-                        self.log.warning("Realtime audio delta that is not base64 dropped")
-                        continue
-                    out = handle_delta(event["item_id"], event["response_id"], delta)
-                    if out is not None:
-                        await send_text(out[0])
-                        await send_text(out[1])
-                        follow = session.after_delta()
-                        if follow:
-                            await self.run_actions(follow)
-                    continue
-            except (ValueError, KeyError, TypeError):
-                self.log.warning("malformed Realtime event ignored: %r", data[:120])
-                continue
-            try:
-                actions = session.handle_realtime(event)
+                out = receive(data)
             except Exception as exc:  # the core guards shapes itself; this is the safety net
-                self.log.warning("Realtime %r event could not be handled: %s", etype,
-                                 _describe(exc))
+                self.log.warning("Realtime event could not be handled: %s", _describe(exc))
                 continue
-            if actions:
-                await self.run_actions(actions)
+            if isinstance(out, tuple):
+                await send_text(out[0])
+                await send_text(out[1])
+            elif out:
+                await self.run_actions(out)
 
     # ------------------------------------------------------------------ actions
 
-    async def run_actions(self, actions: Iterable[core.Action]) -> None:
+    async def run_actions(self, actions: Iterable[Action]) -> None:
+        """Run what the core asked for, in order."""
         for action in actions:
-            kind = action.type
-            if kind == "send_to_twilio":
-                await self._twilio_send(action.text)  # type: ignore[union-attr]
-            elif kind == "send_to_realtime":
-                if self.backend is not None:
-                    try:
-                        await self.backend.send(action.text)  # type: ignore[union-attr]
-                    except Exception as exc:
-                        self.log.warning("could not send to Realtime: %s", _describe(exc))
-            elif kind == "record_turn":
-                if self.recorder is not None:
-                    self.recorder.turn(action.turn)  # type: ignore[union-attr]
-            elif kind == "record_usage":
-                if self.recorder is not None:
-                    self.recorder.usage(action.usage)  # type: ignore[union-attr]
-            elif kind == "record_first_audio":
-                if self.recorder is not None:
-                    self.recorder.first_audio(timezone.now())
-            elif kind == "run_tools":
-                self.spawn(self.run_tools(action.calls))  # type: ignore[union-attr]
-            elif kind == "hang_up":
-                self.spawn(self.hang_up(action.reason))  # type: ignore[union-attr]
-            elif kind == "transfer":
-                self.spawn(self.transfer(action.target))  # type: ignore[union-attr]
-            elif kind == "end_call":
-                self.spawn(self.end(action.reason, action.error))  # type: ignore[union-attr]
-            elif kind == "log":
-                getattr(self.log, action.level)(action.message)  # type: ignore[union-attr]
-            elif kind == "start_realtime":
-                pass
+            match action:
+                case SendToTwilio(text=text):
+                    await self._twilio_send(text)
+                case SendToRealtime(text=text):
+                    if self.backend is not None:
+                        try:
+                            await self.backend.send(text)
+                        except Exception as exc:
+                            self.log.warning("could not send to Realtime: %s", _describe(exc))
+                case RecordTurn(turn=turn):
+                    if self.recorder is not None:
+                        self.recorder.turn(turn)
+                case RecordUsage(usage=usage):
+                    if self.recorder is not None:
+                        self.recorder.usage(usage)
+                case RecordFirstAudio():
+                    if self.recorder is not None:
+                        self.recorder.first_audio(timezone.now())
+                case RunTools(calls=calls):
+                    self.spawn(self.run_tools(calls))
+                case StartStream(start=start):
+                    await self.handle_start(start)
+                case CloseStream(code=code):
+                    await self.close(code=code)
+                case HangUp(reason=reason):
+                    self.spawn(self.hang_up(reason))
+                case Transfer(target=target):
+                    self.spawn(self.transfer(target))
+                case EndCall(reason=reason, error=error):
+                    self.spawn(self.end(reason, error))
+                case ApologyHeard():
+                    if self._apology_mark is not None:
+                        self._apology_mark.set()
+                case Log(level=level, message=message):
+                    getattr(self.log, level)(message)
+                case _:
+                    assert_never(action)
 
     async def _twilio_send(self, text: str) -> None:
         if self._closed or self._send_text is None:
@@ -667,12 +608,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ tools
 
-    async def run_tools(self, calls: tuple[core.ToolCall, ...]) -> None:
+    async def run_tools(self, calls: tuple[ToolCall, ...]) -> None:
         """Fan out the response's function calls; fan in with one response.create."""
         from voiceconv.tools.runtime import ToolContext, execute_tool_call
 
         session = self.session
-        assert session is not None and self.info is not None
+        assert self.info is not None
         context = ToolContext(
             state=self.state,
             connection=getattr(self.backend, "connection", None),
@@ -707,13 +648,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     # ------------------------------------------------------------------ control
 
     async def request_hangup(self, reason: str = "agent_ended") -> None:
-        if self.session is None:
+        if not self.session.state.started:
             return
         await self.run_actions(self.session.request_hangup(reason))
         self.spawn(self._hangup_deadline())
 
     async def request_transfer(self, target: str) -> None:
-        if self.session is None:
+        if not self.session.state.started:
             return
         await self.run_actions(self.session.request_transfer(target))
         self.spawn(self._hangup_deadline())
@@ -721,7 +662,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     async def _hangup_deadline(self) -> None:
         await asyncio.sleep(float(voiceconv_settings.HANGUP_GRACE_SECONDS))
         session = self.session
-        if session is not None and not session.state.ended and self._end_reason is None:
+        if not session.state.ended and self._end_reason is None:
             self.log.warning("goodbye not heard in time; ending the call anyway")
             session.state.ended = True
             if session.state.transfer_target:
@@ -756,8 +697,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def voiceconv_say(self, message: dict[str, Any]) -> None:
         """Channel-layer control: ``{"type": "voiceconv.say", "instructions": …}``."""
-        if self.session is not None:
-            await self.run_actions(self.session.say(str(message.get("instructions", ""))))
+        await self.run_actions(self.session.say(str(message.get("instructions", ""))))
 
     # ------------------------------------------------------------------ the end
 
@@ -771,7 +711,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def play_apology(self) -> None:
         """Play the bundled apology clip and wait (bounded) until it has been heard."""
-        if self._closed or self.session is None or not self.session.state.stream_sid:
+        if self._closed or not self.session.state.stream_sid:
             return
         path = voiceconv_settings.APOLOGY_AUDIO or APOLOGY_AUDIO
         try:
@@ -779,19 +719,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         except OSError as exc:
             self.log.error("apology audio unreadable: %s", _describe(exc))
             return
-        import base64
-
-        sid = json.dumps(self.session.state.stream_sid)
         self._apology_mark = asyncio.Event()
-        await self._twilio_send('{"event":"clear","streamSid":' + sid + "}")
-        for i in range(0, len(audio), APOLOGY_CHUNK):
-            payload = base64.b64encode(audio[i : i + APOLOGY_CHUNK]).decode()
-            await self._twilio_send(
-                '{"event":"media","streamSid":' + sid + ',"media":{"payload":"' + payload + '"}}'
-            )
-        self._apology_mark.clear()
-        mark = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":"apology"}}'
-        await self._twilio_send(mark)
+        for frame in apology_frames(self.session.state.stream_sid, audio):
+            await self._twilio_send(frame)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._apology_mark.wait(), len(audio) / 8000 + 2.0)
 
@@ -818,7 +748,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         (the Realtime socket stays open, well within a second), so they are not lost."""
         session = self.session
         task = self._realtime_task
-        if session is None or self.backend is None or task is None or task.done():
+        if self.backend is None or task is None or task.done():
             return
         deadline = asyncio.get_running_loop().time() + LAST_TRANSCRIPT_WAIT
         while session.pending_transcripts and asyncio.get_running_loop().time() < deadline:
@@ -845,17 +775,17 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             task.cancel()
         if others:
             await asyncio.gather(*others, return_exceptions=True)
-        if self.session is not None and self.recorder is not None:
+        if self.recorder is not None:
             for action in self.session.finish():
-                if action.type == "record_turn":
+                if isinstance(action, RecordTurn):
                     self.recorder.turn(action.turn)
         if self.channel_layer is not None and self.info is not None:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_discard(
                     self.group_name(self.info.call_sid), self.channel_name
                 )
-        if self._bad_input:
-            self.log.warning("bad input during the call: %s", self._bad_input)
+        if self.session.bad_input:
+            self.log.warning("bad input during the call: %s", self.session.bad_input)
         if self.recorder is not None:
             self.recorder.ended(reason, error=error, traceback="")
             await self.recorder.aclose()
@@ -881,21 +811,6 @@ class _Control:
 
     def transfer_call(self, target: str) -> None:
         self._soon(lambda: self._consumer.request_transfer(target))
-
-
-#: The messages Twilio Media Streams sends; anything else is counted as bad input.
-TWILIO_EVENTS = frozenset({"connected", "start", "media", "mark", "dtmf", "stop"})
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-
-
-def is_base64(payload: str) -> bool:
-    """Base64 alphabet only (so a payload can never break out of the JSON it is put in)."""
-    return _BASE64.fullmatch(payload) is not None
-
-
-def _text(value: Any) -> str:
-    """A sid-like field: a short string, or "" for anything else."""
-    return value[:64] if isinstance(value, str) else ""
 
 
 async def _close_quietly(backend: RealtimeBackend) -> None:

@@ -1,6 +1,6 @@
 """Call-level records that leave the audio path.
 
-The call core (:mod:`voiceconv.call`) produces these; the consumer hands them to the
+The call core (:mod:`voiceconv.session`) produces these; the consumer hands them to the
 call's writer task, which persists them, fires signals and runs user callbacks. None of
 them is created per audio frame.
 """

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 # The estimate lives in the call core, which records heard text as turns end.
-from voiceconv.call import estimate_heard as estimate_heard_text
+from voiceconv.session import estimate_heard as estimate_heard_text
 
 __all__ = [
     "as_text",

@@ -28,7 +28,7 @@ import pydantic_core
 from django.db import close_old_connections
 from django.utils import timezone
 
-from voiceconv.call import ToolCall
+from voiceconv.session import ToolCall
 from voiceconv.calllog import CallLog
 from voiceconv.events import CallInfo
 from voiceconv.exceptions import ToolArgumentsError

@@ -1,0 +1,75 @@
+"""The sans-I/O call core, one concern a module (as h11 splits its connection).
+
+- :mod:`~voiceconv.session.messages`: pure Twilio message validation and parsing, and the JSON
+  the core builds;
+- :mod:`~voiceconv.session.actions`: what the I/O layer is asked to do;
+- :mod:`~voiceconv.session.playback`: marks and heard-audio maths;
+- :mod:`~voiceconv.session.limits`: call-length and idle limits;
+- :mod:`~voiceconv.session.core`: :class:`CallSession`, the glue.
+
+stdlib only: no clock, no I/O, no Django.
+"""
+
+from __future__ import annotations
+
+from voiceconv.session.actions import (
+    Action,
+    ApologyHeard,
+    CloseStream,
+    EndCall,
+    HangUp,
+    Log,
+    RecordFirstAudio,
+    RecordTurn,
+    RecordUsage,
+    RunTools,
+    SendToRealtime,
+    SendToTwilio,
+    StartStream,
+    ToolCall,
+    Transfer,
+)
+from voiceconv.session.core import REALTIME_HANDLERS, TWILIO_HANDLERS, CallSession
+from voiceconv.session.limits import NEVER, Limits
+from voiceconv.session.messages import (
+    BadInput,
+    StreamStart,
+    b64_decoded_len,
+    dumps,
+    is_base64,
+    user_text_item,
+)
+from voiceconv.session.playback import AssistantItem, estimate_heard
+from voiceconv.session.state import CallState
+
+__all__ = [
+    "NEVER",
+    "REALTIME_HANDLERS",
+    "TWILIO_HANDLERS",
+    "Action",
+    "ApologyHeard",
+    "AssistantItem",
+    "BadInput",
+    "CallSession",
+    "CallState",
+    "CloseStream",
+    "EndCall",
+    "HangUp",
+    "Limits",
+    "Log",
+    "RecordFirstAudio",
+    "RecordTurn",
+    "RecordUsage",
+    "RunTools",
+    "SendToRealtime",
+    "SendToTwilio",
+    "StartStream",
+    "StreamStart",
+    "ToolCall",
+    "Transfer",
+    "b64_decoded_len",
+    "dumps",
+    "estimate_heard",
+    "is_base64",
+    "user_text_item",
+]

@@ -1,0 +1,134 @@
+"""What the call core asks the I/O layer to do: small frozen dataclasses, named imperatively.
+
+Each action carries a ``Literal`` ``type`` tag (as the Agents SDK's realtime inputs do); the
+consumer dispatches on the class with ``match`` and ``assert_never``, so a new action that the
+consumer does not run is a type error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from voiceconv.events import TranscriptTurn, Usage
+from voiceconv.session.messages import StreamStart
+
+
+@dataclass(frozen=True, slots=True)
+class SendToTwilio:
+    """Send this text to Twilio's socket."""
+
+    text: str
+    type: Literal["send_to_twilio"] = "send_to_twilio"
+
+
+@dataclass(frozen=True, slots=True)
+class SendToRealtime:
+    """Send this text to the Realtime socket (dropped when no session is open)."""
+
+    text: str
+    type: Literal["send_to_realtime"] = "send_to_realtime"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTurn:
+    turn: TranscriptTurn
+    type: Literal["record_turn"] = "record_turn"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordUsage:
+    usage: Usage
+    type: Literal["record_usage"] = "record_usage"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFirstAudio:
+    call_ms: int
+    type: Literal["record_first_audio"] = "record_first_audio"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One ``function_call`` item the model asked for."""
+
+    call_id: str
+    name: str
+    arguments: str
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunTools:
+    """Run these function calls; hand their outputs to :meth:`CallSession.tool_results`."""
+
+    calls: tuple[ToolCall, ...]
+    type: Literal["run_tools"] = "run_tools"
+
+
+@dataclass(frozen=True, slots=True)
+class StartStream:
+    """A valid ``start`` arrived: check and claim the call, then configure the session."""
+
+    start: StreamStart
+    type: Literal["start_stream"] = "start_stream"
+
+
+@dataclass(frozen=True, slots=True)
+class CloseStream:
+    """Close Twilio's socket now (a stream that cannot be served), with this close code."""
+
+    code: int | None = None
+    type: Literal["close_stream"] = "close_stream"
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    reason: str
+    type: Literal["hang_up"] = "hang_up"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    target: str
+    type: Literal["transfer"] = "transfer"
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """The call is over (the peer ended it); tear down and finalise."""
+
+    reason: str
+    error: str = ""
+    type: Literal["end_call"] = "end_call"
+
+
+@dataclass(frozen=True, slots=True)
+class ApologyHeard:
+    """Twilio echoed the apology's mark: the caller has heard it."""
+
+    type: Literal["apology_heard"] = "apology_heard"
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: Literal["debug", "info", "warning", "error"]
+    message: str
+    type: Literal["log"] = "log"
+
+
+Action = (
+    SendToTwilio
+    | SendToRealtime
+    | RecordTurn
+    | RecordUsage
+    | RecordFirstAudio
+    | RunTools
+    | StartStream
+    | CloseStream
+    | HangUp
+    | Transfer
+    | EndCall
+    | ApologyHeard
+    | Log
+)

@@ -1,0 +1,440 @@
+""":class:`CallSession`: the glue of the call core.
+
+It is fed one input at a time (a Twilio text frame or message, a Realtime event, a tool's
+output, a control request) and returns the actions to run. It never awaits, reads a clock or
+touches a database; call time comes from Twilio's ``media.timestamp``.
+
+Twilio messages and Realtime events are dispatched through two separate tables
+(:data:`TWILIO_HANDLERS`, :data:`REALTIME_HANDLERS`): a name that is not in the peer's own table
+is an unknown input, whatever it looks like.
+
+Two inputs take a fast path with no object per frame: caller audio (:meth:`receive_twilio` and
+:meth:`twilio_media`) and assistant audio (:meth:`realtime_audio_delta`). Both pass the base64
+string through untouched.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from voiceconv.events import TranscriptTurn
+from voiceconv.session import messages as msgs
+from voiceconv.session.actions import (
+    Action,
+    ApologyHeard,
+    CloseStream,
+    EndCall,
+    HangUp,
+    Log,
+    RecordTurn,
+    SendToRealtime,
+    StartStream,
+    Transfer,
+)
+from voiceconv.session.limits import NEVER, LimitClock, Limits
+from voiceconv.session.messages import BadInput, dumps
+from voiceconv.session.playback import Playback
+from voiceconv.session.realtime_side import REALTIME_HANDLERS, RealtimeSide
+from voiceconv.session.state import CallState
+
+__all__ = ["REALTIME_HANDLERS", "TWILIO_HANDLERS", "CallSession"]
+
+TwilioHandler = Callable[["CallSession", dict[str, Any]], list[Action]]
+
+
+class CallSession(RealtimeSide):
+    """The protocol of one call: Twilio messages and Realtime events in, actions out."""
+
+    def __init__(
+        self,
+        *,
+        greeting: str = "",
+        instructions: str = "",
+        forward_dtmf: bool = True,
+        dtmf_template: str = "[The caller pressed the key {digit} on their phone keypad.]",
+        early_audio_frames: int = 250,
+        interrupt_response: bool = True,
+        limits: Limits | None = None,
+        transcription: bool = True,
+    ) -> None:
+        self.state = CallState()
+        #: Bad Twilio input of this call, counted by kind (each kind is logged once).
+        self.bad_input: dict[str, int] = {}
+        self._early: deque[str] = deque(maxlen=1)
+        self.configure(
+            greeting=greeting,
+            instructions=instructions,
+            forward_dtmf=forward_dtmf,
+            dtmf_template=dtmf_template,
+            early_audio_frames=early_audio_frames,
+            interrupt_response=interrupt_response,
+            limits=limits,
+            transcription=transcription,
+        )
+        #: Caller items committed whose transcript has not arrived yet.
+        self.pending_transcripts: set[str] = set()
+        # Media fast path: prebuilt message prefixes (set at start).
+        self._media_prefix = ""
+        self._mark_prefix = ""
+        # Input clock (Realtime buffer ms) → call time: call ms of the first forwarded frame.
+        self._input_origin_ms: int | None = None
+        self.playback = Playback()
+        self._muted_responses: set[str] = set()
+        self._muted_items: set[str] = set()
+        # Turn timing
+        self._speech_start_ms: dict[str, int] = {}
+        self._last_speech_stop_ms: int | None = None
+        self._first_audio_recorded = False
+        # Function calls asked for by the current Realtime session (outputs go only to these)
+        self._open_calls: set[str] = set()
+        # Items of an earlier Realtime session (after a reconnect): never truncated
+        self._stale_items: set[str] = set()
+        #: The conversation so far, as (role, text), for re-seeding a new Realtime session.
+        self.history: deque[tuple[str, str]] = deque(maxlen=100)
+        self._greeted = False
+
+    def configure(
+        self,
+        *,
+        greeting: str = "",
+        instructions: str = "",
+        forward_dtmf: bool = True,
+        dtmf_template: str = "[The caller pressed the key {digit} on their phone keypad.]",
+        early_audio_frames: int = 250,
+        interrupt_response: bool = True,
+        limits: Limits | None = None,
+        transcription: bool = True,
+    ) -> None:
+        """Set the call's options (the consumer knows them once the call is claimed)."""
+        self.greeting = greeting
+        self.instructions = instructions
+        self.forward_dtmf = forward_dtmf
+        self.dtmf_template = dtmf_template
+        self.interrupt_response = interrupt_response
+        self.transcription = transcription
+        self.limits = limits or Limits()
+        self.clock = LimitClock(self.limits)
+        early = list(self._early)
+        self._early = deque(early, maxlen=max(1, early_audio_frames))
+        self.deadline_ms = self.clock.next_deadline()
+
+    # ----------------------------------------------------------------- bad input
+
+    def refuse(self, kind: str, detail: str) -> list[Action]:
+        """Count bad input of ``kind``; the first of each kind is logged."""
+        n = self.bad_input.get(kind, 0) + 1
+        self.bad_input[kind] = n
+        if n == 1:
+            return [Log("warning", f"bad input from Twilio ({kind}): {detail}; ignored")]
+        return []
+
+    # ----------------------------------------------------------------- fast paths
+
+    def receive_twilio(self, text: str) -> str | list[Action]:
+        """One Twilio text frame, validated here.
+
+        A good ``media`` frame returns the ``input_audio_buffer.append`` text to send (``""``
+        while audio is buffered), unless a limit fell due (then a list of actions, the append
+        first). Anything else returns the actions to run.
+        """
+        try:
+            msg = msgs.parse_twilio(text)
+        except BadInput as bad:
+            return self.refuse(bad.kind, bad.detail)
+        if msg["event"] != "media":
+            return self.handle_twilio(msg)
+        st = self.state
+        try:
+            if not st.started:
+                raise BadInput("media before start", "media arrived before start")
+            payload, timestamp = msgs.media_fields(msg)
+            msgs.check_stream_sid(msg, st.stream_sid, required=True)
+        except BadInput as bad:
+            return self.refuse(bad.kind, bad.detail)
+        out = self.twilio_media(payload, timestamp)
+        if timestamp < self.deadline_ms:
+            return out or ""
+        actions: list[Action] = [SendToRealtime(out)] if out else []
+        actions.extend(self.on_clock())
+        return actions
+
+    def twilio_media(self, payload: str, timestamp: int) -> str | None:
+        """A caller frame: return the ``input_audio_buffer.append`` text, or None if buffered."""
+        st = self.state
+        st.now_ms = timestamp
+        st.frames_in += 1
+        if st.realtime_ready:
+            if self._input_origin_ms is None:
+                self._input_origin_ms = timestamp
+            return msgs.APPEND_PREFIX + payload + '"}'
+        if len(self._early) == self._early.maxlen:
+            st.frames_dropped_early += 1
+        self._early.append(payload)
+        return None
+
+    def requeue_audio(self, payload: str) -> None:
+        """A caller frame could not be sent (the connection is going): keep it for the next one."""
+        if payload.startswith(msgs.APPEND_PREFIX):
+            payload = payload[len(msgs.APPEND_PREFIX) : -2]
+        if len(self._early) == self._early.maxlen:
+            self.state.frames_dropped_early += 1
+        self._early.append(payload)
+
+    # ----------------------------------------------------------------- Twilio side
+
+    def handle_twilio(self, msg: dict[str, Any]) -> list[Action]:
+        """A parsed Twilio message (``media`` included, without the fast path)."""
+        if not isinstance(msg, dict):
+            return self.refuse("not an object", "a Twilio message that is not an object")
+        try:
+            event = msgs.check_event(msg.get("event"))
+            if event not in ("connected", "start"):
+                if not self.state.started:
+                    raise BadInput(
+                        "media before start" if event == "media" else "before start",
+                        f"{event!r} before start",
+                    )
+                msgs.check_stream_sid(msg, self.state.stream_sid, required=event == "media")
+        except BadInput as bad:
+            return self.refuse(bad.kind, bad.detail)
+        return TWILIO_HANDLERS[event](self, msg)
+
+    def handle_twilio_connected(self, msg: dict[str, Any]) -> list[Action]:
+        return []
+
+    def handle_twilio_media(self, msg: dict[str, Any]) -> list[Action]:
+        try:
+            payload, timestamp = msgs.media_fields(msg)
+        except BadInput as bad:
+            return self.refuse(bad.kind, bad.detail)
+        out = self.twilio_media(payload, timestamp)
+        actions: list[Action] = [SendToRealtime(out)] if out else []
+        if timestamp >= self.deadline_ms:
+            actions.extend(self.on_clock())
+        return actions
+
+    def handle_twilio_start(self, msg: dict[str, Any]) -> list[Action]:
+        st = self.state
+        if st.started:
+            return self.refuse("second start", "a second start message")
+        try:
+            start = msgs.parse_start(msg)
+        except BadInput as bad:
+            return [Log("warning", f"{bad.detail}: closing the stream"), CloseStream()]
+        st.stream_sid = start.stream_sid
+        st.call_sid = start.call_sid
+        st.account_sid = start.account_sid
+        st.custom_parameters = dict(start.custom_parameters)
+        st.started = True
+        self._media_prefix = msgs.media_prefix(start.stream_sid)
+        self._mark_prefix = msgs.mark_prefix(start.stream_sid)
+        return [StartStream(start)]
+
+    def handle_twilio_mark(self, msg: dict[str, Any]) -> list[Action]:
+        mark = msg.get("mark")
+        name: Any = mark.get("name") if isinstance(mark, dict) else None
+        if name == msgs.APOLOGY_MARK:
+            return [ApologyHeard()]
+        try:
+            seq = int(name)
+        except (TypeError, ValueError, OverflowError):
+            return [Log("debug", f"unrecognised mark {name!r} ignored")]
+        return self.mark_echo(seq)
+
+    def mark_echo(self, seq: int) -> list[Action]:
+        """Twilio echoed mark ``seq``: the audio before it has played."""
+        now = self.state.now_ms
+        done = self.playback.echo(seq, now)
+        if done is None:
+            return []
+        self.clock.last_activity_ms = now
+        actions: list[Action] = []
+        for item in done:
+            actions.extend(self._maybe_record_item(item))
+        actions.extend(self._maybe_hang_up())
+        return actions
+
+    def handle_twilio_dtmf(self, msg: dict[str, Any]) -> list[Action]:
+        dtmf = msg.get("dtmf")
+        digit = str(dtmf.get("digit", ""))[:8] if isinstance(dtmf, dict) else ""
+        if not digit:
+            return [Log("debug", "dtmf without a digit ignored")]
+        self.clock.activity(self.state.now_ms)
+        actions: list[Action] = [
+            RecordTurn(TranscriptTurn(role="dtmf", text=digit, offset_ms=self.state.now_ms))
+        ]
+        if self.forward_dtmf and self.state.realtime_ready:
+            text = self.dtmf_template.format(digit=digit)
+            self.history.append(("user", text))
+            actions.append(SendToRealtime(dumps(msgs.user_text_item(text))))
+            actions.extend(self._request_response())
+        return actions
+
+    def handle_twilio_stop(self, msg: dict[str, Any]) -> list[Action]:
+        return [EndCall("caller_hung_up")]
+
+    # ----------------------------------------------------------------- tools and control
+
+    def tool_results(self, results: list[tuple[str, str, str]]) -> list[Action]:
+        """Outputs of a fan-out: (call_id, name, output JSON string) each → one response.create."""
+        st = self.state
+        st.tools_running = max(0, st.tools_running - len(results))
+        actions: list[Action] = []
+        for call_id, name, output in results:
+            if call_id not in self._open_calls:
+                actions.append(Log("warning", f"output of {name} ({call_id}) dropped: "
+                                               "the Realtime session that asked for it is gone"))
+                continue
+            self._open_calls.discard(call_id)
+            actions.append(SendToRealtime(msgs.tool_output_item(call_id, output)))
+        if st.tools_running == 0 and st.transfer_target is None:
+            actions.extend(self._request_response())
+        actions.extend(self._maybe_hang_up())
+        return actions
+
+    def say(self, instructions: str) -> list[Action]:
+        """Ask the model to say something now (e.g. a holding line while a tool runs)."""
+        if self.state.response_active or not self.state.realtime_ready:
+            return []
+        self.state.response_active = True
+        return [
+            SendToRealtime(
+                dumps(
+                    {
+                        "type": "response.create",
+                        "response": {"instructions": instructions, "conversation": "none"},
+                    }
+                )
+            )
+        ]
+
+    def _request_response(self) -> list[Action]:
+        st = self.state
+        if st.response_active:
+            st.response_create_owed = True
+            return []
+        st.response_active = True
+        return [SendToRealtime('{"type":"response.create"}')]
+
+    def request_hangup(self, reason: str = "agent_ended") -> list[Action]:
+        """End the call once everything the agent says has been heard."""
+        self.state.hangup_reason = reason
+        return self._maybe_hang_up()
+
+    def request_transfer(self, target: str) -> list[Action]:
+        """Transfer the call once what is playing has been heard."""
+        self.state.transfer_target = target
+        self.state.hangup_reason = "transferred"
+        return self._maybe_hang_up()
+
+    def _maybe_hang_up(self) -> list[Action]:
+        st = self.state
+        if st.hangup_reason is None or st.ended:
+            return []
+        if self.playback.playing() or st.tools_running:
+            return []
+        if st.response_active or st.response_create_owed:
+            return []
+        st.ended = True
+        if st.transfer_target is not None:
+            return [Transfer(st.transfer_target)]
+        return [HangUp(st.hangup_reason)]
+
+    # ----------------------------------------------------------------- limits
+
+    def busy(self) -> bool:
+        """The agent is talking, about to, or waiting on a tool."""
+        st = self.state
+        return bool(self.playback.playing() or st.response_active or st.response_create_owed
+                    or st.tools_running)
+
+    def on_clock(self) -> list[Action]:
+        """Call time reached :attr:`deadline_ms`: apply the call-length and idle limits."""
+        st = self.state
+        clock = self.clock
+        lim = self.limits
+        now = st.now_ms
+        actions: list[Action] = []
+        if st.ended or st.hangup_reason is not None or not st.realtime_ready:
+            self.deadline_ms = NEVER if st.ended or st.hangup_reason else now + 1000
+            return actions
+        if clock.warning_due(now):
+            clock.limit_stage = 1
+            actions.append(Log("info", "call nears its maximum length: warning the caller"))
+            actions.extend(self.say(lim.warning_instructions))
+        if clock.end_due(now):
+            clock.limit_stage = 2
+            actions.append(Log("info", "call reached its maximum length: ending it"))
+            actions.extend(self.say(lim.goodbye_instructions))
+            actions.extend(self.request_hangup("limit"))
+            self.deadline_ms = NEVER
+            return actions
+        if self.busy():
+            clock.last_activity_ms = now  # idle time counts from when the agent went quiet
+        elif clock.reprompt_due(now):
+            clock.idle_stage = 1
+            clock.last_activity_ms = now
+            actions.append(Log("info", "caller silent: reprompting"))
+            actions.extend(self.say(lim.reprompt_instructions))
+        elif clock.idle_end_due(now):
+            actions.append(Log("info", "caller still silent: ending the call"))
+            actions.extend(self.say(lim.goodbye_instructions))
+            actions.extend(self.request_hangup("idle"))
+            self.deadline_ms = NEVER
+            return actions
+        self.deadline_ms = max(now + 20, clock.next_deadline())
+        return actions
+
+    # ----------------------------------------------------------------- reconnecting
+
+    def realtime_lost(self) -> list[Action]:
+        """The Realtime connection dropped: buffer caller audio until a new session is ready.
+
+        Audio already queued at Twilio keeps playing and its marks keep counting; items of the
+        old session are never truncated in the new one.
+        """
+        st = self.state
+        st.realtime_ready = False
+        self.pending_transcripts.clear()
+        st.response_active = False
+        st.active_response_id = None
+        st.response_create_owed = False
+        self._stale_items.update(self.playback.items)
+        self._open_calls.clear()
+        self._input_origin_ms = None
+        self._last_speech_stop_ms = None
+        return []
+
+    def reseed_events(self) -> list[str]:
+        """``conversation.item.create`` events replaying the conversation so far."""
+        events: list[str] = []
+        for role, text in self.history:
+            if role == "assistant":
+                item = msgs.assistant_text_item(text)
+            else:
+                item = msgs.user_text_item(text, role="system" if role == "system" else "user")
+            events.append(dumps(item))
+        return events
+
+    # ----------------------------------------------------------------- end of call
+
+    def finish(self) -> list[Action]:
+        """The call is over: record every assistant turn not yet recorded, as heard so far."""
+        self.playback.settle(self.state.now_ms)
+        actions: list[Action] = []
+        for item in self.playback.items.values():
+            item.audio_done = item.transcript_done = True
+            actions.extend(self._maybe_record_item(item))
+        return actions
+
+#: Twilio message ``event`` → handler. Only these names are ever dispatched from Twilio.
+TWILIO_HANDLERS: dict[str, TwilioHandler] = {
+    "connected": CallSession.handle_twilio_connected,
+    "start": CallSession.handle_twilio_start,
+    "media": CallSession.handle_twilio_media,
+    "mark": CallSession.handle_twilio_mark,
+    "dtmf": CallSession.handle_twilio_dtmf,
+    "stop": CallSession.handle_twilio_stop,
+}

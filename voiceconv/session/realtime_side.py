@@ -1,0 +1,429 @@
+"""The Realtime side of the call core: server events in, actions out.
+
+:class:`RealtimeSide` is a part of :class:`~voiceconv.session.core.CallSession`: it turns the
+OpenAI Realtime server events of ``protocols.md`` C into actions (assistant audio with its
+marks, barge-in, turns, responses and function calls). Only the names in
+:data:`REALTIME_HANDLERS` are ever dispatched: an event named like a Twilio message or like a
+method of the core is an event the call does not know.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from voiceconv.events import TranscriptTurn, Usage
+from voiceconv.session import messages as msgs
+from voiceconv.session.actions import (
+    Action,
+    EndCall,
+    Log,
+    RecordFirstAudio,
+    RecordTurn,
+    RecordUsage,
+    RunTools,
+    SendToRealtime,
+    SendToTwilio,
+    ToolCall,
+)
+from voiceconv.session.limits import LimitClock
+from voiceconv.session.messages import dumps, obj
+from voiceconv.session.playback import AssistantItem, Playback, estimate_heard
+from voiceconv.session.state import CallState
+
+#: Realtime error codes that are harmless when they happen (logged at debug).
+BENIGN_ERROR_CODES = frozenset(
+    {
+        "conversation_already_has_active_response",
+        "response_cancel_not_active",
+        "input_audio_buffer_commit_empty",
+    }
+)
+
+
+Handler = Callable[["RealtimeSide", dict[str, Any]], list[Action]]
+
+
+class RealtimeSide:
+    """Realtime server events of one call (the state lives on the session)."""
+
+    state: CallState
+    playback: Playback
+    clock: LimitClock
+    greeting: str
+    instructions: str
+    interrupt_response: bool
+    transcription: bool
+    pending_transcripts: set[str]
+    history: deque[tuple[str, str]]
+    _early: deque[str]
+    _media_prefix: str
+    _mark_prefix: str
+    _input_origin_ms: int | None
+    _muted_responses: set[str]
+    _muted_items: set[str]
+    _speech_start_ms: dict[str, int]
+    _last_speech_stop_ms: int | None
+    _first_audio_recorded: bool
+    _open_calls: set[str]
+    _stale_items: set[str]
+    _greeted: bool
+
+    def _request_response(self) -> list[Action]:
+        raise NotImplementedError
+
+    def _maybe_hang_up(self) -> list[Action]:
+        raise NotImplementedError
+
+    def realtime_audio_delta(
+        self, item_id: str, response_id: str, delta: str
+    ) -> tuple[str, str] | None:
+        """An assistant audio chunk: return (Twilio media text, Twilio mark text), or None."""
+        if response_id in self._muted_responses or item_id in self._muted_items:
+            muted = self.playback.items.get(item_id)
+            if muted is not None:
+                muted.dropped = True
+            return None
+        item = self.playback.item(item_id, response_id)
+        seq = self.playback.sent(item, msgs.b64_decoded_len(delta), self.state.now_ms)
+        self.state.frames_out += 1
+        return (
+            self._media_prefix + delta + '"}}',
+            self._mark_prefix + str(seq) + '"}}',
+        )
+
+    # ----------------------------------------------------------------- Realtime side
+
+    def receive_realtime(self, data: str | bytes) -> tuple[str, str] | list[Action]:
+        """One Realtime server event as received.
+
+        An assistant audio delta returns (Twilio media text, Twilio mark text) to send, unless
+        there is bookkeeping to record with it (then a list of actions). Anything else returns
+        the actions to run.
+        """
+        try:
+            event = json.loads(data)
+            etype = event["type"]
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+            return [Log("warning", f"malformed Realtime event ignored: {text[:120]!r}")]
+        if etype != "response.output_audio.delta":
+            return self.handle_realtime(event)
+        try:
+            delta = event["delta"]
+            item_id = event["item_id"]
+            response_id = event["response_id"]
+        except (KeyError, TypeError):
+            return [Log("warning", "malformed Realtime audio delta ignored")]
+        if type(delta) is not str or not msgs.is_base64(delta):
+            return [Log("warning", "Realtime audio delta that is not base64 dropped")]
+        out = self.realtime_audio_delta(str(item_id), str(response_id), delta)
+        if out is None:
+            return []
+        if self._first_audio_recorded and self._last_speech_stop_ms is None:
+            return out
+        actions: list[Action] = [SendToTwilio(out[0]), SendToTwilio(out[1])]
+        actions.extend(self.after_delta())
+        return actions
+
+    def handle_realtime(self, event: dict[str, Any]) -> list[Action]:
+        """A parsed Realtime server event (audio deltas included, without the fast path)."""
+        if not isinstance(event, dict):
+            return [Log("warning", "Realtime event that is not an object ignored")]
+        etype = event.get("type")
+        if etype == "response.output_audio.delta":
+            delta = event.get("delta")
+            if type(delta) is not str or not msgs.is_base64(delta):
+                return [Log("warning", "Realtime audio delta that is not base64 dropped")]
+            out = self.realtime_audio_delta(
+                str(event.get("item_id", "")), str(event.get("response_id", "")), delta
+            )
+            if out is None:
+                return []
+            actions: list[Action] = [SendToTwilio(out[0]), SendToTwilio(out[1])]
+            actions.extend(self.after_delta())
+            return actions
+        if not isinstance(etype, str):
+            return [Log("warning", "Realtime event without a type ignored")]
+        handler = REALTIME_HANDLERS.get(etype)
+        if handler is None:
+            return []  # an event the call does not act on (or one it does not know)
+        return handler(self, event)
+
+    def after_delta(self) -> list[Action]:
+        """Bookkeeping after the first delta of a turn (latency, first audio)."""
+        if self._first_audio_recorded and self._last_speech_stop_ms is None:
+            return []
+        actions: list[Action] = []
+        if not self._first_audio_recorded:
+            self._first_audio_recorded = True
+            actions.append(RecordFirstAudio(self.state.now_ms))
+        if self._last_speech_stop_ms is not None:
+            latency = max(0, self.state.now_ms - self._last_speech_stop_ms)
+            self._last_speech_stop_ms = None
+            last = self.playback.last_sent()  # attribute it to the item just sent
+            if last is not None:
+                last.latency_ms = latency
+        return actions
+
+    def handle_session_updated(self, event: dict[str, Any]) -> list[Action]:
+        st = self.state
+        if st.realtime_ready:
+            return []
+        st.realtime_ready = True
+        actions: list[Action] = []
+        if self._early:
+            self._input_origin_ms = st.now_ms - 20 * (len(self._early) - 1)
+        for payload in self._early:
+            actions.append(SendToRealtime(msgs.APPEND_PREFIX + payload + '"}'))
+        self._early.clear()
+        if self.greeting and not self._greeted:
+            self._greeted = True
+            instructions = self.greeting
+            if self.instructions:
+                instructions = self.instructions + "\n\n" + self.greeting
+            actions.append(
+                SendToRealtime(
+                    dumps({"type": "response.create", "response": {"instructions": instructions}})
+                )
+            )
+            st.response_active = True  # owed: the server will answer with response.created
+        return actions
+
+    def handle_error(self, event: dict[str, Any]) -> list[Action]:
+        err = obj(event.get("error"))
+        code = err.get("code")
+        code = code if isinstance(code, str) else None
+        message = f"Realtime error {err.get('type')}/{code}: {err.get('message')}"
+        if code in BENIGN_ERROR_CODES:
+            return [Log("debug", message)]
+        if code == "session_expired":
+            # The server closes the socket next; the bridge opens a new session and re-seeds it.
+            return [Log("warning", message)]
+        if code in {"invalid_api_key", "insufficient_quota"}:
+            return [Log("error", message), EndCall("openai_error", message)]
+        if code == "unknown_parameter" and not self.state.realtime_ready:
+            return [Log("error", message), EndCall("openai_error", message)]
+        return [Log("warning", message)]
+
+    def handle_input_audio_buffer_speech_started(self, event: dict[str, Any]) -> list[Action]:
+        st = self.state
+        self.clock.activity(st.now_ms)
+        item_id = event.get("item_id")
+        if isinstance(item_id, str):
+            self._speech_start_ms[item_id] = st.now_ms
+        return self.barge_in()
+
+    def barge_in(self) -> list[Action]:
+        """The caller started speaking: stop what they are hearing, truncate at what they heard."""
+        st = self.state
+        actions: list[Action] = []
+        if st.response_active and st.active_response_id:
+            # In-flight deltas of a response being generated are not to be played.
+            self._muted_responses.add(st.active_response_id)
+            if not self.interrupt_response:
+                actions.append(
+                    SendToRealtime(
+                        dumps({"type": "response.cancel", "response_id": st.active_response_id})
+                    )
+                )
+        if not self.playback.playing():
+            return actions
+        actions.append(SendToTwilio(msgs.clear_message(st.stream_sid)))
+        for item, heard_bytes in self.playback.cut(st.now_ms):
+            item.interrupted = True
+            item.heard_ms = heard_bytes // 8
+            item.truncated = True
+            self._muted_items.add(item.item_id)
+            self._muted_responses.add(item.response_id)
+            if item.item_id not in self._stale_items:
+                actions.append(SendToRealtime(msgs.truncate_event(item.item_id, item.heard_ms)))
+            actions.extend(self._maybe_record_item(item))
+        return actions
+
+    def handle_input_audio_buffer_speech_stopped(self, event: dict[str, Any]) -> list[Action]:
+        end = event.get("audio_end_ms")
+        if isinstance(end, int) and self._input_origin_ms is not None:
+            self._last_speech_stop_ms = self._input_origin_ms + end
+        else:
+            self._last_speech_stop_ms = self.state.now_ms
+        return []
+
+    def handle_input_audio_buffer_committed(self, event: dict[str, Any]) -> list[Action]:
+        item_id = event.get("item_id")
+        if self.transcription and isinstance(item_id, str):
+            self.pending_transcripts.add(item_id)
+        return []
+
+    def handle_transcription_completed(self, event: dict[str, Any]) -> list[Action]:
+        item_id = event.get("item_id")
+        self.pending_transcripts.discard(item_id)
+        text = str(event.get("transcript") or "").strip()
+        if not text:
+            return []
+        offset = self._speech_start_ms.pop(item_id, None) if isinstance(item_id, str) else None
+        self.history.append(("user", text))
+        return [
+            RecordTurn(
+                TranscriptTurn(
+                    role="caller",
+                    text=text,
+                    item_id=item_id if isinstance(item_id, str) else None,
+                    offset_ms=offset,
+                )
+            )
+        ]
+
+    def handle_transcription_failed(self, event: dict[str, Any]) -> list[Action]:
+        self.pending_transcripts.discard(event.get("item_id"))
+        err = obj(event.get("error"))
+        return [Log("warning", f"caller transcription failed: {err.get('message')}")]
+
+    def handle_response_created(self, event: dict[str, Any]) -> list[Action]:
+        st = self.state
+        st.response_active = True
+        self.clock.last_activity_ms = st.now_ms
+        rid = obj(event.get("response")).get("id")
+        st.active_response_id = rid if isinstance(rid, str) else None
+        return []
+
+    def handle_response_output_item_added(self, event: dict[str, Any]) -> list[Action]:
+        item = obj(event.get("item"))
+        if item.get("type") == "message" and item.get("role") == "assistant":
+            item_id = item.get("id")
+            rid = event.get("response_id")
+            if isinstance(item_id, str):
+                self.playback.item(item_id, rid if isinstance(rid, str) else "")
+        return []
+
+    def handle_response_output_audio_transcript_delta(self, event: dict[str, Any]) -> list[Action]:
+        item = self.playback.items.get(str(event.get("item_id")))
+        if item is not None and not item.transcript_done:
+            item.transcript += str(event.get("delta") or "")
+        return []
+
+    def handle_response_output_audio_transcript_done(self, event: dict[str, Any]) -> list[Action]:
+        item = self.playback.items.get(str(event.get("item_id")))
+        if item is None:
+            return []
+        transcript = event.get("transcript")
+        if isinstance(transcript, str):
+            item.transcript = transcript
+        item.transcript_done = True
+        return self._maybe_record_item(item)
+
+    def handle_response_output_audio_done(self, event: dict[str, Any]) -> list[Action]:
+        item = self.playback.items.get(str(event.get("item_id")))
+        if item is None:
+            return []
+        item.audio_done = True
+        actions: list[Action] = []
+        if item.dropped and not item.truncated:
+            # Audio generated after the interruption never reached the caller.
+            item.truncated = True
+            item.interrupted = True
+            item.heard_ms = item.sent // 8
+            actions.append(SendToRealtime(msgs.truncate_event(item.item_id, item.heard_ms)))
+        actions.extend(self._maybe_record_item(item))
+        return actions
+
+    def handle_response_done(self, event: dict[str, Any]) -> list[Action]:
+        st = self.state
+        self.clock.last_activity_ms = st.now_ms
+        response = obj(event.get("response"))
+        st.response_active = False
+        st.active_response_id = None
+        actions: list[Action] = [RecordUsage(Usage.from_response(response.get("usage")))]
+        status = response.get("status")
+        if status == "failed":
+            details = obj(response.get("status_details"))
+            actions.append(Log("warning", f"response failed: {details}"))
+        calls: list[ToolCall] = []
+        if status == "completed":
+            outputs = response.get("output")
+            for out in outputs if isinstance(outputs, list) else []:
+                if isinstance(out, dict) and out.get("type") == "function_call":
+                    calls.append(
+                        ToolCall(
+                            call_id=str(out.get("call_id", "")),
+                            name=str(out.get("name", "")),
+                            arguments=str(out.get("arguments") or "{}"),
+                            item_id=out.get("id") if isinstance(out.get("id"), str) else None,
+                        )
+                    )
+        # Items of this response without audio (text-only or never played) are final now.
+        for item in list(self.playback.items.values()):
+            if item.response_id == response.get("id"):
+                item.audio_done = True
+                item.transcript_done = True
+                actions.extend(self._maybe_record_item(item))
+        if calls:
+            self._open_calls.update(c.call_id for c in calls)
+            st.tools_running += len(calls)
+            actions.append(RunTools(tuple(calls)))
+        elif st.response_create_owed and st.tools_running == 0:
+            st.response_create_owed = False
+            actions.extend(self._request_response())
+        actions.extend(self._maybe_hang_up())
+        return actions
+
+    def _maybe_record_item(self, item: AssistantItem) -> list[Action]:
+        if item.recorded:
+            return []
+        if not item.interrupted:
+            if not (item.audio_done and item.transcript_done):
+                return []
+            if self.playback.still_playing(item):
+                return []
+        elif not item.transcript_done:
+            return []  # the transcript is still coming; recorded at transcript.done
+        item.recorded = True
+        if not item.transcript and item.sent == 0:
+            return []
+        total_ms = item.sent // 8
+        heard_ms = total_ms if item.heard_ms is None else min(item.heard_ms, total_ms)
+        interrupted = item.interrupted and heard_ms < total_ms
+        heard_text = estimate_heard(item.transcript, heard_ms, total_ms) if interrupted else None
+        if item.transcript:
+            said = item.transcript if heard_text is None else heard_text
+            self.history.append(("assistant", said))
+        return [
+            RecordTurn(
+                TranscriptTurn(
+                    role="assistant",
+                    text=item.transcript,
+                    item_id=item.item_id,
+                    offset_ms=item.first_sent_ms,
+                    latency_ms=item.latency_ms,
+                    interrupted=interrupted,
+                    heard_ms=heard_ms,
+                    total_ms=total_ms,
+                    heard_text=heard_text,
+                )
+            )
+        ]
+
+
+
+#: Realtime server event ``type`` → handler. Only these names are ever dispatched from OpenAI.
+REALTIME_HANDLERS: dict[str, Handler] = {
+    "session.updated": RealtimeSide.handle_session_updated,
+    "error": RealtimeSide.handle_error,
+    "input_audio_buffer.speech_started": RealtimeSide.handle_input_audio_buffer_speech_started,
+    "input_audio_buffer.speech_stopped": RealtimeSide.handle_input_audio_buffer_speech_stopped,
+    "input_audio_buffer.committed": RealtimeSide.handle_input_audio_buffer_committed,
+    "conversation.item.input_audio_transcription.completed":
+        RealtimeSide.handle_transcription_completed,
+    "conversation.item.input_audio_transcription.failed": RealtimeSide.handle_transcription_failed,
+    "response.created": RealtimeSide.handle_response_created,
+    "response.output_item.added": RealtimeSide.handle_response_output_item_added,
+    "response.output_audio_transcript.delta":
+        RealtimeSide.handle_response_output_audio_transcript_delta,
+    "response.output_audio_transcript.done":
+        RealtimeSide.handle_response_output_audio_transcript_done,
+    "response.output_audio.done": RealtimeSide.handle_response_output_audio_done,
+    "response.done": RealtimeSide.handle_response_done,
+}
+
