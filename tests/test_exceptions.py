@@ -10,7 +10,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from voiceconv import exceptions, security
-from voiceconv.session import ToolCall
 from voiceconv.calllog import CallLog
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo
@@ -26,6 +25,7 @@ from voiceconv.exceptions import (
     TwilioProtocolError,
     VoiceconvError,
 )
+from voiceconv.session import ToolCall
 from voiceconv.tools.registry import Tool
 from voiceconv.tools.runtime import ToolContext, execute_tool_call
 

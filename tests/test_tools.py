@@ -32,10 +32,10 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 import voiceconv
 import voiceconv.models.tools
-from voiceconv.session import ToolCall
 from voiceconv.checks_tools import check_tool_definitions
 from voiceconv.events import CallInfo
 from voiceconv.models import Agent, Call, ToolDefinition, ToolInvocation
+from voiceconv.session import ToolCall
 from voiceconv.tools.binding import sync_tool_definitions, tools_for_agent
 from voiceconv.tools.registry import DEFAULT_TIMEOUT, Tool, registry, tool
 from voiceconv.tools.runtime import ToolContext, execute_tool_call, serialize_result

@@ -28,10 +28,10 @@ import pydantic_core
 from django.db import close_old_connections
 from django.utils import timezone
 
-from voiceconv.session import ToolCall
 from voiceconv.calllog import CallLog
 from voiceconv.events import CallInfo
 from voiceconv.exceptions import ToolArgumentsError
+from voiceconv.session import ToolCall
 from voiceconv.tools.registry import BoundTool, Tool
 from voiceconv.tools.schema import INJECTED_PARAMETERS
 
