@@ -24,12 +24,8 @@ from typing import Any
 
 from bench.common import LoopLag, dumps, read_tag, tag_frame
 from voiceconv.testing.audio import speech_like, ulaw_decode
-from voiceconv.testing.realtime_server import (
-    RealtimeStandIn,
-    ScriptedResponse,
-    StandInSession,
-    _tables,
-)
+from voiceconv.testing.realtime_server import RealtimeStandIn, ScriptedResponse, StandInSession
+from voiceconv.testing.realtime_server.protocol import _tables
 
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 # μ-law byte -> squared linear sample, for a VAD energy that costs one C-level sum per window.

@@ -810,6 +810,60 @@ async def test_subprocess_mode_serves(tmp_path: Any) -> None:
     assert "response.create" in summary[0]["received"]
 
 
+async def test_subprocess_prints_how_to_point_a_server_and_stops_at_once_on_sigterm() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-W",
+        "error::RuntimeWarning",
+        "-m",
+        "voiceconv.testing.realtime_server",
+        "--api-key",
+        "sk-local",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        base_url = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip()
+        guide = (await asyncio.wait_for(proc.stdout.readuntil(b"SIGTERM."), 10)).decode()
+        assert f"OPENAI_BASE_URL={base_url} OPENAI_API_KEY=sk-local" in guide
+        # A client that never answers the close frame must not hold the process up.
+        raw = await websockets.connect(
+            base_url.replace("http://", "ws://") + "/realtime?model=" + MODEL,
+            additional_headers={"Authorization": "Bearer sk-local"},
+        )
+        await raw.recv()  # session.created
+        raw.transport.pause_reading()
+    finally:
+        proc.terminate()
+    assert await asyncio.wait_for(proc.wait(), 5) == 0
+    assert b"RuntimeWarning" not in await proc.stderr.read()
+    raw.transport.abort()
+
+
+def test_command_line_help_describes_every_option() -> None:
+    from voiceconv.testing.realtime_server.cli import build_parser
+
+    parser = build_parser()
+    assert parser.description
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no description in --help"
+
+
+def test_every_public_name_of_the_kit_is_exported_from_voiceconv_testing() -> None:
+    import importlib
+
+    import voiceconv.testing as kit
+
+    modules = ["audio", "factory", "realtime_server", "server", "twilio_api", "twilio_client"]
+    for name in modules:
+        module = importlib.import_module(f"voiceconv.testing.{name}")
+        for public in module.__all__:
+            assert public in kit.__all__, f"voiceconv.testing does not export {name}.{public}"
+            assert getattr(kit, public) is getattr(module, public)
+    assert "FakeTwilioAPI" in kit.__all__ and "TwilioStreamClientFactory" in kit.__all__
+
+
 # --- validators -------------------------------------------------------------------------------
 
 

@@ -1,11 +1,20 @@
-"""Public test kit: a Realtime stand-in, a Twilio Media Streams client and μ-law helpers."""
+"""Public test kit: a Realtime stand-in, a Twilio Media Streams client, a Twilio REST stand-in,
+an ASGI server process and μ-law helpers.
+
+Everything public is importable from here; the pytest fixtures live in
+``voiceconv.testing.fixtures`` (``pytest_plugins = ["voiceconv.testing.fixtures"]``).
+"""
 
 from __future__ import annotations
 
 from voiceconv.testing.audio import (
+    BYTES_PER_MS,
+    FRAME_BYTES,
+    SAMPLE_RATE,
     ULAW_SILENCE,
     espeak_ulaw,
     frames,
+    pcm16_rms,
     rms,
     silence,
     speech_like,
@@ -13,15 +22,20 @@ from voiceconv.testing.audio import (
     ulaw_decode,
     ulaw_encode,
 )
+from voiceconv.testing.factory import TwilioStreamClientFactory
 from voiceconv.testing.realtime_server import (
+    DEFAULT_INSTRUCTIONS,
+    SESSION_EXPIRED_MESSAGE,
     RealtimeStandIn,
     ScriptedFunctionCall,
     ScriptedResponse,
     StandInSession,
+    default_session_config,
     validate_client_event,
     validate_server_event,
 )
 from voiceconv.testing.server import ServerProcess, free_port
+from voiceconv.testing.twilio_api import FakeTwilioAPI, TwilioRequest
 from voiceconv.testing.twilio_client import (
     ClearRecord,
     MarkRecord,
@@ -29,11 +43,18 @@ from voiceconv.testing.twilio_client import (
     TwilioStreamClient,
     TwilioWebhookError,
     Violation,
+    new_sid,
 )
 
 __all__ = [
+    "BYTES_PER_MS",
+    "DEFAULT_INSTRUCTIONS",
+    "FRAME_BYTES",
+    "SAMPLE_RATE",
+    "SESSION_EXPIRED_MESSAGE",
     "ULAW_SILENCE",
     "ClearRecord",
+    "FakeTwilioAPI",
     "MarkRecord",
     "MediaRecord",
     "RealtimeStandIn",
@@ -41,12 +62,17 @@ __all__ = [
     "ScriptedResponse",
     "ServerProcess",
     "StandInSession",
+    "TwilioRequest",
     "TwilioStreamClient",
+    "TwilioStreamClientFactory",
     "TwilioWebhookError",
     "Violation",
+    "default_session_config",
     "espeak_ulaw",
     "frames",
     "free_port",
+    "new_sid",
+    "pcm16_rms",
     "rms",
     "silence",
     "speech_like",

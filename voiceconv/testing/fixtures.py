@@ -8,43 +8,13 @@ Load them from a ``conftest.py``::
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest_asyncio
 
+from voiceconv.testing.factory import TwilioStreamClientFactory
 from voiceconv.testing.realtime_server import RealtimeStandIn
-from voiceconv.testing.twilio_client import TwilioStreamClient
 
 __all__ = ["TwilioStreamClientFactory", "realtime_standin", "twilio_stream_client"]
-
-
-class TwilioStreamClientFactory:
-    """Makes ``TwilioStreamClient``s for one test and closes them all at teardown."""
-
-    def __init__(self, **defaults: Any) -> None:
-        self.defaults = defaults
-        self.clients: list[TwilioStreamClient] = []
-
-    def __call__(self, url: str, **kwargs: Any) -> TwilioStreamClient:
-        """A new, unconnected client for ``url`` (``defaults`` apply unless overridden)."""
-        client = TwilioStreamClient(url, **{**self.defaults, **kwargs})
-        self.clients.append(client)
-        return client
-
-    async def start_call(self, url: str, **kwargs: Any) -> TwilioStreamClient:
-        """A new client that has connected and sent ``connected`` and ``start``."""
-        return await self(url, **kwargs).start_call()
-
-    async def from_webhook(self, http_base: str, **kwargs: Any) -> TwilioStreamClient:
-        """A client for the stream the incoming-call webhook answers (see ``from_webhook``)."""
-        client = await TwilioStreamClient.from_webhook(http_base, **{**self.defaults, **kwargs})
-        self.clients.append(client)
-        return client
-
-    async def aclose(self) -> None:
-        """Close every client this factory made."""
-        for client in self.clients:
-            await client.close()
 
 
 @pytest_asyncio.fixture
