@@ -25,6 +25,7 @@ from voiceconv.events import CallInfo, TranscriptTurn, Usage
 from voiceconv.models import Agent, Call, ToolInvocation, TranscriptEntry
 from voiceconv.recorder import CallRecorder
 from voiceconv.tools.runtime import ToolResult
+from voiceconv.writer import RecordWriter
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -539,24 +540,95 @@ async def test_sqlite_locked_for_seconds_loses_nothing(
 
 
 @sqlite_only
-async def test_undelivered_items_are_logged_at_the_deadline(
+async def test_records_outlive_the_recorder_through_a_long_outage(
     sqlite_lock: SQLiteLock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """What the recorder cannot write before it closes stays with the process-wide writer,
+    which keeps retrying after the call has gone, and writes it when the database is back."""
     rec = make_recorder()
     rec.start()
+    sid = rec.info.call_sid
     await sync_to_async(sqlite_lock.acquire)()
-    try:
-        rec.turn(caller("lost one"))
-        rec.turn(caller("lost two"))
-        with caplog.at_level(logging.ERROR, logger="voiceconv.recorder"):
+    with caplog.at_level(logging.WARNING, logger="voiceconv.recorder"):
+        try:
+            rec.turn(caller("kept one"))
+            rec.turn(caller("kept two"))
+            rec.ended("caller_hung_up")
             t0 = time.monotonic()
             await rec.aclose(timeout=0.6)
             assert time.monotonic() - t0 < 5
+            assert rec.pending == 3 and rec.dropped == 0
+            await asyncio.sleep(1.5)  # the outage outlasts the call
+            assert rec.pending == 3
+        finally:
+            await sync_to_async(sqlite_lock.release)()
+        await wait_for(lambda: _texts_are(sid, ["kept one", "kept two"]), timeout=20)
+        await wait_for(lambda: _ended(sid), timeout=20)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("3 record(s) not written" in m and "keeps retrying" in m for m in messages)
+    assert any("written after the call's recorder closed" in m for m in messages)
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)
+
+
+async def _texts_are(sid: str, expected: list[str]) -> bool:
+    return await texts(sid) == expected
+
+
+async def _ended(sid: str) -> bool:
+    return await Call.objects.filter(twilio_call_sid=sid, end_reason="caller_hung_up").aexists()
+
+
+@sqlite_only
+async def test_at_exit_unwritten_records_are_logged_one_by_one(
+    sqlite_lock: SQLiteLock, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = RecordWriter()
+    rec = make_recorder(writer=writer)
+    rec.start()
+    await sync_to_async(sqlite_lock.acquire)()
+    try:
+        rec.turn(caller("never one"))
+        rec.turn(caller("never two"))
+        await asyncio.sleep(0)  # handed to the writer at the end of the loop's step
+        with caplog.at_level(logging.ERROR, logger="voiceconv.recorder"):
+            assert await sync_to_async(writer.stop)(timeout=0.5) == 2
     finally:
         await sync_to_async(sqlite_lock.release)()
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert any("not written" in m and "lost one" in m for m in messages)
-    assert any("not written" in m and "lost two" in m for m in messages)
+    assert any("before the process exited" in m and "never one" in m for m in messages)
+    assert any("before the process exited" in m and "never two" in m for m in messages)
+
+
+async def test_the_process_bound_drops_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    writer = RecordWriter(max_pending=2)
+    rec = make_recorder(writer=writer)
+    rec.start()
+    with caplog.at_level(logging.ERROR, logger="voiceconv.recorder"):
+        for i in range(3):
+            rec.turn(caller(f"t{i}"))
+        await asyncio.sleep(0)
+    assert rec.dropped == 1 and writer.refused == 1
+    dropped = [r.getMessage() for r in caplog.records if "RECORDS_MAX_PENDING" in r.getMessage()]
+    assert len(dropped) == 1 and "t2" in dropped[0]
+    await rec.aclose()
+    assert await texts(rec.info.call_sid) == ["t0", "t1"]
+    await sync_to_async(writer.stop)()
+
+
+async def test_every_call_is_written_in_a_few_shared_transactions() -> None:
+    writer = RecordWriter()
+    recorders = [make_recorder(writer=writer) for _ in range(20)]
+    for rec in recorders:
+        rec.start()
+        rec.stream_started(timezone.now())
+        for i in range(4):
+            rec.turn(caller(f"{rec.info.call_sid} {i}"))
+    await asyncio.gather(*(rec.aclose() for rec in recorders))
+    assert writer.written == 20 * 5
+    assert writer.batches <= 10  # one commit per tick for all calls, not one per record
+    for rec in recorders:
+        assert await texts(rec.info.call_sid) == [f"{rec.info.call_sid} {i}" for i in range(4)]
+    await sync_to_async(writer.stop)()
 
 
 # --- PostgreSQL: connections refused for a few seconds -------------------------------------------

@@ -104,6 +104,10 @@ DEFAULTS: dict[str, Any] = {
     # USD per 1M tokens by model, over the built-in list prices (see voiceconv.models.calls):
     # {"gpt-realtime-2.1": {"input_text": "4.00", "input_audio": "32.00", ...}}.
     "PRICES": {},
+    # Most call records (transcript turns, usage, tool calls, call start/end) the process holds
+    # while the database is unavailable; beyond it new records are dropped, each with an ERROR
+    # line (about 1-2 KB each: the default bounds the backlog to a few hundred MB).
+    "RECORDS_MAX_PENDING": 100_000,
     # Origin that Twilio REST requests go to instead of Twilio's (tests, on-premises proxies).
     "TWILIO_API_BASE": "",
     # --- extension points -----------------------------------------------------------------

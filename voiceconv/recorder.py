@@ -1,11 +1,14 @@
-"""The per-call writer: persistence, signals and user callbacks, off the audio path.
+"""The per-call recorder: persistence, signals and user callbacks, off the audio path.
 
 :class:`CallRecorder` is "nothing lost" made concrete. The consumer calls its methods from the
-audio path; each one only appends to an in-memory queue and returns. One writer task per call
-applies the items in order through the ORM (in a worker thread), retrying the same item while
-the database is unavailable. After an item is saved, its signal and user callback are handed
-to a second task, so a slow or failing receiver never holds up the writes that follow.
-:meth:`CallRecorder.aclose` flushes both queues, however the call ended.
+audio path; each one only appends to an in-memory list and returns. At the end of the loop's
+current step the records are handed, in order, to the process-wide writer
+(:mod:`voiceconv.writer`), which writes every call's records in one transaction per tick and
+retries while the database is unavailable. After a record is saved, its signal and user
+callback run in a task of the call's own, so a slow or failing receiver never holds up the
+writes that follow. :meth:`CallRecorder.aclose` waits for both, however the call ended; what
+the database has not taken by its deadline stays with the process-wide writer, which keeps
+retrying after the call is gone.
 """
 
 from __future__ import annotations
@@ -21,10 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
-from django.db import DataError, IntegrityError, NotSupportedError, ProgrammingError
+from django.db import IntegrityError
 from django.db import transaction as db_transaction
-from django.db.utils import DatabaseError
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -32,21 +33,17 @@ from voiceconv import signals
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo, TranscriptTurn, Usage
 from voiceconv.transcripts import estimate_heard_text
+from voiceconv.writer import RecordWriter, get_writer
 
 logger = logging.getLogger("voiceconv.recorder")
 
 #: Items a recorder holds at most; beyond that new items are dropped (and logged at ERROR).
 MAX_QUEUE = 10_000
-#: Retry back-off while the database is unavailable (seconds).
-RETRY_MIN_DELAY = 0.1
 #: Longest time token usage waits in memory before it is written (it is also written at the end).
 USAGE_FLUSH_SECONDS = 30.0
-RETRY_MAX_DELAY = 2.0
 #: A callback or signal taking longer than this is logged at WARNING (seconds).
 SLOW_CALLBACK_SECONDS = 2.0
 
-#: Database errors that a retry will not fix (bad data, missing table): logged and skipped.
-_PERMANENT_DB_ERRORS = (DataError, IntegrityError, ProgrammingError, NotSupportedError)
 _ERROR_REASONS = frozenset({"error", "openai_error"})
 
 
@@ -82,6 +79,14 @@ _SIGNAL_NAMES = {
     "tool_invoked": signals.tool_invoked,
     "call_ended": signals.call_ended,
 }
+
+
+def _names(dispatches: list[_Dispatch]) -> str:
+    counts = collections.Counter(
+        next((n for n, s in _SIGNAL_NAMES.items() if s is job.signal), "signal")
+        for job in dispatches
+    )
+    return ", ".join(f"{name} x{count}" for name, count in counts.items())
 
 
 def _resolve_callback(value: Any) -> Callable[..., Any] | None:
@@ -128,6 +133,7 @@ class CallRecorder:
         on_user_message: Callable[..., Any] | str | None = None,
         on_assistant_message: Callable[..., Any] | str | None = None,
         max_queue: int = MAX_QUEUE,
+        writer: RecordWriter | None = None,
     ) -> None:
         self.info = info
         self.sender = sender
@@ -137,13 +143,20 @@ class CallRecorder:
         self.max_queue = max_queue
         #: Items dropped because the queue was full.
         self.dropped = 0
-        self._items: collections.deque[_Item] = collections.deque()
+        self.writer: RecordWriter = writer if writer is not None else get_writer()
+        #: Items not yet handed to the writer (it takes them at the end of the loop's step).
+        self._items: list[_Item] = []
         self._dispatches: collections.deque[_Dispatch] = collections.deque()
-        self._items_ready = asyncio.Event()
         self._dispatch_ready = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._all_written = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handover_scheduled = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._closing = False
+        #: The recorder closed before the writer got everything in: what it writes later
+        #: runs no signals or callbacks any more.
+        self._detached = False
+        self._late_written = 0
         self._closed = False
         self._call: Any = None
         self._next_sequence: int | None = None
@@ -161,7 +174,7 @@ class CallRecorder:
                 "call %s: recorder already closed, item lost: %r", self.info.call_sid, item
             )
             return
-        if len(self._items) >= self.max_queue:
+        if len(self._items) + self.writer.pending_for(self) >= self.max_queue:
             self.dropped += 1
             logger.error(
                 "call %s: recorder queue full (%d items), dropped item #%d: %r",
@@ -169,7 +182,24 @@ class CallRecorder:
             )
             return
         self._items.append(item)
-        self._items_ready.set()
+        if self._loop is not None and not self._handover_scheduled:
+            self._handover_scheduled = True
+            self._loop.call_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        """Give the writer what was queued during this step of the loop, in order."""
+        self._handover_scheduled = False
+        if not self._items:
+            return
+        items, self._items = self._items, []
+        self._all_written.clear()
+        for item in self.writer.submit(self, items):
+            self.dropped += 1
+            logger.error(
+                "call %s: %d records already wait for the database in this process "
+                "(RECORDS_MAX_PENDING); dropped item #%d: %r",
+                self.info.call_sid, self.writer.max_pending, self.dropped, item,
+            )
 
     def stream_started(self, at: dt.datetime) -> None:
         """The media stream started at ``at``: the call is in progress."""
@@ -210,42 +240,48 @@ class CallRecorder:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the writer and dispatcher tasks on the running loop."""
-        if self._writer is not None:
+        """Start handing records to the writer, and the dispatcher task, on the running loop."""
+        if self._loop is not None:
             return
-        loop = asyncio.get_running_loop()
-        sid = self.info.call_sid
-        self._writer = loop.create_task(self._run_writer(), name=f"voiceconv-writer-{sid}")
+        self._loop = loop = asyncio.get_running_loop()
         self._dispatcher = loop.create_task(
-            self._run_dispatcher(), name=f"voiceconv-dispatch-{sid}"
+            self._run_dispatcher(), name=f"voiceconv-dispatch-{self.info.call_sid}"
         )
+        self._hand_over()
 
     @property
     def pending(self) -> int:
         """Items not yet written."""
-        return len(self._items)
+        return len(self._items) + self.writer.pending_for(self)
 
     async def aclose(self, timeout: float = 15.0) -> None:
         """Write everything queued, run the pending signals and callbacks, then return.
 
-        Gives up at ``timeout`` seconds; whatever is still undelivered then is logged at ERROR
-        with its content.
+        Gives up waiting at ``timeout`` seconds. Records the database has not taken by then
+        stay with the process-wide writer, which keeps retrying them (a WARNING line says how
+        many); signals and callbacks still undelivered are logged at ERROR with their content.
         """
         if self._closed:
             return
         self._flush_usage()
         self.start()
-        assert self._writer is not None and self._dispatcher is not None
+        assert self._dispatcher is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._closing = True
-        self._items_ready.set()
-        if not await self._finish(self._writer, deadline):
-            for item in self._items:
-                logger.error(
-                    "call %s: not written before the recorder closed: %r", self.info.call_sid, item
+        self._hand_over()
+        if not self.pending:
+            self._all_written.set()
+        else:
+            try:
+                await asyncio.wait_for(self._all_written.wait(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                self._detached = True
+                logger.warning(
+                    "call %s: %d record(s) not written before the recorder closed (database "
+                    "unavailable); the process-wide writer keeps them and keeps retrying",
+                    self.info.call_sid, self.pending,
                 )
-            self._items.clear()
         self._dispatch_ready.set()
         if not await self._finish(self._dispatcher, deadline):
             for job in self._dispatches:
@@ -254,6 +290,7 @@ class CallRecorder:
                     self.info.call_sid, job,
                 )
             self._dispatches.clear()
+        self._detached = True
         self._closed = True
 
     @staticmethod
@@ -266,58 +303,51 @@ class CallRecorder:
         await asyncio.wait({task})
         return False
 
-    # -- the writer task ----------------------------------------------------------------------
+    # -- what the writer calls (in its thread) ------------------------------------------------
 
-    async def _run_writer(self) -> None:
-        while True:
-            while self._items:
-                item = self._items[0]
-                await self._apply_with_retry(item)
-                self._items.popleft()
-            if self._closing:
-                return
-            self._items_ready.clear()
-            await self._items_ready.wait()
+    def describe(self) -> str:
+        return self.info.call_sid
 
-    async def _apply_with_retry(self, item: _Item) -> None:
-        handler = getattr(self, f"_apply_{item.kind}")
-        delay = RETRY_MIN_DELAY
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                dispatches = await database_sync_to_async(handler, thread_sensitive=False)(item)
-            except _PERMANENT_DB_ERRORS as exc:
-                logger.error(
-                    "call %s: could not save %r: %s: %s",
-                    self.info.call_sid, item, type(exc).__name__, exc,
-                )
-                return
-            except DatabaseError as exc:
-                if attempts == 1 or attempts % 30 == 0:
-                    logger.warning(
-                        "call %s: database unavailable (%s: %s); retrying %s "
-                        "(attempt %d, %d item(s) waiting)",
-                        self.info.call_sid, type(exc).__name__, str(exc).strip(), item.kind,
-                        attempts, len(self._items),
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY)
-                continue
-            except Exception:
-                logger.exception("call %s: could not save %r", self.info.call_sid, item)
-                return
-            if attempts > 1:
-                logger.warning(
-                    "call %s: database back, %s saved after %d attempts",
-                    self.info.call_sid, item.kind, attempts,
-                )
-            if dispatches:
-                self._dispatches.extend(dispatches)
-                self._dispatch_ready.set()
+    def apply(self, item: _Item) -> list[_Dispatch]:
+        handler: Callable[[_Item], list[_Dispatch]] = getattr(self, f"_apply_{item.kind}")
+        return handler(item)
+
+    def forget_rows(self) -> None:
+        self._call = None
+        self._next_sequence = None
+
+    def written(self, count: int, dispatches: list[_Dispatch], remaining: int) -> None:
+        if self._detached:
+            self._written_late(count, dispatches, remaining)
             return
+        loop = self._loop
+        try:
+            assert loop is not None
+            loop.call_soon_threadsafe(self._on_written, dispatches, remaining)
+        except (RuntimeError, AssertionError):  # the call's loop is gone
+            self._written_late(count, dispatches, remaining)
 
-    # Each _apply_* runs in a worker thread and returns the dispatches to run afterwards.
+    def _written_late(self, count: int, dispatches: list[_Dispatch], remaining: int) -> None:
+        self._late_written += count
+        logger.warning(
+            "call %s: %d record(s) written after the call's recorder closed (%d so far, %d "
+            "still waiting)%s",
+            self.info.call_sid, count, self._late_written, remaining,
+            f"; signals/callbacks not run any more: {_names(dispatches)}" if dispatches else "",
+        )
+
+    def _on_written(self, dispatches: list[_Dispatch], remaining: int) -> None:
+        if self._detached:
+            self._written_late(0, dispatches, remaining)
+            return
+        if dispatches:
+            self._dispatches.extend(dispatches)
+            self._dispatch_ready.set()
+        if not self._items and self.writer.pending_for(self) == 0:
+            self._all_written.set()
+
+    # Each _apply_* runs in the writer's thread, inside its transaction, and returns the
+    # dispatches to run once that transaction has committed.
 
     def _call_defaults(self) -> dict[str, Any]:
         from voiceconv.models import Agent
@@ -517,7 +547,7 @@ class CallRecorder:
                 job = self._dispatches[0]
                 await self._dispatch(job)
                 self._dispatches.popleft()
-            if self._closing and (self._writer is None or self._writer.done()):
+            if self._closing and (self._all_written.is_set() or self._detached):
                 return
             self._dispatch_ready.clear()
             await self._dispatch_ready.wait()

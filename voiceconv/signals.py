@@ -1,6 +1,6 @@
 """voiceconv's public signals.
 
-All are sent from the call's writer task with ``asend_robust`` after the record is saved, so a
+All are sent from the call's dispatcher task with ``asend_robust`` after the record is saved, so a
 slow or failing receiver can neither stall audio nor end a call (failures are logged).
 ``sender`` is the consumer class handling the call (``MediaStreamConsumer`` or a subclass).
 Receivers may be sync or async functions.
