@@ -49,7 +49,10 @@ async def play_until_closed(client: TwilioStreamClient, timeout: float = 10.0) -
 
 
 async def enter_call(server: ServerProcess, **kwargs: Any) -> TwilioStreamClient:
-    """Enter a call the way Twilio does (signed webhook, TwiML, signed stream) and start it."""
+    """Enter a call the way Twilio does (signed webhook, TwiML, signed stream) and start it.
+
+    On the virtual clock unless ``realtime=True``: these tests let call time pass themselves."""
+    kwargs.setdefault("realtime", False)
     client = await TwilioStreamClient.from_webhook(
         server.http_url,
         auth_token=AUTH_TOKEN,

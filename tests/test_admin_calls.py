@@ -247,3 +247,56 @@ def test_agent_admin_edits_and_keeps_one_default(admin_client_: Client, agent: A
     response = admin_client_.post(reverse("admin:voiceconv_agent_add"), data)
     assert response.status_code == 200
     assert "already the default agent" in response.content.decode()
+
+
+def test_call_list_shows_the_end_reason(admin_client_: Client, call: Call) -> None:
+    make_call(2, None, end_reason="openai_error", status="failed")
+    response = admin_client_.get(reverse(CHANGELIST))
+    html = response.content.decode()
+    assert "<th" in html and "end reason" in html.lower()
+    assert '<td class="field-ended_because">caller hung up</td>' in html
+    assert '<td class="field-ended_because">OpenAI error</td>' in html
+
+
+def test_call_page_timings_read_to_the_millisecond(admin_client_: Client, agent: Agent) -> None:
+    webhook = dt.datetime(2026, 12, 1, 21, 47, 5, 123000, tzinfo=dt.UTC)
+    call = make_call(
+        3, agent,
+        webhook_received_at=webhook,
+        stream_started_at=webhook + dt.timedelta(milliseconds=412),
+        first_audio_at=webhook + dt.timedelta(milliseconds=1734),
+        ended_at=webhook + dt.timedelta(seconds=83, milliseconds=500),
+    )
+    ToolInvocation.objects.create(
+        call=call, tool_name="get_time", openai_call_id="call_1", arguments="{}",
+        output='{"time": "21:47"}', started_at=webhook + dt.timedelta(seconds=6, milliseconds=12),
+        duration_ms=37,
+    )
+    url = reverse("admin:voiceconv_call_change", args=[call.pk])
+    html = admin_client_.get(url).content.decode()
+    assert "2026-12-01 21:47:05.123 UTC" in html  # the webhook: the call's start
+    assert "21:47:05.535 (+0.412 s)" in html  # stream start
+    assert "21:47:06.857 (+1.734 s)" in html  # first audio
+    assert "21:48:28.623 (+83.500 s)" in html  # end
+    assert "p.m." not in html  # no minute-only dates
+    # The tool invocation: called 6.012 s into the call, took 37 ms, no stray caption.
+    assert '<td class="field-called">+6.012 s</td>' in html
+    assert '<td class="field-duration">37 ms</td>' in html
+    assert "get_time (ok, 37 ms)" not in html
+    assert reverse("admin:voiceconv_toolinvocation_change", args=[
+        ToolInvocation.objects.get(call=call).pk]) in html
+
+
+@pytest.mark.django_db
+def test_an_empty_call_list_says_how_to_get_a_call(admin_client_: Client, settings: object) -> None:
+    Call.objects.all().delete()
+    settings.VOICECONV = {"PUBLIC_URL": "https://voice.example.org"}  # type: ignore[attr-defined]
+    html = admin_client_.get(reverse(CHANGELIST)).content.decode()
+    assert "No calls yet" in html
+    assert "<code>https://voice.example.org/twilio/incoming/</code>" in html
+    assert "<code>https://voice.example.org/twilio/status/</code>" in html
+    assert "without a phone" in html
+    # A filter that matches nothing is not "no calls yet".
+    make_call(4, None)
+    html = admin_client_.get(reverse(CHANGELIST), {"status__exact": "busy"}).content.decode()
+    assert "No calls yet" not in html

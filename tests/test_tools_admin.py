@@ -202,3 +202,15 @@ def test_invocation_inline_is_read_only() -> None:
     assert inline.has_add_permission(request) is False
     assert inline.has_change_permission(request) is False
     assert set(inline.readonly_fields) == set(inline.fields)
+
+
+def test_an_empty_tools_table_says_what_to_do_and_syncs(admin_client: Any) -> None:
+    ToolDefinition.objects.all().delete()
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert "No tool definitions yet" in html
+    assert "voiceconv_sync_tools" in html and "@tool" in html
+    # Its button syncs the definitions from code.
+    response = admin_client.post(reverse(CHANGELIST), {"action": "sync_from_code"}, follow=True)
+    assert response.status_code == 200
+    assert ToolDefinition.objects.filter(name="get_time").exists()
+    assert "No tool definitions yet" not in response.content.decode()

@@ -620,6 +620,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             call=self.info,
             control=_Control(self),
         )
+        called_ms = session.state.now_ms  # a tool's entry sits where it was called
         jobs = [asyncio.ensure_future(execute_tool_call(c, self.tools, context)) for c in calls]
         holding = [self.tools[c.name].holding_message for c in calls if c.name in self.tools]
         holding = [h for h in holding if h]
@@ -630,15 +631,15 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                     session.say(f"Say only this, briefly, in your own voice: {holding[0]}")
                 )
         results = await asyncio.gather(*jobs)
-        for result in results:
+        for call, result in zip(calls, results, strict=True):
             if self.recorder is not None:
                 self.recorder.tool_invocation(result)
                 self.recorder.turn(
                     TranscriptTurn(
                         role="tool",
                         text=f"{result.name}({result.arguments}) → {result.error or result.output}",
-                        item_id=None,
-                        offset_ms=session.state.now_ms,
+                        item_id=call.item_id,
+                        offset_ms=called_ms,
                     )
                 )
         await self.run_actions(

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import IntegrityError
 from django.db import transaction as db_transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -159,7 +158,6 @@ class CallRecorder:
         self._late_written = 0
         self._closed = False
         self._call: Any = None
-        self._next_sequence: int | None = None
         # Token usage is summed in memory and written at most every USAGE_FLUSH_SECONDS and
         # at the end: one row update per response would be most of the writer's work.
         self._usage_batch: list[Usage] = []
@@ -314,7 +312,6 @@ class CallRecorder:
 
     def forget_rows(self) -> None:
         self._call = None
-        self._next_sequence = None
 
     def written(self, count: int, dispatches: list[_Dispatch], remaining: int) -> None:
         if self._detached:
@@ -423,8 +420,6 @@ class CallRecorder:
         return []
 
     def _apply_turn(self, item: _Item) -> list[_Dispatch]:
-        from django.db.models import Max
-
         from voiceconv.models import TranscriptEntry
 
         turn: TranscriptTurn = item.payload
@@ -447,27 +442,9 @@ class CallRecorder:
             "total_ms": turn.total_ms,
             "heard_text": heard_text or "",
         }
-        for _attempt in range(5):
-            if self._next_sequence is None:
-                last = call.transcript_entries.aggregate(m=Max("sequence"))["m"]
-                self._next_sequence = (last or 0) + 1
-            sequence = self._next_sequence
-            try:
-                with db_transaction.atomic():
-                    entry = TranscriptEntry.objects.create(call=call, sequence=sequence, **fields)
-            except IntegrityError:
-                existing = TranscriptEntry.objects.filter(call=call, sequence=sequence).first()
-                if existing is not None and all(
-                    getattr(existing, k) == v for k, v in fields.items()
-                ):
-                    entry = existing  # our own earlier attempt did commit
-                else:
-                    self._next_sequence = None  # another writer used it: recount
-                    continue
-            self._next_sequence = sequence + 1
-            break
-        else:
-            raise IntegrityError(f"no free transcript sequence for call {call.pk}")
+        # At its place in the conversation (a caller's turn is transcribed after the answer
+        # began): see TranscriptEntry.objects.add_in_order.
+        entry = TranscriptEntry.objects.add_in_order(call, **fields)
         callback = None
         role: str = turn.role
         if role == "caller":

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from voiceconv.formatting import clock, seconds, timestamp
+
 # The estimate lives in the call core, which records heard text as turns end.
 from voiceconv.session import estimate_heard as estimate_heard_text
 
@@ -56,6 +58,7 @@ def entry_as_dict(entry: TranscriptEntry) -> dict[str, Any]:
         "call_sid": call.twilio_call_sid,
         "stream_sid": call.twilio_stream_sid,
         "sequence": entry.sequence,
+        "write_sequence": entry.write_sequence,
         "role": entry.role,
         "text": entry.text,
         "interrupted": entry.interrupted,
@@ -89,18 +92,6 @@ def entries_as_jsonl(entries: Iterable[TranscriptEntry]) -> str:
     return "".join(iter_entries_jsonl(entries))
 
 
-def _clock(offset_ms: int | None) -> str:
-    if offset_ms is None:
-        return "--:--.-"
-    total = max(offset_ms, 0) / 1000
-    minutes, seconds = divmod(total, 60)
-    return f"{int(minutes):02d}:{seconds:04.1f}"
-
-
-def _seconds(ms: int | None) -> str:
-    return f"{(ms or 0) / 1000:.1f} s"
-
-
 _ROLE_LABEL = {
     "caller": "Caller",
     "assistant": "Assistant",
@@ -111,19 +102,20 @@ _ROLE_LABEL = {
 
 
 def entry_as_text(entry: TranscriptEntry) -> str:
-    """One line for an entry: ``[mm:ss.s] Role: text``, interruptions spelled out."""
+    """One line for an entry: ``[mm:ss.s] Role: text`` (call time: when the turn began),
+    interruptions spelled out."""
     label = _ROLE_LABEL.get(entry.role, entry.role.title())
     notes: list[str] = []
     if entry.latency_ms is not None:
         notes.append(f"latency {entry.latency_ms} ms")
     text = entry.text
     if entry.interrupted:
-        notes.append(f"interrupted, heard {_seconds(entry.heard_ms)} of {_seconds(entry.total_ms)}")
+        notes.append(f"interrupted, heard {seconds(entry.heard_ms)} of {seconds(entry.total_ms)}")
         tail = unheard_tail(entry.text, entry.heard_text).strip()
         if tail:
             text = f"{entry.heard_text} [unheard: {tail}]"
     suffix = f" ({'; '.join(notes)})" if notes else ""
-    return f"[{_clock(entry.offset_ms)}] {label}{suffix}: {text}"
+    return f"[{clock(entry.offset_ms, missing='--:--.-')}] {label}{suffix}: {text}"
 
 
 def as_text(call: Call) -> str:
@@ -136,7 +128,7 @@ def as_text(call: Call) -> str:
     if call.agent_id:
         parts.append(f"agent {call.agent}")
     if started:
-        parts.append(f"started {timezone.localtime(started).isoformat(timespec='seconds')}")
+        parts.append(f"started {timestamp(started)}")
     status = call.status + (f" ({call.end_reason})" if call.end_reason else "")
     parts.append(f"status {status}")
     lines = [", ".join(parts)]

@@ -1,3 +1,3 @@
 """Admin for voiceconv: agents, tool definitions, and read-only call records."""
 
-from voiceconv.admin import calls, tools  # noqa: F401
+from voiceconv.admin import agents, calls, tools  # noqa: F401

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from typing import Any
 
 from django.contrib import admin
@@ -11,34 +9,22 @@ from django.db.models import Count, IntegerField, OuterRef, Prefetch, QuerySet, 
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from voiceconv import formatting
 from voiceconv.admin.tools import ToolInvocationInline
-from voiceconv.models import Agent, Call, TranscriptEntry
+from voiceconv.models import Call, TranscriptEntry
+from voiceconv.onboarding import twilio_console_urls
 from voiceconv.transcripts import calls_as_text, iter_entries_jsonl
-
-logger = logging.getLogger("voiceconv.admin")
 
 _TALK_ROLES = [TranscriptEntry.Role.CALLER, TranscriptEntry.Role.ASSISTANT]
 
 
-def _seconds(ms: int | None) -> str:
-    return f"{(ms or 0) / 1000:.1f}"
-
-
-def _clock(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    minutes, seconds = divmod(max(ms, 0) / 1000, 60)
-    return f"{int(minutes):02d}:{seconds:04.1f}"
-
-
-def _duration(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}:{secs:02d}"
+def end_reason_label(call: Call) -> str:
+    """The call's end reason as a phrase (an unknown value as it is)."""
+    if call.end_reason in Call.EndReason.values:
+        return str(Call.EndReason(call.end_reason).label)
+    return call.end_reason
 
 
 def conversation_rows(call: Call) -> list[dict[str, Any]]:
@@ -48,11 +34,11 @@ def conversation_rows(call: Call) -> list[dict[str, Any]]:
         rows.append(
             {
                 "entry": entry,
-                "clock": _clock(entry.offset_ms),
+                "clock": formatting.clock(entry.offset_ms),
                 "heard": entry.heard_part,
                 "unheard": entry.unheard_text,
-                "heard_s": _seconds(entry.heard_ms),
-                "total_s": _seconds(entry.total_ms),
+                "heard_s": formatting.seconds(entry.heard_ms, unit=""),
+                "total_s": formatting.seconds(entry.total_ms, unit=""),
             }
         )
     return rows
@@ -65,7 +51,8 @@ class CallAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     inlines = [ToolInvocationInline]
     list_display = (
-        "started", "parties", "agent", "status", "duration", "turns", "median_latency", "cost",
+        "started", "parties", "agent", "status", "ended_because", "duration", "turns",
+        "median_latency", "cost",
     )
     list_display_links = ("started", "parties")
     list_filter = ("status", "agent", "direction", "created_at", "end_reason")
@@ -84,10 +71,13 @@ class CallAdmin(admin.ModelAdmin):
             ("twilio_call_sid", "twilio_stream_sid", "twilio_account_sid"),
             "custom_parameters",
         )}),
-        (_("Timings"), {"fields": (
-            ("webhook_received_at", "stream_started_at", "first_audio_at", "ended_at"),
-            ("duration_seconds", "turn_total", "median_latency"),
-        )}),
+        (_("Timings"), {
+            "description": _("Times of day with milliseconds; in brackets, since the webhook."),
+            "fields": (
+                ("webhook_time", "stream_time", "first_audio_time", "end_time"),
+                ("duration_seconds", "turn_total", "median_latency"),
+            ),
+        }),
         (_("Usage"), {"fields": (
             ("responses", "input_tokens", "output_tokens", "estimated_cost"),
             ("input_text_tokens", "input_audio_tokens", "input_cached_tokens"),
@@ -98,7 +88,10 @@ class CallAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         names = [f.name for f in Call._meta.concrete_fields]
-        return [*names, "turn_total", "median_latency"]
+        return [
+            *names, "turn_total", "median_latency",
+            "webhook_time", "stream_time", "first_audio_time", "end_time",
+        ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
         turns = (
@@ -138,13 +131,45 @@ class CallAdmin(admin.ModelAdmin):
     def started(self, obj: Call) -> str:
         return timezone.localtime(obj.started_at).strftime("%Y-%m-%d %H:%M:%S")
 
+    @admin.display(description=_("end reason"), ordering="end_reason")
+    def ended_because(self, obj: Call) -> str | None:
+        return end_reason_label(obj) or None
+
+    # The timings: when each step happened, to the millisecond, and how long after the call
+    # began (the webhook, else the stream start).
+
+    def _moment(self, obj: Call, value: Any) -> str | None:
+        if value is None:
+            return None
+        start = obj.webhook_received_at or obj.stream_started_at
+        text = formatting.timestamp(value, date=value is start)
+        if value is not start:
+            text += f" ({formatting.relative(value, start)})"
+        return text
+
+    @admin.display(description=_("webhook received"))
+    def webhook_time(self, obj: Call) -> str | None:
+        return self._moment(obj, obj.webhook_received_at)
+
+    @admin.display(description=_("stream started"))
+    def stream_time(self, obj: Call) -> str | None:
+        return self._moment(obj, obj.stream_started_at)
+
+    @admin.display(description=_("first assistant audio"))
+    def first_audio_time(self, obj: Call) -> str | None:
+        return self._moment(obj, obj.first_audio_at)
+
+    @admin.display(description=_("ended"))
+    def end_time(self, obj: Call) -> str | None:
+        return self._moment(obj, obj.ended_at)
+
     @admin.display(description=_("parties"))
     def parties(self, obj: Call) -> str:
         return f"{obj.from_number or '?'} → {obj.to_number or '?'}"
 
     @admin.display(description=_("duration"), ordering="duration_seconds")
     def duration(self, obj: Call) -> str | None:
-        return _duration(obj.duration_seconds)
+        return formatting.duration(obj.duration_seconds) or None
 
     @admin.display(description=_("turns"), ordering="turns")
     def turns(self, obj: Call) -> int:
@@ -156,12 +181,18 @@ class CallAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("median latency"))
     def median_latency(self, obj: Call) -> str | None:
-        value = obj.median_latency_ms
-        return None if value is None else f"{value:.0f} ms"
+        return formatting.milliseconds(obj.median_latency_ms) or None
 
     @admin.display(description=_("cost"), ordering="estimated_cost")
     def cost(self, obj: Call) -> str:
         return f"${obj.estimated_cost:.4f}"
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # The empty list says how to get a first call.
+        extra_context = {"console_urls": twilio_console_urls(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
 
     # -- the change page ----------------------------------------------------------------------
 
@@ -183,15 +214,12 @@ class CallAdmin(admin.ModelAdmin):
         """The strip of key figures above the conversation."""
         status = call.get_status_display()
         if call.end_reason:
-            reason = Call.EndReason(call.end_reason).label if call.end_reason in (
-                Call.EndReason.values
-            ) else call.end_reason
-            status = f"{status} · {reason}"
+            status = f"{status} · {end_reason_label(call)}"
         none = self.get_empty_value_display()
         items = [
             (_("status"), status, "vc-status"),
             (_("agent"), str(call.agent) if call.agent_id else none, ""),
-            (_("duration"), _duration(call.duration_seconds) or none, ""),
+            (_("duration"), formatting.duration(call.duration_seconds) or none, ""),
             (_("turns"), str(call.turn_count), ""),
             (_("median latency"), self.median_latency(call) or none, ""),
             (_("tokens in / out"), f"{call.input_tokens} / {call.output_tokens}", ""),
@@ -230,93 +258,3 @@ class CallAdmin(admin.ModelAdmin):
             .order_by("created_at", "pk")
         )
         return self._download(calls_as_text(calls), "text/plain; charset=utf-8", "txt")
-
-
-@admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
-    """Every session option of an agent, its tools, and the resulting session config."""
-
-    list_display = (
-        "name", "slug", "enabled", "is_default", "numbers", "model", "voice", "tool_count",
-    )
-    filter_horizontal = ("tools",)
-    list_filter = ("enabled", "is_default")
-    search_fields = ("name", "slug", "phone_numbers", "instructions")
-    prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("effective_session_config", "created_at", "updated_at")
-    fieldsets = (
-        (None, {"fields": ("name", "slug", ("enabled", "is_default"), "phone_numbers")}),
-        (_("Model and voice"), {
-            "description": _("Blank fields use the VOICECONV defaults."),
-            "fields": (("model", "voice", "speed"), "instructions", "greeting"),
-        }),
-        (_("Turn detection"), {"fields": (
-            "turn_detection_type",
-            ("vad_threshold", "vad_prefix_padding_ms", "vad_silence_duration_ms"),
-            ("vad_idle_timeout_ms", "vad_eagerness"),
-            ("vad_create_response", "vad_interrupt_response"),
-        )}),
-        (_("Caller audio and transcription"), {"fields": (
-            "noise_reduction",
-            ("transcription_model", "transcription_language"),
-            "transcription_prompt",
-        )}),
-        (_("Limits and reasoning"), {"fields": (
-            ("reasoning_effort", "max_output_tokens"), "session_extra",
-        )}),
-        (_("Tools"), {"fields": ("tools",)}),
-        (_("Effective session config"), {"fields": ("effective_session_config",)}),
-        (_("History"), {"classes": ("collapse",), "fields": (("created_at", "updated_at"),)}),
-    )
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
-        return super().get_queryset(request).annotate(n_tools=Count("tools", distinct=True))
-
-    @admin.display(description=_("numbers"))
-    def numbers(self, obj: Agent) -> str | None:
-        numbers = obj.number_list()
-        return ", ".join(numbers) if numbers else ("(default)" if obj.is_default else None)
-
-    @admin.display(description=_("tools"), ordering="n_tools")
-    def tool_count(self, obj: Agent) -> int:
-        return int(getattr(obj, "n_tools", 0) or 0)
-
-    @admin.display(description=_("effective session config"))
-    def effective_session_config(self, obj: Agent | None) -> str:
-        """The ``session.update`` session the model receives for this agent, as JSON."""
-        try:
-            from voiceconv.realtime import build_session_config, session_model
-        except ImportError as exc:
-            return format_html(
-                '<p class="help">The session config builder is unavailable ({}).</p>', exc
-            )
-        overrides = obj.session_overrides() if obj is not None and obj.pk else {}
-        tools: list[dict[str, Any]] = []
-        note = ""
-        if obj is not None and obj.pk:
-            try:
-                from voiceconv.tools.binding import tools_for_agent
-
-                tools = [bound.definition() for bound in tools_for_agent(obj).values()]
-            except Exception as exc:
-                logger.warning("agent %s: could not list its tools: %s", obj.pk, exc)
-                note = f"Tools not shown: {exc}"
-        try:
-            session = build_session_config(overrides, tools)
-            model = session_model(overrides)
-        except Exception as exc:
-            logger.warning("agent %s: could not build the session config: %s", obj, exc)
-            return format_html(
-                '<p class="errornote">Could not build the session config: {}</p>', exc
-            )
-        return format_html(
-            '<p class="help">Model (connection URL): <code>{}</code>. {}'
-            '{}</p><pre class="voiceconv-json" style="max-height:32rem;overflow:auto;padding:10px;'
-            'border:1px solid var(--hairline-color,#ddd);border-radius:4px;font-size:12px;'
-            'background:var(--darkened-bg,#f6f6f6)">{}</pre>',
-            model,
-            "Saved values; save to refresh." if obj is not None and obj.pk else
-            "The VOICECONV defaults; save the agent to see its own config.",
-            f" {note}" if note else "",
-            json.dumps(session, indent=2, ensure_ascii=False, default=str),
-        )

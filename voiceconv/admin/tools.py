@@ -9,9 +9,11 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from voiceconv import formatting
 from voiceconv.models import ToolDefinition, ToolInvocation
 from voiceconv.tools.binding import SyncReport, sync_tool_definitions
 from voiceconv.tools.registry import DEFAULT_TIMEOUT
@@ -124,6 +126,7 @@ class ToolDefinitionAdmin(admin.ModelAdmin):
         ):
             self.sync_from_code(request, self.get_queryset(request).none())
             return HttpResponseRedirect(request.get_full_path())
+        extra_context = {"sync_action": SYNC_ACTION, **(extra_context or {})}
         return super().changelist_view(request, extra_context)
 
 
@@ -175,13 +178,32 @@ class ToolInvocationAdmin(_ReadOnlyMixin, admin.ModelAdmin):
 
 
 class ToolInvocationInline(_ReadOnlyMixin, admin.TabularInline):
-    """Tool invocations on the call's admin page (``CallAdmin.inlines``)."""
+    """Tool invocations on the call's admin page (``CallAdmin.inlines``): when each was called
+    (since the call began), its arguments, outcome and duration; the name opens the record."""
 
     model = ToolInvocation
+    template = "voiceconv/tool_invocations_inline.html"
     extra = 0
     can_delete = False
-    show_change_link = True
-    fields = ["started_at", "tool_name", "openai_call_id", "arguments", "output", "error",
-              "duration_ms"]
+    fields = ["called", "tool", "arguments", "output", "error", "duration"]
     readonly_fields = fields
     ordering = ["started_at", "pk"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ToolInvocation]:
+        return super().get_queryset(request).select_related("call")
+
+    @admin.display(description=_("called"))
+    def called(self, obj: ToolInvocation) -> str:
+        call = obj.call
+        start = (call.webhook_received_at or call.stream_started_at) if call else None
+        return formatting.relative(obj.started_at, start) or formatting.timestamp(obj.started_at)
+
+    @admin.display(description=_("tool"))
+    def tool(self, obj: ToolInvocation) -> str:
+        url = reverse("admin:voiceconv_toolinvocation_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a> <small>{}</small>', url, obj.tool_name,
+                           obj.openai_call_id)
+
+    @admin.display(description=_("duration"))
+    def duration(self, obj: ToolInvocation) -> str:
+        return formatting.milliseconds(obj.duration_ms)

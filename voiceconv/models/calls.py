@@ -16,7 +16,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import F, Max, Min, Q
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.conf import voiceconv_settings
@@ -502,8 +502,63 @@ class Call(models.Model):
         return statistics.median(values) if values else None
 
 
+#: Added to ``sequence`` while entries make room for an earlier one (two updates rather than
+#: one, so the unique ``(call, sequence)`` constraint holds after each row on every database).
+_SEQUENCE_SHIFT = 1_000_000
+
+
+class TranscriptEntryManager(models.Manager["TranscriptEntry"]):
+    """Adds :meth:`add_in_order`."""
+
+    def add_in_order(self, call: Call, **fields: Any) -> TranscriptEntry:
+        """Save an entry of ``call`` at its place in the conversation, and return it.
+
+        Entries are written in the order they *finish*: a caller's turn is transcribed after
+        the answer to it has started, a tool's entry is written when it returns. ``sequence``
+        is the order they *happened* in the call, by ``offset_ms`` (the caller's speech start,
+        the tool's call, the assistant's first audio): the new entry goes before every entry
+        that began later, and those move one place down. An entry without an offset goes last.
+        ``write_sequence`` keeps the order of writing.
+
+        Writers of one call are serialised (the call's row is locked); saving an entry with
+        the ``openai_item_id`` of one already saved (a retried write) returns that entry.
+        """
+        offset = fields.get("offset_ms")
+        item_id = fields.get("openai_item_id") or ""
+        with transaction.atomic(using=self.db):
+            list(Call.objects.using(self.db).select_for_update().filter(pk=call.pk).values("pk"))
+            entries = self.filter(call=call)
+            if item_id:
+                existing = entries.filter(openai_item_id=item_id, role=fields.get("role")).first()
+                if existing is not None:
+                    return existing
+            last = entries.aggregate(sequence=Max("sequence"), written=Max("write_sequence"))
+            position = None
+            if offset is not None:
+                position = entries.filter(offset_ms__gt=offset).aggregate(m=Min("sequence"))["m"]
+            if position is None:
+                position = (last["sequence"] or 0) + 1
+            else:
+                entries.filter(sequence__gte=position).update(
+                    sequence=F("sequence") + _SEQUENCE_SHIFT
+                )
+                entries.filter(sequence__gte=_SEQUENCE_SHIFT).update(
+                    sequence=F("sequence") - (_SEQUENCE_SHIFT - 1)
+                )
+            return self.create(
+                call=call,
+                sequence=position,
+                write_sequence=(last["written"] or 0) + 1,
+                **fields,
+            )
+
+
 class TranscriptEntry(models.Model):
-    """One turn of a call's conversation."""
+    """One turn of a call's conversation.
+
+    ``sequence`` orders a call's entries as they happened (see
+    :meth:`TranscriptEntryManager.add_in_order`); ``write_sequence`` as they were written.
+    """
 
     class Role(models.TextChoices):
         CALLER = "caller", _("caller")
@@ -515,7 +570,13 @@ class TranscriptEntry(models.Model):
     call = models.ForeignKey(
         Call, on_delete=models.CASCADE, related_name="transcript_entries", verbose_name=_("call")
     )
-    sequence = models.PositiveIntegerField(_("sequence"))
+    sequence = models.PositiveIntegerField(
+        _("sequence"), help_text=_("Place in the conversation, by when the turn began.")
+    )
+    write_sequence = models.PositiveIntegerField(
+        _("write sequence"), null=True, blank=True,
+        help_text=_("Order in which the entry was written (turns finish out of order)."),
+    )
     role = models.CharField(_("role"), max_length=16, choices=Role.choices)
     text = models.TextField(_("text"), blank=True)
     openai_item_id = models.CharField(_("Realtime item id"), max_length=64, blank=True)
@@ -526,6 +587,8 @@ class TranscriptEntry(models.Model):
     total_ms = models.IntegerField(_("generated audio (ms)"), null=True, blank=True)
     heard_text = models.TextField(_("heard text"), blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    objects = TranscriptEntryManager()
 
     class Meta:
         verbose_name = _("transcript entry")

@@ -6,10 +6,14 @@ exact shapes Twilio uses, and models Twilio's playback buffer for what the app s
 (``media`` into a FIFO played at 8 bytes per ms of call time, ``mark`` echoed once the audio
 queued before it has played, ``clear`` flushing audio and echoing pending marks at once).
 
-Call time is virtual by default: it advances by 20 ms for every 160-byte frame the client
-sends, so playback and the inbound media clock are the same clock, as at Twilio, and tests
-never sleep. With ``realtime=True`` frames are paced at wall-clock speed and playback runs in
-a background task.
+Two clocks. With ``realtime=True`` frames are paced at wall-clock speed and playback runs in
+a background task: what the app records (offsets, "heard" times, durations) is what a real
+call would record. This is the default of :meth:`TwilioStreamClient.from_webhook`, the way in
+for a test of an agent. The constructor's default is a virtual clock: call time advances by
+20 ms for every 160-byte frame the client sends, so playback and the inbound media clock are
+the same clock, as at Twilio, and tests never sleep; but nothing is played while the test
+sends nothing, so let call time pass (``send_silence``, :meth:`wait_for_playback`) before
+hanging up, or the caller will not have heard the answer.
 """
 
 from __future__ import annotations
@@ -249,9 +253,13 @@ class TwilioStreamClient:
         public_url: str | None = None,
         stream_base: str | None = None,
         timeout: float = 10.0,
+        realtime: bool = True,
         **kwargs: Any,
     ) -> TwilioStreamClient:
         """POST the incoming-call webhook like Twilio and return a client for its stream.
+
+        The client plays in real time (``realtime=True``) unless told otherwise, so the call's
+        record reads as a real call's would.
 
         The request is signed over ``public_url + webhook_path`` (else the URL requested).
         The ``<Stream url>`` from the answered TwiML is mapped onto ``stream_base`` (default: the
@@ -328,6 +336,7 @@ class TwilioStreamClient:
             account_sid=account_sid,
             custom_parameters=params,
             auth_token=auth_token,
+            realtime=realtime,
             **kwargs,
         )
         client.twiml = twiml
@@ -574,6 +583,28 @@ class TwilioStreamClient:
         """Wait until ``count`` marks have been received from the app."""
         await self.wait_for(lambda: len(self.received_marks) >= count, timeout)
         return self.received_marks[:count]
+
+    async def wait_for_playback(self, timeout: float = 10.0, *, quiet: float = 0.3) -> float:
+        """Let the caller hear everything the app sends; return the milliseconds heard.
+
+        Done once the playback buffer is empty and no audio has arrived for ``quiet`` seconds
+        (the answer is over, not between two chunks). In real time this waits; on the virtual
+        clock it sends silence, so that call time passes. Marks are echoed on the way.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                if self.realtime:
+                    await self.wait_for(lambda: self._queued_bytes == 0, timeout)
+                else:
+                    while self._queued_bytes:
+                        await self.send_silence(FRAME_MS)
+                await self._flush()
+                last = self.media_records[-1].at if self.media_records else 0.0
+                wait = last + quiet - time.monotonic()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+        return self.played_ms
 
     async def wait_closed(self, timeout: float = 2.0) -> int | None:
         """Wait until the connection is closed; return the close code."""

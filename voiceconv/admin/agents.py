@@ -1,0 +1,107 @@
+"""Admin for agents: every session option, its tools, and the resulting session config."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from voiceconv.models import Agent
+
+logger = logging.getLogger("voiceconv.admin")
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    """Every session option of an agent, its tools, and the resulting session config."""
+
+    list_display = (
+        "name", "slug", "enabled", "is_default", "numbers", "model", "voice", "tool_count",
+    )
+    filter_horizontal = ("tools",)
+    list_filter = ("enabled", "is_default")
+    search_fields = ("name", "slug", "phone_numbers", "instructions")
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("effective_session_config", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "slug", ("enabled", "is_default"), "phone_numbers")}),
+        (_("Model and voice"), {
+            "description": _("Blank fields use the VOICECONV defaults."),
+            "fields": (("model", "voice", "speed"), "instructions", "greeting"),
+        }),
+        (_("Turn detection"), {"fields": (
+            "turn_detection_type",
+            ("vad_threshold", "vad_prefix_padding_ms", "vad_silence_duration_ms"),
+            ("vad_idle_timeout_ms", "vad_eagerness"),
+            ("vad_create_response", "vad_interrupt_response"),
+        )}),
+        (_("Caller audio and transcription"), {"fields": (
+            "noise_reduction",
+            ("transcription_model", "transcription_language"),
+            "transcription_prompt",
+        )}),
+        (_("Limits and reasoning"), {"fields": (
+            ("reasoning_effort", "max_output_tokens"), "session_extra",
+        )}),
+        (_("Tools"), {"fields": ("tools",)}),
+        (_("Effective session config"), {"fields": ("effective_session_config",)}),
+        (_("History"), {"classes": ("collapse",), "fields": (("created_at", "updated_at"),)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
+        return super().get_queryset(request).annotate(n_tools=Count("tools", distinct=True))
+
+    @admin.display(description=_("numbers"))
+    def numbers(self, obj: Agent) -> str | None:
+        numbers = obj.number_list()
+        return ", ".join(numbers) if numbers else ("(default)" if obj.is_default else None)
+
+    @admin.display(description=_("tools"), ordering="n_tools")
+    def tool_count(self, obj: Agent) -> int:
+        return int(getattr(obj, "n_tools", 0) or 0)
+
+    @admin.display(description=_("effective session config"))
+    def effective_session_config(self, obj: Agent | None) -> str:
+        """The ``session.update`` session the model receives for this agent, as JSON."""
+        try:
+            from voiceconv.realtime import build_session_config, session_model
+        except ImportError as exc:
+            return format_html(
+                '<p class="help">The session config builder is unavailable ({}).</p>', exc
+            )
+        overrides = obj.session_overrides() if obj is not None and obj.pk else {}
+        tools: list[dict[str, Any]] = []
+        note = ""
+        if obj is not None and obj.pk:
+            try:
+                from voiceconv.tools.binding import tools_for_agent
+
+                tools = [bound.definition() for bound in tools_for_agent(obj).values()]
+            except Exception as exc:
+                logger.warning("agent %s: could not list its tools: %s", obj.pk, exc)
+                note = f"Tools not shown: {exc}"
+        try:
+            session = build_session_config(overrides, tools)
+            model = session_model(overrides)
+        except Exception as exc:
+            logger.warning("agent %s: could not build the session config: %s", obj, exc)
+            return format_html(
+                '<p class="errornote">Could not build the session config: {}</p>', exc
+            )
+        return format_html(
+            '<p class="help">Model (connection URL): <code>{}</code>. {}'
+            '{}</p><pre class="voiceconv-json" style="max-height:32rem;overflow:auto;padding:10px;'
+            'border:1px solid var(--hairline-color,#ddd);border-radius:4px;font-size:12px;'
+            'background:var(--darkened-bg,#f6f6f6)">{}</pre>',
+            model,
+            "Saved values; save to refresh." if obj is not None and obj.pk else
+            "The VOICECONV defaults; save the agent to see its own config.",
+            f" {note}" if note else "",
+            json.dumps(session, indent=2, ensure_ascii=False, default=str),
+        )
