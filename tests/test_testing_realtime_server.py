@@ -716,6 +716,259 @@ async def test_idle_timeout_and_failed_response(
     assert_clean(standin.sessions[0])
 
 
+# --- the live service's dynamics ----------------------------------------------------------------
+
+
+def vad_config(**turn_detection: Any) -> dict[str, Any]:
+    config = json.loads(json.dumps(PCMU_SESSION))
+    config["audio"]["input"]["turn_detection"] = {"type": "server_vad", **turn_detection}
+    return config
+
+
+def no_turn_detection() -> dict[str, Any]:
+    config = json.loads(json.dumps(PCMU_SESSION))
+    config["audio"]["input"]["turn_detection"] = None
+    return config
+
+
+async def test_response_with_a_preamble_item_starts_the_answer_before_the_preamble_ends(
+    standin: RealtimeStandIn, client: AsyncOpenAI
+) -> None:
+    standin.responses.append(
+        ScriptedResponse(preamble="One moment.", text="Your order shipped on Monday.")
+    )
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure()
+        await wire.send({"type": "response.create"})
+        events = await wire.until("response.done")
+    added = [e for e in events if e["type"] == "response.output_item.added"]
+    assert [e["output_index"] for e in added] == [0, 1]
+    first, second = (e["item"]["id"] for e in added)
+    assert first != second
+
+    def at(kind: str, item_id: str) -> int:
+        return next(
+            i
+            for i, e in enumerate(events)
+            if e["type"] == kind and (e.get("item_id") or e.get("item", {}).get("id")) == item_id
+        )
+
+    second_added = at("response.output_item.added", second)
+    second_delta = at("response.output_audio.delta", second)
+    assert second_added < second_delta < at("response.output_audio.done", first)
+    assert second_delta < at("response.output_item.done", first)
+    assert at("response.output_audio.delta", first) < second_added
+    deltas = [e for e in events if e["type"] == "response.output_audio.delta"]
+    assert all(e["output_index"] == (0 if e["item_id"] == first else 1) for e in deltas)
+    done = events[-1]["response"]
+    assert done["status"] == "completed"
+    assert [o["content"][0]["transcript"] for o in done["output"]] == [
+        "One moment.",
+        "Your order shipped on Monday.",
+    ]
+    assert [o["status"] for o in done["output"]] == ["completed", "completed"]
+    session = standin.sessions[0]
+    assert session.items[first].audio_ms == 60 * len("One moment.")
+    assert_clean(session)
+
+
+async def test_barge_in_during_the_answer_item_keeps_the_preamble_whole(
+    standin: RealtimeStandIn, client: AsyncOpenAI
+) -> None:
+    standin.responses.append(
+        ScriptedResponse(preamble="Sure.", text="A long answer " * 10, speed_factor=1.0)
+    )
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure()
+        await wire.send({"type": "response.create"})
+        events = await wire.until("response.output_item.done")
+        preamble_id = events[-1]["item"]["id"]
+        await standin.sessions[0].trigger_speech_started()
+        events = await wire.until("response.done")
+    done = events[-1]["response"]
+    assert done["status_details"]["reason"] == "turn_detected"
+    assert [o["status"] for o in done["output"]] == ["completed", "incomplete"]
+    assert done["output"][0]["id"] == preamble_id
+    assert_clean(standin.sessions[0])
+
+
+async def test_long_continuous_speech_is_one_turn(
+    standin: RealtimeStandIn, client: AsyncOpenAI
+) -> None:
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure(vad_config(create_response=False))
+        await wire.append(silence(400) + speech_like(16_000, seed=3) + silence(700))
+        events = await wire.until("input_audio_buffer.committed", timeout=10)
+    kinds = types(events)
+    assert kinds.count("input_audio_buffer.speech_started") == 1
+    assert kinds.count("input_audio_buffer.speech_stopped") == 1
+    stopped = next(e for e in events if e["type"] == "input_audio_buffer.speech_stopped")
+    assert stopped["audio_end_ms"] >= 16_000
+    assert_clean(standin.sessions[0])
+
+
+async def test_idle_timeout_never_fires_while_the_caller_speaks(
+    standin: RealtimeStandIn, client: AsyncOpenAI
+) -> None:
+    standin.responses.append(ScriptedResponse(text="Hello?", audio_ms=200))
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure(vad_config(idle_timeout_ms=500, create_response=False))
+        await wire.send({"type": "response.create"})
+        await wire.until("response.done")
+        await wire.append(speech_like(3000) + silence(600))
+        events = await wire.until("input_audio_buffer.committed")
+        assert "input_audio_buffer.timeout_triggered" not in types(events)
+        # After the turn, the timer runs again from the last reply only when one finished.
+        await wire.append(silence(1000))
+        with pytest.raises(TimeoutError):
+            await wire.until("input_audio_buffer.timeout_triggered", timeout=0.5)
+    assert_clean(standin.sessions[0])
+
+
+async def test_turn_detection_off_honours_the_clients_commit_and_response_create(
+    standin: RealtimeStandIn, client: AsyncOpenAI
+) -> None:
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        updated = await wire.configure(no_turn_detection())
+        assert updated["session"]["audio"]["input"]["turn_detection"] is None
+        await wire.append(speech_like(1200) + silence(800))
+        await wire.send({"type": "input_audio_buffer.commit"})
+        events = await wire.until("conversation.item.done")
+        assert types(events) == [
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "conversation.item.done",
+        ]  # no speech_started / speech_stopped, no response of its own
+        with pytest.raises(TimeoutError):
+            await wire.next(timeout=0.3)
+        await wire.send({"type": "response.create"})
+        assert (await wire.until("response.done"))[-1]["response"]["status"] == "completed"
+    assert_clean(standin.sessions[0])
+
+
+async def test_create_response_false_waits_for_the_clients_response_create(
+    standin: RealtimeStandIn, client: AsyncOpenAI
+) -> None:
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure(vad_config(create_response=False))
+        await wire.append(speech_like(800) + silence(700))
+        await wire.until("conversation.item.done")
+        with pytest.raises(TimeoutError):
+            await wire.until("response.created", timeout=0.3)
+        await wire.send({"type": "response.create"})
+        assert (await wire.until("response.done"))[-1]["response"]["status"] == "completed"
+    assert_clean(standin.sessions[0])
+
+
+async def test_response_create_meets_a_response_the_client_has_not_seen(
+    standin: RealtimeStandIn, client: AsyncOpenAI
+) -> None:
+    standin.auto_response_created_delay_ms = 300
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure(vad_config())
+        await wire.append(speech_like(800) + silence(700))
+        await wire.until("conversation.item.done")
+        await wire.send({"type": "response.create", "event_id": "evt_mine"})
+        events = await wire.until("response.done")
+    error = events[0]
+    assert error["type"] == "error", types(events)
+    assert error["error"]["code"] == "conversation_already_has_active_response"
+    assert error["error"]["event_id"] == "evt_mine"
+    created = next(e for e in events if e["type"] == "response.created")
+    assert created["response"]["id"] in error["error"]["message"]
+    assert types(events).count("response.created") == 1
+    assert_clean(standin.sessions[0])
+
+
+async def test_a_response_cancelled_by_the_service(
+    standin: RealtimeStandIn, client: AsyncOpenAI
+) -> None:
+    standin.responses.append(
+        ScriptedResponse(text="A long answer " * 5, server_cancel_after_ms=400)
+    )
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure()
+        await wire.send({"type": "response.create"})
+        events = await wire.until("response.done")
+    done = events[-1]["response"]
+    assert done["status"] == "cancelled"
+    assert done["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+    assert done["output"][0]["status"] == "incomplete"
+    assert 400 <= standin.sessions[0].items[done["output"][0]["id"]].audio_ms < 60 * 70
+    assert_clean(standin.sessions[0])
+
+
+async def read_until_closed(wire: Wire) -> tuple[list[str], int]:
+    seen: list[str] = []
+    with pytest.raises(ConnectionClosedError) as info:
+        while True:
+            seen.append((await wire.next(timeout=5))["type"])
+    assert info.value.rcvd is not None
+    return seen, info.value.rcvd.code
+
+
+async def test_drop_mid_generation(standin: RealtimeStandIn, client: AsyncOpenAI) -> None:
+    standin.responses.append(ScriptedResponse(text="A long answer " * 5, drop_after_ms=500))
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure()
+        await wire.send({"type": "response.create"})
+        seen, code = await read_until_closed(wire)
+    assert code == 1011
+    assert "response.output_audio.delta" in seen and "response.done" not in seen
+    session = standin.sessions[0]
+    assert session.dropped
+    assert sum(session.items[i].audio_ms for i in session.item_order) >= 500
+
+
+async def test_drop_between_the_question_and_the_answer(
+    standin: RealtimeStandIn, client: AsyncOpenAI
+) -> None:
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure(vad_config())
+        standin.sessions[0].drop_after("input_audio_buffer.committed")
+        await wire.append(speech_like(800) + silence(700))
+        seen, code = await read_until_closed(wire)
+    assert code == 1011
+    assert seen[-1] == "input_audio_buffer.committed"
+    assert "response.created" not in seen
+
+
+async def test_drop_while_a_tool_runs(standin: RealtimeStandIn, client: AsyncOpenAI) -> None:
+    standin.responses.append(
+        ScriptedResponse(text="", function_calls=[ScriptedFunctionCall("lookup_order")])
+    )
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure()
+        standin.sessions[0].drop_after("response.done")
+        await wire.send({"type": "response.create"})
+        seen, code = await read_until_closed(wire)
+    assert code == 1011 and seen[-1] == "response.done"
+    assert "response.function_call_arguments.done" in seen
+
+
+async def test_session_expiry_on_demand(standin: RealtimeStandIn, client: AsyncOpenAI) -> None:
+    async with client.realtime.connect(model=MODEL) as conn:
+        wire = Wire(conn)
+        await wire.configure()
+        await standin.sessions[0].expire()
+        events = [event async for event in conn]  # the SDK ends silently on 1001
+    assert [e.type for e in events] == ["error"]
+    assert events[0].error.code == "session_expired"  # type: ignore[union-attr]
+    await asyncio.wait_for(standin.sessions[0].closed.wait(), 2)
+    assert standin.sessions[0].close_code == 1001
+
+
 # --- fault injection --------------------------------------------------------------------------
 
 

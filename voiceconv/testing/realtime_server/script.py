@@ -34,6 +34,18 @@ class ScriptedResponse:
     is produced. ``delay_ms`` is the latency before the first output item.
     ``speed_factor`` overrides the stand-in's pacing for this response.
     ``fail_with`` ends the response ``failed`` with that error code instead of output.
+
+    The live service's other dynamics, per response:
+
+    - ``preamble``: a short first assistant item ("One moment.") before the answer item, as
+      ``gpt-realtime-2`` models speak; the answer's ``output_item.added`` and first
+      ``overlap_chunks`` audio deltas go out before the preamble's ``output_audio.done`` /
+      ``output_item.done``. ``preamble_audio_ms`` defaults like ``audio_ms``.
+    - ``server_cancel_after_ms``: the service cancels the response itself once that much of
+      the answer's audio was generated (``response.done`` ``cancelled``,
+      ``server_cancel_reason``).
+    - ``drop_after_ms``: the connection drops (close 1011) once that much audio was generated
+      (mid-generation); ``0`` drops before any output.
     """
 
     text: str = "Hello! How can I help you today?"
@@ -42,6 +54,12 @@ class ScriptedResponse:
     delay_ms: int = 0
     speed_factor: float | None = None
     fail_with: str | None = None
+    preamble: str = ""
+    preamble_audio_ms: int | None = None
+    overlap_chunks: int = 2
+    server_cancel_after_ms: int | None = None
+    server_cancel_reason: str = "turn_detected"
+    drop_after_ms: int | None = None
 
     def effective_audio_ms(self) -> int:
         """Audio duration of the spoken part (0 when there is none)."""
@@ -50,6 +68,14 @@ class ScriptedResponse:
         if not self.text and self.function_calls:
             return 0
         return max(200, 60 * len(self.text))
+
+    def effective_preamble_ms(self) -> int:
+        """Audio duration of the preamble item (0 when there is none)."""
+        if not self.preamble:
+            return 0
+        if self.preamble_audio_ms is not None:
+            return max(0, self.preamble_audio_ms)
+        return max(200, 60 * len(self.preamble))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScriptedResponse:

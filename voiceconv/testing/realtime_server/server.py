@@ -79,6 +79,10 @@ class RealtimeStandIn:
         self.ssl_context = ssl_context
         #: Start every new session stalled: it accepts the connection, then sends nothing.
         self.stall_new_sessions = False
+        #: Responses that turn detection starts are active at once, but their
+        #: ``response.created`` goes out this many ms later (collisions with the client's own
+        #: ``response.create``: ``conversation_already_has_active_response``).
+        self.auto_response_created_delay_ms = 0
         self.handshakes: list[dict[str, Any]] = []
         self._server: Server | None = None
         self._new_session: asyncio.Event | None = None

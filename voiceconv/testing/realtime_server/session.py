@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,27 @@ class _Item:
 
 
 @dataclass
+class _MessageStream:
+    """An assistant message being streamed: its item, ids and where its deltas are."""
+
+    item: _Item
+    previous: str | None
+    ids: dict[str, Any]
+    text_mode: bool
+    bpm: int
+    pieces: list[str]
+    plan: list[int]
+    seq: int
+    next_chunk: int = 0
+    done_ms: int = 0
+    said: int = 0
+
+    @property
+    def spoken(self) -> str:
+        return "".join(self.pieces[: self.said])
+
+
+@dataclass
 class _ResponseRun:
     id: str
     script: ScriptedResponse
@@ -75,6 +96,7 @@ class _ResponseRun:
     cancel_reason: str | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     generating: bool = True
+    audio_ms_generated: int = 0
 
 
 class StandInSession:
@@ -129,6 +151,12 @@ class StandInSession:
         self._received_signal = asyncio.Event()
         self._consumed: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # faults
+        #: True once the stand-in dropped the connection (``drop()``, ``drop_after()``).
+        self.dropped = False
+        self._dropping = False
+        self._drop_when: Callable[[dict[str, Any]], bool] | None = None
+        self._drop_code = 1011
 
     # ---- properties ------------------------------------------------------------------
 
@@ -180,9 +208,38 @@ class StandInSession:
 
     async def _expire(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+        await self.expire()
+
+    async def expire(self) -> None:
+        """Hit the 60-minute limit now: ``error`` ``session_expired``, then close 1001."""
         await self.send_error("session_expired", SESSION_EXPIRED_MESSAGE, attribute=False)
         await self._drain_outbox()
         await self.close(code=1001, reason=SESSION_EXPIRED_MESSAGE)
+
+    def drop_after(self, event_type: str, *, count: int = 1, code: int = 1011) -> None:
+        """Drop the connection right after the ``count``-th next ``event_type`` goes out.
+
+        Nothing queued after that event is sent; the socket closes with ``code`` (1011, as a
+        crash of the service). E.g. ``"input_audio_buffer.committed"`` drops between the
+        caller's question and the answer, ``"response.done"`` once a tool call was asked for
+        or a long answer was generated (while the caller still hears it).
+        """
+        remaining = [count]
+
+        def matches(event: dict[str, Any]) -> bool:
+            if event["type"] != event_type:
+                return False
+            remaining[0] -= 1
+            return remaining[0] <= 0
+
+        self._drop_when = matches
+        self._drop_code = code
+
+    async def drop(self, code: int = 1011) -> None:
+        """Drop the connection now: nothing more is sent; close with ``code``."""
+        self._dropping = True
+        self.dropped = True
+        await self.close(code=code, reason="stand-in: connection dropped")
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -211,6 +268,9 @@ class StandInSession:
                 return
             await self._unstalled.wait()
             text, event = entry
+            if self._dropping:
+                self._outbox.task_done()
+                continue
             try:
                 await self.ws.send(text)
             except ConnectionClosed:
@@ -218,6 +278,10 @@ class StandInSession:
             finally:
                 self._outbox.task_done()
             self._on_sent(event, time.monotonic())
+            if self._drop_when is not None and self._drop_when(event):
+                self._drop_when = None
+                self._dropping = True
+                self._spawn(self.drop(self._drop_code))
 
     def _on_sent(self, event: dict[str, Any], at: float) -> None:
         """An event went out on the wire at ``at`` (monotonic): record what tests match on."""
@@ -573,7 +637,9 @@ class StandInSession:
         td = self.turn_detection or {}
         if td.get("create_response", True):
             if self.active is None:
-                await self.start_response({})
+                await self.start_response(
+                    {}, created_delay_ms=self.standin.auto_response_created_delay_ms
+                )
             else:
                 logger.debug("stand-in: VAD response skipped, %s still active", self.active.id)
         return item_id
@@ -807,16 +873,33 @@ class StandInSession:
             )
         await self.cancel_active("client_cancelled")
 
-    async def start_response(self, request: Mapping[str, Any] | None = None) -> str:
-        """Start the next scripted response (as a VAD commit or ``response.create`` would)."""
+    async def start_response(
+        self, request: Mapping[str, Any] | None = None, *, created_delay_ms: int = 0
+    ) -> str:
+        """Start the next scripted response (as a VAD commit or ``response.create`` would).
+
+        With ``created_delay_ms`` the response is active at once but ``response.created``
+        goes out that much later (real time): a ``response.create`` the client sends
+        meanwhile meets a response it has not seen yet.
+        """
         if self.active is not None:
             raise RuntimeError(f"response {self.active.id} is still active")
         run = _ResponseRun(_new_id("resp"), self.standin.next_response(), dict(request or {}))
         self.active = run
         self._idle_deadline_ms = None
-        await self._emit({"type": "response.created", "response": self._response_object(run, [])})
-        run.task = asyncio.create_task(self._run_response(run))
+        if created_delay_ms > 0:
+            run.task = asyncio.create_task(self._announce_then_run(run, created_delay_ms))
+        else:
+            await self._emit(
+                {"type": "response.created", "response": self._response_object(run, [])}
+            )
+            run.task = asyncio.create_task(self._run_response(run))
         return run.id
+
+    async def _announce_then_run(self, run: _ResponseRun, delay_ms: int) -> None:
+        await asyncio.sleep(delay_ms / 1000)
+        await self._emit({"type": "response.created", "response": self._response_object(run, [])})
+        await self._run_response(run)
 
     async def cancel_active(self, reason: str) -> None:
         """Cancel the active response with ``reason`` and wait for its cancelled tail."""
@@ -883,10 +966,7 @@ class StandInSession:
 
     async def _run_response(self, run: _ResponseRun) -> None:
         script = run.script
-        speed = script.speed_factor or self.standin.speed_factor
         outputs: list[dict[str, Any]] = []
-        audio_ms_sent = 0
-        text_chars = 0
         self._response_seq += 1
         seq = self._response_seq
         try:
@@ -910,6 +990,8 @@ class StandInSession:
                 }
             )
             await self._pause(run, script.delay_ms / 1000)
+            if script.drop_after_ms == 0:
+                await self._drop_from_response()
             if script.fail_with and run.cancel_reason is None:
                 await self._finish(
                     run,
@@ -923,18 +1005,36 @@ class StandInSession:
                     0,
                 )
                 return
-            audio_ms = script.effective_audio_ms()
-            if run.cancel_reason is None and (script.text or audio_ms):
-                item, ms, chars = await self._stream_message(
-                    run, len(outputs), audio_ms, speed, seq
+            messages: list[_MessageStream] = []
+            if script.preamble and run.cancel_reason is None:
+                messages.append(
+                    await self._open_message(
+                        run, 0, script.preamble, script.effective_preamble_ms(), seq * 7919
+                    )
                 )
-                outputs.append(item)
-                audio_ms_sent += ms
-                text_chars += chars
+            audio_ms = script.effective_audio_ms()
+            first = messages[0] if messages else None
+            if first is not None:
+                await self._pump(run, first)
+            if run.cancel_reason is None and (script.text or audio_ms):
+                answer = await self._open_message(run, len(messages), script.text, audio_ms, seq)
+                messages.append(answer)
+                if first is not None:
+                    # The answer starts before the preamble's tail, as the live service does.
+                    await self._pump(run, answer, limit=script.overlap_chunks)
+                    outputs.append(await self._close_message(run, first))
+                    first = None
+                await self._pump(run, answer)
+            if first is not None:
+                outputs.append(await self._close_message(run, first))
+            for message in messages[len(outputs) :]:
+                outputs.append(await self._close_message(run, message))
             for call in script.function_calls:
                 if run.cancel_reason is not None:
                     break
                 outputs.append(await self._stream_call(run, len(outputs), call))
+            audio_ms_sent = sum(m.item.audio_bytes // m.bpm for m in messages)
+            text_chars = sum(len(m.spoken) for m in messages)
             if run.cancel_reason is not None:
                 await self._finish(
                     run,
@@ -951,15 +1051,15 @@ class StandInSession:
             if self.active is run:
                 self.active = None
 
-    async def _stream_message(
-        self,
-        run: _ResponseRun,
-        output_index: int,
-        audio_ms: int,
-        speed: float,
-        seq: int,
-    ) -> tuple[dict[str, Any], int, int]:
-        text = run.script.text
+    async def _drop_from_response(self) -> None:
+        """Drop the connection from inside a response; the response never ends."""
+        self._spawn(self.drop())
+        await asyncio.Event().wait()  # cancelled when the session closes
+
+    async def _open_message(
+        self, run: _ResponseRun, output_index: int, text: str, audio_ms: int, seq: int
+    ) -> _MessageStream:
+        """Add an assistant message item to the response and plan its deltas."""
         text_mode = "audio" not in self._response_object(run, [])["output_modalities"]
         bpm = _bytes_per_ms(self.config["audio"]["output"].get("format"))
         item_id = _new_id("item")
@@ -982,53 +1082,91 @@ class StandInSession:
         )
         self.items[item_id] = item
         self.item_order.append(item_id)
-        ids = {
-            "response_id": run.id,
-            "item_id": item_id,
-            "output_index": output_index,
-            "content_index": 0,
-        }
-        await self._item_added(run, output_index, previous, data)
-        part_type = "text" if text_mode else "audio"
-        empty_part = {"type": part_type, ("text" if text_mode else "transcript"): ""}
-        await self._emit({"type": "response.content_part.added", **ids, "part": empty_part})
         words = text.split(" ")
         pieces = (
             [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)] if text else []
         )
         plan = self._chunk_plan(audio_ms, seed=seq) if not text_mode else [1] * len(pieces)
-        total = sum(plan) or 1
-        said, done_ms = 0, 0
-        for index, chunk_ms in enumerate(plan):
-            if run.cancel_reason is not None:
-                break
-            if not text_mode:
-                audio = self._audio_chunk(chunk_ms, seed=seq * 1_000_003 + index, bpm=bpm)
+        message = _MessageStream(
+            item=item,
+            previous=previous,
+            ids={
+                "response_id": run.id,
+                "item_id": item_id,
+                "output_index": output_index,
+                "content_index": 0,
+            },
+            text_mode=text_mode,
+            bpm=bpm,
+            pieces=pieces,
+            plan=plan,
+            seq=seq,
+        )
+        await self._item_added(run, output_index, previous, data)
+        part_type = "text" if text_mode else "audio"
+        empty_part = {"type": part_type, ("text" if text_mode else "transcript"): ""}
+        await self._emit({"type": "response.content_part.added", **message.ids, "part": empty_part})
+        return message
+
+    async def _pump(
+        self, run: _ResponseRun, message: _MessageStream, limit: int | None = None
+    ) -> None:
+        """Stream up to ``limit`` more chunks of ``message`` (all that is left by default)."""
+        script = run.script
+        speed = script.speed_factor or self.standin.speed_factor
+        total = sum(message.plan) or 1
+        sent = 0
+        while message.next_chunk < len(message.plan):
+            if run.cancel_reason is not None or (limit is not None and sent >= limit):
+                return
+            index = message.next_chunk
+            chunk_ms = message.plan[index]
+            message.next_chunk += 1
+            sent += 1
+            if not message.text_mode:
+                audio = self._audio_chunk(
+                    chunk_ms, seed=message.seq * 1_000_003 + index, bpm=message.bpm
+                )
                 await self._emit(
                     {
                         "type": "response.output_audio.delta",
-                        **ids,
+                        **message.ids,
                         "delta": base64.b64encode(audio).decode("ascii"),
                     }
                 )
                 self.audio_sent_once = True
-                item.audio_bytes += len(audio)
-            done_ms += chunk_ms
-            target = math.ceil(len(pieces) * done_ms / total)
-            if target > said:
-                delta = "".join(pieces[said:target])
-                said = target
+                message.item.audio_bytes += len(audio)
+                run.audio_ms_generated += chunk_ms
+            message.done_ms += chunk_ms
+            target = math.ceil(len(message.pieces) * message.done_ms / total)
+            if target > message.said:
+                delta = "".join(message.pieces[message.said : target])
+                message.said = target
                 kind = (
                     "response.output_text.delta"
-                    if text_mode
-                    else ("response.output_audio_transcript.delta")
+                    if message.text_mode
+                    else "response.output_audio_transcript.delta"
                 )
-                await self._emit({"type": kind, **ids, "delta": delta})
-            await self._pause(run, chunk_ms / 1000 / speed if not text_mode else 0)
-        spoken = "".join(pieces[:said])
-        cancelled = run.cancel_reason is not None
-        item.transcript = spoken
-        if text_mode:
+                await self._emit({"type": kind, **message.ids, "delta": delta})
+            generated = run.audio_ms_generated
+            if script.drop_after_ms is not None and generated >= script.drop_after_ms:
+                await self._drop_from_response()
+            if (
+                script.server_cancel_after_ms is not None
+                and generated >= script.server_cancel_after_ms
+                and run.cancel_reason is None
+            ):
+                run.cancel_reason = script.server_cancel_reason
+                run.cancelled.set()
+            await self._pause(run, chunk_ms / 1000 / speed if not message.text_mode else 0)
+
+    async def _close_message(self, run: _ResponseRun, message: _MessageStream) -> dict[str, Any]:
+        """The done events of ``message``; its final item as listed in ``response.done``."""
+        ids = message.ids
+        spoken = message.spoken
+        finished = message.next_chunk >= len(message.plan)
+        message.item.transcript = spoken
+        if message.text_mode:
             await self._emit({"type": "response.output_text.done", **ids, "text": spoken})
             final_part = {"type": "text", "text": spoken}
             content: list[dict[str, str]] = [{"type": "output_text", "text": spoken}]
@@ -1040,9 +1178,10 @@ class StandInSession:
             final_part = {"type": "audio", "transcript": spoken}
             content = [{"type": "output_audio", "transcript": spoken}]
         await self._emit({"type": "response.content_part.done", **ids, "part": final_part})
-        data.update(status="incomplete" if cancelled else "completed", content=content)
-        await self._item_done(run, output_index, previous, data)
-        return copy.deepcopy(data), item.audio_bytes // bpm, len(spoken)
+        data = message.item.data
+        data.update(status="completed" if finished else "incomplete", content=content)
+        await self._item_done(run, ids["output_index"], message.previous, data)
+        return copy.deepcopy(data)
 
     async def _stream_call(
         self,
