@@ -6,12 +6,28 @@ Every key has a documented default here; read them as attributes of ``voiceconv_
     from voiceconv.conf import voiceconv_settings
     voiceconv_settings.MODEL
 
+Reads are typed: :class:`VoiceconvSettings` declares the type of every key, and a value is
+checked (and, where that is lossless, converted: ``10`` for a float, ``"30"`` for an int) when
+it is first read, so the point of use never converts. A value of the wrong type is a
+:class:`~voiceconv.exceptions.ConfigurationError` naming the key. The call limits and the
+timeouts also come as small typed objects, :attr:`VoiceconvSettings.limits` and
+:attr:`VoiceconvSettings.timeouts`, built once.
+
 Values are read lazily and cached; the cache is dropped when Django's ``setting_changed``
 signal fires for ``VOICECONV`` (as in tests using ``override_settings``).
+
+A new setting is one line in :data:`DEFAULTS` (with a comment), one annotation in
+:class:`VoiceconvSettings` and one row in the README's settings table; tests check all three.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -124,11 +140,87 @@ DEFAULTS: dict[str, Any] = {
 IMPORT_STRINGS = {"ON_USER_MESSAGE", "ON_ASSISTANT_MESSAGE", "OPENAI_CLIENT_FACTORY"}
 
 
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """How far one call may go, in milliseconds of call time (Twilio's media clock); 0 = off."""
+
+    #: Longest call; the caller is warned ``end_warning_ms`` before it ends.
+    max_call_ms: int
+    end_warning_ms: int
+    #: A silent caller is asked whether they are still there, then hung up on.
+    idle_reprompt_ms: int
+    idle_hangup_ms: int
+    #: Caller audio buffered while the Realtime session opens.
+    early_audio_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long voiceconv waits, in seconds of wall-clock time."""
+
+    #: For the Realtime connection and ``session.updated``.
+    connect: float
+    #: For the goodbye to be heard before hanging up anyway.
+    hangup_grace: float
+    #: Before a slow tool's holding line is said.
+    tool_holding: float
+    #: For a tool, unless its definition or decorator says otherwise.
+    tool: float
+    #: For the stream to present the webhook's token.
+    stream_token_max_age: float
+
+
+def _seconds_to_ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
 class VoiceconvSettings:
-    """Attribute access to ``settings.VOICECONV`` over :data:`DEFAULTS`."""
+    """Typed attribute access to ``settings.VOICECONV`` over :data:`DEFAULTS`."""
+
+    # The type of every key in DEFAULTS, in the same order.
+    MODEL: str
+    VOICE: str
+    INSTRUCTIONS: str
+    GREETING: str
+    TURN_DETECTION: dict[str, Any] | None
+    TRANSCRIPTION_MODEL: str | None
+    TRANSCRIPTION_LANGUAGE: str
+    NOISE_REDUCTION: str | None
+    SPEED: float
+    REASONING_EFFORT: str | None
+    MAX_OUTPUT_TOKENS: int | str
+    SESSION_EXTRA: dict[str, Any]
+    PUBLIC_URL: str
+    STREAM_PATH: str
+    VALIDATE_TWILIO_SIGNATURE: bool
+    REQUIRE_STREAM_TOKEN: bool
+    STREAM_TOKEN_MAX_AGE: float
+    FORWARD_DTMF: bool
+    DTMF_TEMPLATE: str
+    EARLY_AUDIO_BUFFER_MS: int
+    CONNECT_TIMEOUT: float
+    REALTIME_RECONNECT_ATTEMPTS: int
+    HANGUP_GRACE_SECONDS: float
+    MAX_CALL_SECONDS: float
+    CALL_END_WARNING_SECONDS: float
+    IDLE_REPROMPT_SECONDS: float
+    IDLE_HANGUP_SECONDS: float
+    TOOL_HOLDING_DELAY: float
+    MAX_CONCURRENT_CALLS: int
+    BUSY_MESSAGE: str
+    APOLOGY_AUDIO: str | None
+    TOOL_TIMEOUT: float
+    PRICES: dict[str, Any]
+    RECORDS_MAX_PENDING: int
+    TWILIO_API_BASE: str
+    ON_USER_MESSAGE: Callable[..., Any] | None
+    ON_ASSISTANT_MESSAGE: Callable[..., Any] | None
+    OPENAI_CLIENT_FACTORY: Callable[..., Any] | None
 
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
+        self._limits: CallLimits | None = None
+        self._timeouts: Timeouts | None = None
 
     @property
     def user_settings(self) -> dict[str, Any]:
@@ -150,11 +242,139 @@ class VoiceconvSettings:
                 raise ConfigurationError(
                     f"VOICECONV[{name!r}] = {value!r} could not be imported: {exc}"
                 ) from exc
+        annotation = setting_types().get(name)
+        if annotation is not None:
+            value = _coerce(name, value, annotation)
         self._cache[name] = value
         return value
 
+    @property
+    def limits(self) -> CallLimits:
+        """``MAX_CALL_SECONDS`` and friends as one object, in milliseconds of call time."""
+        if self._limits is None:
+            self._limits = CallLimits(
+                max_call_ms=_seconds_to_ms(self.MAX_CALL_SECONDS),
+                end_warning_ms=_seconds_to_ms(self.CALL_END_WARNING_SECONDS),
+                idle_reprompt_ms=_seconds_to_ms(self.IDLE_REPROMPT_SECONDS),
+                idle_hangup_ms=_seconds_to_ms(self.IDLE_HANGUP_SECONDS),
+                early_audio_ms=max(0, self.EARLY_AUDIO_BUFFER_MS),
+            )
+        return self._limits
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """``CONNECT_TIMEOUT`` and friends as one object, in seconds."""
+        if self._timeouts is None:
+            self._timeouts = Timeouts(
+                connect=self.CONNECT_TIMEOUT,
+                hangup_grace=self.HANGUP_GRACE_SECONDS,
+                tool_holding=self.TOOL_HOLDING_DELAY,
+                tool=self.TOOL_TIMEOUT,
+                stream_token_max_age=self.STREAM_TOKEN_MAX_AGE,
+            )
+        return self._timeouts
+
     def reload(self) -> None:
         self._cache.clear()
+        self._limits = None
+        self._timeouts = None
+
+
+_TYPES: dict[str, Any] = {}
+
+
+def setting_types() -> dict[str, Any]:
+    """The declared type of each setting (resolved once from the annotations)."""
+    if not _TYPES:
+        hints = typing.get_type_hints(VoiceconvSettings)
+        _TYPES.update({k: v for k, v in hints.items() if k.isupper()})
+    return _TYPES
+
+
+_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "True or False"}
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if typing.get_origin(annotation) is dict:
+        return "a dict"
+    if typing.get_origin(annotation) is Callable:
+        return "a callable or a dotted path"
+    return _NAMES.get(annotation, str(annotation))
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` as ``annotation``: kept when it already is one, else converted losslessly."""
+    options = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (types.UnionType, typing.Union)
+        else (annotation,)
+    )
+    for option in options:  # an exact match wins (so 4096 stays an int in ``int | str``)
+        if _matches(value, option):
+            return float(value) if option is float else value
+    for option in options:
+        converted = _convert(value, option)
+        if converted is not _NO:
+            return converted
+    raise ConfigurationError(
+        f"VOICECONV[{name!r}] must be {_describe(annotation)}, got {value!r}."
+    )
+
+
+_NO: Any = object()
+
+
+def _matches(value: Any, option: Any) -> bool:
+    if option is type(None):
+        return value is None
+    if option is Any:
+        return True
+    origin = typing.get_origin(option)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is Callable:
+        return callable(value)
+    if option is float:
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        )
+    if option is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(option, type) and isinstance(value, option)
+
+
+def _convert(value: Any, option: Any) -> Any:
+    """A lossless conversion of ``value`` to ``option``, or ``_NO``."""
+    if isinstance(value, bool):
+        return _NO  # True is not a number here
+    if option is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                return _NO
+    if option is float and isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return _NO
+        return number if math.isfinite(number) else _NO
+    if option is str:
+        if value is None:
+            return ""
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+    if option is bool and value in (0, 1):
+        return bool(value)
+    return _NO
 
 
 voiceconv_settings = VoiceconvSettings()

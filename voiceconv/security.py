@@ -34,7 +34,7 @@ def signature_checks_enabled() -> bool:
 
     Off outside ``DEBUG``, it warns (:class:`~voiceconv.exceptions.InsecureSetupWarning`).
     """
-    enabled = bool(voiceconv_settings.VALIDATE_TWILIO_SIGNATURE)
+    enabled = voiceconv_settings.VALIDATE_TWILIO_SIGNATURE
     if not enabled and not settings.DEBUG:
         warnings.warn(
             "Twilio signature checks are off (VOICECONV['VALIDATE_TWILIO_SIGNATURE'] = False): "
@@ -50,7 +50,7 @@ def stream_token_required() -> bool:
 
     Off outside ``DEBUG``, it warns (:class:`~voiceconv.exceptions.InsecureSetupWarning`).
     """
-    required = bool(voiceconv_settings.REQUIRE_STREAM_TOKEN)
+    required = voiceconv_settings.REQUIRE_STREAM_TOKEN
     if not required and not settings.DEBUG:
         warnings.warn(
             "The per-call stream token is not required (VOICECONV['REQUIRE_STREAM_TOKEN'] = "
@@ -67,7 +67,7 @@ def public_origin(request: HttpRequest | None = None) -> str:
     Derived origins honour ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (set by the
     TLS-terminating proxy in front of the app).
     """
-    configured = str(voiceconv_settings.PUBLIC_URL or "").rstrip("/")
+    configured = voiceconv_settings.PUBLIC_URL.rstrip("/")
     if configured:
         return configured
     if request is None:
@@ -142,7 +142,7 @@ def check_stream_token(token: str, call_sid: str) -> str | None:
         return "missing stream token"
     try:
         data = signing.loads(
-            token, salt=TOKEN_SALT, max_age=float(voiceconv_settings.STREAM_TOKEN_MAX_AGE)
+            token, salt=TOKEN_SALT, max_age=voiceconv_settings.timeouts.stream_token_max_age
         )
     except signing.SignatureExpired:
         return "expired stream token"

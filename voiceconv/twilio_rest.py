@@ -77,7 +77,7 @@ def get_twilio_client() -> Client:
             )
     from voiceconv.conf import voiceconv_settings
 
-    base = str(voiceconv_settings.TWILIO_API_BASE or "")
+    base = voiceconv_settings.TWILIO_API_BASE
     http_client: TwilioHttpClient = (
         RebasingHttpClient(base, timeout=REQUEST_TIMEOUT)
         if base

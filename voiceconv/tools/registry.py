@@ -62,9 +62,9 @@ TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 def default_timeout() -> float:
-    """``VOICECONV["TOOL_TIMEOUT"]`` when set to a positive number, else :data:`DEFAULT_TIMEOUT`."""
-    value = voiceconv_settings.TOOL_TIMEOUT
-    return float(value) if isinstance(value, (int, float)) and value > 0 else DEFAULT_TIMEOUT
+    """``VOICECONV["TOOL_TIMEOUT"]`` when positive, else :data:`DEFAULT_TIMEOUT`."""
+    value = voiceconv_settings.timeouts.tool
+    return value if value > 0 else DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True, eq=False)
