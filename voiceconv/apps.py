@@ -11,7 +11,10 @@ class VoiceconvConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the system checks.
-        from voiceconv import checks, checks_tools  # noqa: F401
+        from voiceconv import checks, checks_tools, live  # noqa: F401
+
+        # Live calls: heartbeats, the admin's live feed and metrics hang off the signals.
+        live.connect()
 
         # Import every installed app's ``tools`` module (voiceconv's own built-ins included),
         # as the admin autodiscovers ``admin`` modules; @tool registers on import.

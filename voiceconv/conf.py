@@ -126,6 +126,18 @@ DEFAULTS: dict[str, Any] = {
     "RECORDS_MAX_PENDING": 100_000,
     # Origin that Twilio REST requests go to instead of Twilio's (tests, on-premises proxies).
     "TWILIO_API_BASE": "",
+    # --- live calls, control, metrics, health (voiceconv.live, .control, .metrics, .health) ---
+    # Seconds between a process's heartbeats for the calls it holds.
+    "HEARTBEAT_SECONDS": 10.0,
+    # A call whose heartbeat is older than this (a crashed process's) is marked ended ("lost").
+    "LIVE_TIMEOUT_SECONDS": 45.0,
+    # Seconds voiceconv.control waits for the process holding a call to acknowledge a request.
+    "CONTROL_TIMEOUT": 5.0,
+    # Bearer token for the metrics endpoint ("" = staff users only).
+    "METRICS_TOKEN": "",
+    # On SIGTERM, seconds to keep serving the calls in progress while refusing new ones
+    # (health answers 503, the webhook answers busy) before the server stops (0 = stop now).
+    "DRAIN_SECONDS": 0.0,
     # --- extension points -----------------------------------------------------------------
     # Callables or dotted paths, sync or async, run off the audio path for every finished turn:
     # fn(text), fn(text, info) or fn(text, info, consumer); info is a voiceconv.events.CallInfo.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Role = Literal["caller", "assistant", "tool", "system", "dtmf"]
+Role = Literal["caller", "assistant", "tool", "system", "dtmf", "control"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,27 @@
-"""Channels websocket routes a project includes in its ``URLRouter``."""
+"""Channels websocket routes a project includes in its ``URLRouter``.
+
+The Twilio media stream is guarded by Twilio's signature and the per-call stream token (its
+handshake has no Origin header and no session cookie), so it is not wrapped. The admin's live
+monitor is for logged-in staff: it is wrapped here, in ``AllowedHostsOriginValidator`` and
+``AuthMiddlewareStack``, so including these routes unwrapped is safe.
+"""
 
 from __future__ import annotations
 
 # Loaded with the websocket routes, at server start-up: importing the SDK takes seconds, and
 # done by the first call it would stall that call's opening (and every call's audio meanwhile).
 import openai  # noqa: F401
+from channels.auth import AuthMiddlewareStack
+from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import path
 
 from voiceconv.consumers import MediaStreamConsumer
+from voiceconv.monitor import LiveMonitorConsumer
+
+_monitor = AllowedHostsOriginValidator(AuthMiddlewareStack(LiveMonitorConsumer.as_asgi()))
 
 websocket_urlpatterns = [
     path("twilio/stream/", MediaStreamConsumer.as_asgi(), name="voiceconv-stream"),
+    path("voiceconv/live/", _monitor, name="voiceconv-live"),
+    path("voiceconv/live/<str:call_sid>/", _monitor, name="voiceconv-live-call"),
 ]

@@ -70,4 +70,8 @@ def call_status_callback(request: HttpRequest) -> HttpResponse:
     logger.info(
         "call %s: status %s, duration %s s", call_sid, status or "?", duration or "?"
     )
+    if updates.get("status") in Call.FINAL_STATUSES:
+        from voiceconv.control import notify_status
+
+        notify_status(call_sid, str(updates["status"]))  # ends a stream Twilio never stopped
     return HttpResponse(status=204)

@@ -2,11 +2,13 @@
 
 from django.urls import path
 
-from voiceconv import views
+from voiceconv import health, metrics, views
 
 app_name = "voiceconv"
 
 urlpatterns = [
     path("incoming/", views.incoming_call, name="incoming-call"),
     path("status/", views.call_status, name="call-status"),
+    path("health/", health.health_view, name="health"),
+    path("metrics/", metrics.metrics_view, name="metrics"),
 ]

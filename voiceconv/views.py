@@ -70,6 +70,11 @@ def incoming_call(request: HttpRequest) -> HttpResponse:
     if not call_sid:
         logger.warning("incoming-call webhook without CallSid refused")
         return HttpResponse("CallSid missing", status=400)
+    from voiceconv.health import draining
+
+    if draining():
+        logger.warning("call %s refused: this process is draining (shutting down)", call_sid)
+        return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
     limit = int(voiceconv_settings.MAX_CONCURRENT_CALLS or 0)
     if limit and MediaStreamConsumer.active_calls() >= limit:
         logger.warning("call %s refused: %d calls in progress (limit %d)", call_sid,

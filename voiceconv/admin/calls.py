@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from voiceconv import formatting
+from voiceconv import formatting, monitor
 from voiceconv.admin.tools import ToolInvocationInline
 from voiceconv.models import Call, TranscriptEntry
 from voiceconv.onboarding import twilio_console_urls
@@ -208,7 +208,11 @@ class CallAdmin(admin.ModelAdmin):
         if call is not None:
             extra_context["conversation"] = conversation_rows(call)
             extra_context["call_summary"] = self.summary(call)
+            extra_context.update(monitor.live_context(request, call))
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self) -> list[Any]:
+        return monitor.admin_urls(self) + super().get_urls()
 
     def summary(self, call: Call) -> dict[str, Any]:
         """The strip of key figures above the conversation."""

@@ -376,6 +376,8 @@ class Call(models.Model):
         ERROR = "error", _("error")
         LIMIT = "limit", _("limit reached")
         SHUTDOWN = "shutdown", _("server shutdown")
+        OPERATOR = "operator", _("ended by an operator")
+        LOST = "lost", _("server process lost")
 
     #: Twilio's final call statuses (no status follows them).
     FINAL_STATUSES = frozenset({"completed", "failed", "busy", "no-answer", "canceled"})
@@ -419,6 +421,11 @@ class Call(models.Model):
         _("estimated cost (USD)"), max_digits=12, decimal_places=6, default=Decimal(0)
     )
 
+    #: Which server process holds the live call ("host:pid"), and when it last said so
+    #: (``voiceconv.live``): a call whose heartbeat stops is marked ended after a timeout.
+    live_process = models.CharField(_("server process"), max_length=128, blank=True)
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+
     created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -426,6 +433,14 @@ class Call(models.Model):
         verbose_name = _("call")
         verbose_name_plural = _("calls")
         ordering = ["-created_at"]
+        permissions = [("control_call", _("Can control live calls"))]
+        indexes = [
+            models.Index(
+                fields=["heartbeat_at"],
+                condition=Q(ended_at__isnull=True),
+                name="voiceconv_call_live",
+            )
+        ]
 
     def __str__(self) -> str:
         parties = " → ".join(p for p in (self.from_number, self.to_number) if p)
@@ -566,6 +581,7 @@ class TranscriptEntry(models.Model):
         TOOL = "tool", _("tool")
         SYSTEM = "system", _("system")
         DTMF = "dtmf", _("DTMF")
+        CONTROL = "control", _("control")
 
     call = models.ForeignKey(
         Call, on_delete=models.CASCADE, related_name="transcript_entries", verbose_name=_("call")

@@ -1,0 +1,184 @@
+"""The admin's live monitor: the live-call list and a live call's conversation, as it happens.
+
+:class:`LiveMonitorConsumer` is the page's WebSocket. It is routed behind
+``AllowedHostsOriginValidator`` and ``AuthMiddlewareStack`` (see :mod:`voiceconv.routing`) and
+checks on connect that the user is active staff with ``voiceconv.view_call``; anyone else is
+closed (4403) before anything is sent. Its messages come through the channel layer (the
+call's feed group, or the list group), so the page works whichever process serves it and
+whichever holds the call. Staff who also have ``voiceconv.control_call`` can send control
+requests through it (hang up, say, whisper, transfer to a number the agent allows); they go
+through :mod:`voiceconv.control` like any other, recorded with the user's name.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils.translation import gettext as _
+
+from voiceconv import control
+from voiceconv.live import LIST_GROUP, call_summary, entry_event, feed_group, live_calls
+
+logger = logging.getLogger("voiceconv.monitor")
+
+VIEW_PERMISSION = "voiceconv.view_call"
+CONTROL_PERMISSION = "voiceconv.control_call"
+#: Actions the monitor's buttons send (the rest of voiceconv.control stays with code).
+MONITOR_ACTIONS = frozenset({"hang_up", "say", "whisper", "transfer"})
+#: Path of the monitor's websocket routes (see voiceconv.routing).
+SOCKET_PATH = "/voiceconv/live/"
+
+
+def may_watch(user: Any) -> bool:
+    return bool(user is not None and getattr(user, "is_authenticated", False)
+                and user.is_active and user.is_staff and user.has_perm(VIEW_PERMISSION))
+
+
+def may_control(user: Any) -> bool:
+    return may_watch(user) and bool(user.has_perm(CONTROL_PERMISSION))
+
+
+def allowed_transfer_targets(call: Any) -> list[str]:
+    """The numbers the call's agent may transfer to: the ``target`` enum of its enabled
+    ``transfer_call`` tool definition's schema override. None without one (no button)."""
+    if call is None or not call.agent_id:
+        return []
+    definition = call.agent.tools.filter(name="transfer_call", enabled=True).first()
+    if definition is None:
+        return []
+    schema = definition.parameters_override or {}
+    target = (schema.get("properties") or {}).get("target") or {}
+    enum = target.get("enum") if isinstance(target, dict) else None
+    return [str(t) for t in enum] if isinstance(enum, list) else []
+
+
+def _snapshot(call_sid: str | None) -> dict[str, Any]:
+    from voiceconv.models import Call
+
+    if call_sid is None:
+        return {"event": "snapshot", "calls": [call_summary(c) for c in live_calls()]}
+    call = Call.objects.select_related("agent").filter(twilio_call_sid=call_sid).first()
+    if call is None:
+        return {"event": "snapshot", "call": None, "turns": []}
+    live = live_calls().filter(pk=call.pk).exists()
+    return {
+        "event": "snapshot",
+        "call": {**call_summary(call), "live": live},
+        "turns": [entry_event(e) for e in call.transcript_entries.order_by("sequence")],
+    }
+
+
+class LiveMonitorConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """The monitor page's socket: ``…/live/`` (the list) or ``…/live/<CallSid>/`` (one call)."""
+
+    call_sid: str | None = None
+    group: str | None = None
+    can_control = False
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        allowed, self.can_control = await database_sync_to_async(
+            lambda: (may_watch(user), may_control(user))
+        )()
+        if not allowed:
+            logger.warning("live monitor refused: %s is not staff with %s",
+                           getattr(user, "username", None) or "anonymous", VIEW_PERMISSION)
+            await self.close(code=4403)
+            return
+        self.user = user
+        self.call_sid = (self.scope.get("url_route") or {}).get("kwargs", {}).get("call_sid")
+        self.group = feed_group(self.call_sid) if self.call_sid else LIST_GROUP
+        if self.channel_layer is None:
+            await self.close(code=4500)
+            return
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        snapshot = await database_sync_to_async(_snapshot)(self.call_sid)
+        snapshot["can_control"] = self.can_control
+        await self.send_json(snapshot)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group and self.channel_layer is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def voiceconv_feed(self, message: dict[str, Any]) -> None:
+        await self.send_json(message["event"])
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        request_id = content.get("id") if isinstance(content, dict) else None
+
+        async def answer(ok: bool, detail: str) -> None:
+            await self.send_json(
+                {"event": "control_result", "id": request_id, "ok": ok, "detail": detail}
+            )
+
+        if not self.can_control:
+            logger.warning("live monitor: control refused to %s (no %s)",
+                           getattr(self.user, "username", "?"), CONTROL_PERMISSION)
+            await answer(False, _("You do not have permission to control calls."))
+            return
+        action = content.get("action") if isinstance(content, dict) else None
+        args = content.get("args") if isinstance(content, dict) else None
+        if not self.call_sid or action not in MONITOR_ACTIONS or not isinstance(args, dict):
+            await answer(False, _("Not a control request for this call."))
+            return
+        if action == "transfer":
+            targets = await database_sync_to_async(self._targets)()
+            if str(args.get("target")) not in targets:
+                await answer(False, _("The agent does not allow a transfer to that number."))
+                return
+        try:
+            result = await control.arequest(self.call_sid, action, args, by=self.user)
+        except (control.ControlError, ValueError) as exc:
+            await answer(False, str(exc))
+            return
+        await answer(result.accepted, result.detail or (_("Done.") if result else ""))
+
+    def _targets(self) -> list[str]:
+        from voiceconv.models import Call
+
+        return allowed_transfer_targets(
+            Call.objects.select_related("agent").filter(twilio_call_sid=self.call_sid).first()
+        )
+
+
+# --- the admin pages ----------------------------------------------------------------------
+
+
+def live_context(request: HttpRequest, call: Any) -> dict[str, Any]:
+    """Context the call's change page adds when the call is live (else nothing)."""
+    if call is None or not live_calls().filter(pk=call.pk).exists():
+        return {}
+    return {
+        "live_call": call_summary(call),
+        "live_socket": SOCKET_PATH + call.twilio_call_sid + "/",
+        "can_control": may_control(request.user),
+        "transfer_targets": allowed_transfer_targets(call),
+    }
+
+
+def admin_urls(model_admin: admin.ModelAdmin) -> list[URLPattern]:
+    """URLs the call admin adds: ``live/``, the list of live calls."""
+
+    def live_list(request: HttpRequest) -> HttpResponse:
+        if not may_watch(request.user):
+            return HttpResponse(status=403)
+        context = {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.model._meta,
+            "title": _("Live calls"),
+            "live_socket": SOCKET_PATH,
+            "calls": [call_summary(c) for c in live_calls()],
+        }
+        return TemplateResponse(request, "admin/voiceconv/call/live_calls.html", context)
+
+    return [
+        path("live/", model_admin.admin_site.admin_view(live_list), name="voiceconv_call_live"),
+    ]
