@@ -38,6 +38,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.exceptions import VoiceconvError
 
 __all__ = [
     "CallNotFoundError",
@@ -64,11 +65,11 @@ logger = logging.getLogger("voiceconv.control")
 ACTIONS = ("hang_up", "say", "whisper", "update", "transfer", "send_dtmf")
 #: Keys voiceconv.control.update accepts (the voice is fixed once the session started).
 UPDATE_KEYS = frozenset({"instructions", "tools", "turn_detection"})
-_DTMF = re.compile(r"^[0-9A-Da-d*#w]{1,32}$")
+_DTMF = re.compile(r"^[0-9A-Da-d*#wW]{1,32}$")
 _MAX_TEXT = 4000
 
 
-class ControlError(Exception):
+class ControlError(VoiceconvError):
     """A control request could not be sent to a live call."""
 
 
@@ -153,7 +154,7 @@ def validate(action: str, args: dict[str, Any]) -> dict[str, Any]:
             out["turn_detection"] = td
         return out
     if action == "transfer":
-        from voiceconv.tools import normalize_transfer_target
+        from voiceconv.tools.builtins import normalize_transfer_target
 
         return {"target": normalize_transfer_target(str(args.get("target") or ""))}
     if action == "send_dtmf":

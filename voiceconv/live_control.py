@@ -170,7 +170,8 @@ async def _update_session(consumer: Any, changes: dict[str, Any]) -> None:
 
 def _bind_tools(names: list[str]) -> dict[str, Any]:
     from voiceconv.models import ToolDefinition
-    from voiceconv.tools import bind_definition, registry
+    from voiceconv.tools.binding import bind_definition
+    from voiceconv.tools.registry import registry
 
     bound: dict[str, Any] = {}
     definitions = {d.name: d for d in ToolDefinition.objects.filter(name__in=names, enabled=True)}

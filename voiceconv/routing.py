@@ -8,6 +8,8 @@ monitor is for logged-in staff: it is wrapped here, in ``AllowedHostsOriginValid
 
 from __future__ import annotations
 
+from typing import Any
+
 # Loaded with the websocket routes, at server start-up: importing the SDK takes seconds, and
 # done by the first call it would stall that call's opening (and every call's audio meanwhile).
 import openai  # noqa: F401
@@ -18,7 +20,14 @@ from django.urls import path
 from voiceconv.consumers import MediaStreamConsumer
 from voiceconv.monitor import LiveMonitorConsumer
 
-_monitor = AllowedHostsOriginValidator(AuthMiddlewareStack(LiveMonitorConsumer.as_asgi()))
+_monitor_app = AuthMiddlewareStack(LiveMonitorConsumer.as_asgi())
+
+
+async def _monitor(scope: Any, receive: Any, send: Any) -> Any:
+    """The monitor behind AllowedHostsOriginValidator (reading ALLOWED_HOSTS per connection)
+    and AuthMiddlewareStack."""
+    return await AllowedHostsOriginValidator(_monitor_app)(scope, receive, send)
+
 
 websocket_urlpatterns = [
     path("twilio/stream/", MediaStreamConsumer.as_asgi(), name="voiceconv-stream"),
