@@ -46,8 +46,8 @@ def test_metrics_for_staff_in_the_prometheus_text_format(client: Client) -> None
     Call.objects.create(twilio_call_sid="CA" + "1" * 32, twilio_stream_sid="MZ1",
                         stream_started_at=now, heartbeat_at=now, status="in-progress")
     class Consumer:  # what metrics reads off a consumer: plain integers it keeps
-        session = SimpleNamespace(state=SimpleNamespace(frames_in=50, frames_out=20))
-        _bad_input = {"not json": 2}
+        session = SimpleNamespace(state=SimpleNamespace(frames_in=50, frames_out=20),
+                                  bad_input={"not json": 2})
 
     consumer = Consumer()
     before = samples(metrics.generate_latest(metrics.REGISTRY))

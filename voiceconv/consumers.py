@@ -110,6 +110,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self._finished: asyncio.Future[None] | None = None
         self._closed = False
         self._end_reason: str | None = None
+        #: New Realtime sessions opened after a drop (voiceconv.metrics reads it).
+        self.reconnects = 0
         self._send_text: Callable[[str], Awaitable[None]] | None = None
         self._apology_mark: asyncio.Event | None = None
 
@@ -515,6 +517,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 await self.fail("openai_error", f"Realtime connection lost: {reason}")
                 return
             self.log.warning("Realtime connection lost (%s); opening a new session", reason)
+            self.reconnects += 1  # read by voiceconv.metrics
 
     async def _ready_watchdog(self, backend: RealtimeBackend) -> None:
         """End the call if the session never becomes ready (OpenAI stalls at start)."""
@@ -699,6 +702,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     async def voiceconv_say(self, message: dict[str, Any]) -> None:
         """Channel-layer control: ``{"type": "voiceconv.say", "instructions": …}``."""
         await self.run_actions(self.session.say(str(message.get("instructions", ""))))
+
+    async def voiceconv_control(self, message: dict[str, Any]) -> None:
+        """A :mod:`voiceconv.control` request (or Twilio's status callback) for this call."""
+        from voiceconv import live_control
+
+        await live_control.handle(self, message)
 
     # ------------------------------------------------------------------ the end
 

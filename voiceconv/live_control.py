@@ -43,7 +43,7 @@ async def handle(consumer: Any, message: dict[str, Any]) -> None:
         return
     ok, detail = True, ""
     try:
-        if consumer.session is None or consumer.info is None:
+        if consumer.info is None or not consumer.session.state.started:
             raise Refused("the call has not started")
         if consumer._end_reason is not None or consumer.session.state.ended:
             raise Refused("the call is ending")
@@ -225,7 +225,7 @@ def dtmf_audio(digits: str) -> bytes:
 
 
 async def _send_dtmf(consumer: Any, digits: str) -> None:
-    from voiceconv.call import SendToTwilio
+    from voiceconv.session import SendToTwilio
 
     sid = json.dumps(consumer.session.state.stream_sid)
     audio = dtmf_audio(digits)

@@ -86,7 +86,7 @@ def observe_consumer(consumer: Any, *, final: bool = False) -> None:
     state = getattr(session, "state", None)
     frames_in = int(getattr(state, "frames_in", 0) or 0)
     frames_out = int(getattr(state, "frames_out", 0) or 0)
-    bad = dict(getattr(consumer, "_bad_input", None) or {})
+    bad = dict(getattr(session, "bad_input", None) or {})
     reconnects = int(getattr(consumer, "reconnects", 0) or 0)
     last_in, last_out, last_bad, last_reconnects = _exported.get(consumer, (0, 0, {}, 0))
     if frames_in > last_in:
