@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('voiceconv', '0001_initial'),
+        ('voiceconv', '0002_transcriptentry_write_sequence'),
     ]
 
     operations = [
