@@ -225,6 +225,11 @@ class VoiceconvSettings:
     PRICES: dict[str, Any]
     RECORDS_MAX_PENDING: int
     TWILIO_API_BASE: str
+    HEARTBEAT_SECONDS: float
+    LIVE_TIMEOUT_SECONDS: float
+    CONTROL_TIMEOUT: float
+    METRICS_TOKEN: str
+    DRAIN_SECONDS: float
     ON_USER_MESSAGE: Callable[..., Any] | None
     ON_ASSISTANT_MESSAGE: Callable[..., Any] | None
     OPENAI_CLIENT_FACTORY: Callable[..., Any] | None
