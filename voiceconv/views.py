@@ -42,10 +42,17 @@ def twilio_signed(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
         if security.signature_checks_enabled() and not security.validate_request_signature(
             request
         ):
+            if not security.auth_token():
+                why = "TWILIO_AUTH_TOKEN is empty, so no signature can be checked (set it)"
+            elif not request.headers.get("X-Twilio-Signature"):
+                why = "no X-Twilio-Signature header"
+            else:
+                why = "X-Twilio-Signature does not match (check PUBLIC_URL and the URL in Twilio)"
             logger.warning(
-                "refused %s %s: missing or invalid X-Twilio-Signature (CallSid=%s)",
+                "refused %s %s: %s (CallSid=%s)",
                 request.method,
                 request.path,
+                why,
                 request.POST.get("CallSid", "?"),
             )
             return HttpResponseForbidden("invalid signature")

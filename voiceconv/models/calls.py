@@ -8,6 +8,7 @@ the caller actually heard of an interrupted assistant turn.
 
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 from decimal import ROUND_HALF_UP, Decimal
@@ -20,6 +21,8 @@ from django.db.models import F, Max, Min, Q
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.conf import voiceconv_settings
+
+logger = logging.getLogger("voiceconv.agents")
 
 # --- prices ------------------------------------------------------------------------------------
 
@@ -114,7 +117,15 @@ class AgentManager(models.Manager["Agent"]):
             for agent in self.filter(enabled=True).exclude(phone_numbers="").order_by("pk"):
                 if wanted in agent.number_list():
                     return agent
-        return self.filter(enabled=True, is_default=True).order_by("pk").first()
+        agent = self.filter(enabled=True, is_default=True).order_by("pk").first()
+        if agent is None:
+            logger.warning(
+                "no agent answers %s and there is no enabled default agent: the call runs on "
+                "the VOICECONV defaults with no tools. Create an agent in the admin (Agents) "
+                "and mark it as the default; migrate creates one when there is no agent at all.",
+                to or "an unknown number",
+            )
+        return agent
 
 
 class Agent(models.Model):

@@ -45,4 +45,5 @@ class Command(BaseCommand):
         with transaction.atomic():
             ToolInvocation.objects.filter(call__in=calls.values("pk")).delete()
             calls.delete()
-        self.stdout.write(f"Deleted {summary}.")
+        if options["verbosity"] >= 1:
+            self.stdout.write(f"Deleted {summary}.")

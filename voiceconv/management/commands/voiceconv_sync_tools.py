@@ -22,8 +22,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = sync_tool_definitions(using=options["database"])
-        self.stdout.write(str(report))
+        quiet = options["verbosity"] < 1
+        if not quiet:
+            self.stdout.write(str(report))
         if report.orphans:
+            # A problem to act on: said on stderr even with -v 0.
             self.stderr.write(
                 self.style.WARNING(
                     "Not registered in code, never offered to the model: "
@@ -31,5 +34,5 @@ class Command(BaseCommand):
                     + ". Delete them in the admin or restore the functions."
                 )
             )
-        else:
+        elif not quiet:
             self.stdout.write(self.style.SUCCESS("Tool definitions are in sync."))
