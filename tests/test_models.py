@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from voiceconv.events import Usage
 from voiceconv.models import Agent, Call, TranscriptEntry
-from voiceconv.models.calls import estimate_cost, normalize_number, prices_for
+from voiceconv.models.calls import estimate_cost, prices_for
+from voiceconv.phone import number_key
 
 pytestmark = pytest.mark.django_db
 
@@ -41,8 +42,8 @@ def make_agent(slug: str, **fields: object) -> Agent:
         ("", ""),
     ],
 )
-def test_normalize_number(raw: str, expected: str) -> None:
-    assert normalize_number(raw) == expected
+def test_number_key(raw: str, expected: str) -> None:
+    assert number_key(raw) == expected
 
 
 def test_for_number_matches_spaced_numbers_and_falls_back_to_default() -> None:

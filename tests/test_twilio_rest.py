@@ -17,8 +17,8 @@ from voiceconv.twilio_rest import (
     get_twilio_client,
     hangup_call,
     transfer_call,
-    transfer_twiml,
 )
+from voiceconv.twiml import dial
 
 ACCOUNT = "AC" + "a" * 32
 TOKEN = "secret-token"
@@ -122,7 +122,7 @@ def test_transfer_refused_raises(fake_twilio: FakeTwilioAPI) -> None:
 
 
 def test_twiml_escapes_markup() -> None:
-    assert transfer_twiml("sip:a&b@example.com") == (
+    assert dial("sip:a&b@example.com") == (
         "<Response><Dial><Sip>sip:a&amp;b@example.com</Sip></Dial></Response>"
     )
 

@@ -20,10 +20,10 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
-from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from voiceconv.exceptions import ConfigurationError
-from voiceconv.tools.builtins import normalize_transfer_target
+from voiceconv.phone import transfer_target
+from voiceconv.twiml import dial
 
 __all__ = [
     "REQUEST_TIMEOUT",
@@ -31,7 +31,6 @@ __all__ = [
     "get_twilio_client",
     "hangup_call",
     "transfer_call",
-    "transfer_twiml",
 ]
 
 logger = logging.getLogger("voiceconv.twilio")
@@ -121,26 +120,15 @@ def hangup_call(call_sid: str) -> bool:
     return True
 
 
-def transfer_twiml(target: str) -> str:
-    """``<Response><Dial>target</Dial></Response>``, with ``<Sip>`` for ``sip:`` targets."""
-    response = VoiceResponse()
-    if target.lower().startswith(("sip:", "sips:")):
-        dial = Dial()
-        dial.sip(target)
-        response.append(dial)
-    else:
-        response.dial(target)
-    return str(response.to_xml(xml_declaration=False))
-
-
 def transfer_call(call_sid: str, target: str) -> None:
     """Replace the call's TwiML with a ``<Dial>`` to ``target`` (E.164 number or SIP URI).
 
-    Twilio then tears down the media stream. Raises ``ValueError`` for a bad target,
-    ``ImproperlyConfigured`` without credentials, ``TwilioRestException`` when Twilio refuses,
-    and the HTTP layer's errors when it cannot be reached.
+    Twilio then tears down the media stream. Raises ``InvalidPhoneNumberError`` (a
+    ``ValueError``) for a bad target, ``ConfigurationError`` without credentials,
+    ``TwilioRestException`` when Twilio refuses, and the HTTP layer's errors when it cannot be
+    reached.
     """
-    destination = normalize_transfer_target(target)
+    destination = transfer_target(target)
     with _client() as client:
-        client.calls(call_sid).update(twiml=transfer_twiml(destination))
+        client.calls(call_sid).update(twiml=dial(destination))
     logger.info("Transferred call %s to %s.", call_sid, destination)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 
 def connect_stream(
@@ -41,11 +41,17 @@ def say_and_hang_up(message: str) -> str:
 
 
 def dial(target: str) -> str:
-    """Hand the caller to a number or SIP address."""
+    """``<Response><Dial>target</Dial></Response>``: hand the caller to ``target``.
+
+    ``target`` is an E.164 number or a ``sip:``/``sips:`` URI (put in ``<Sip>``), as
+    :func:`voiceconv.phone.transfer_target` returns them. No XML declaration: this TwiML is
+    sent inline through the REST API's ``Twiml`` parameter.
+    """
     response = VoiceResponse()
-    d = response.dial()
-    if target.startswith("sip:"):
-        d.sip(target)
+    if target.lower().startswith(("sip:", "sips:")):
+        dialing = Dial()
+        dialing.sip(target)
+        response.append(dialing)
     else:
-        d.number(target)
-    return str(response)
+        response.dial(target)
+    return str(response.to_xml(xml_declaration=False))

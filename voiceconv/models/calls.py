@@ -9,7 +9,6 @@ the caller actually heard of an interrupted assistant turn.
 from __future__ import annotations
 
 import logging
-import re
 import statistics
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -21,6 +20,8 @@ from django.db.models import F, Max, Min, Q
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.exceptions import InvalidPhoneNumberError
+from voiceconv.phone import normalize_number, number_key
 
 logger = logging.getLogger("voiceconv.agents")
 
@@ -99,20 +100,12 @@ def estimate_cost(
 
 # --- agents ------------------------------------------------------------------------------------
 
-_SPACES = re.compile(r"[\s().\-]+")
-
-
-def normalize_number(number: str) -> str:
-    """An E.164 number without spaces, dashes, dots or brackets (``"+1 (415) 555-0100"``)."""
-    return _SPACES.sub("", number or "").strip()
-
-
 class AgentManager(models.Manager["Agent"]):
     """Adds :meth:`for_number`."""
 
     def for_number(self, to: str) -> Agent | None:
         """The enabled agent answering ``to``, else the enabled default agent, else ``None``."""
-        wanted = normalize_number(to)
+        wanted = number_key(to)
         if wanted:
             for agent in self.filter(enabled=True).exclude(phone_numbers="").order_by("pk"):
                 if wanted in agent.number_list():
@@ -256,13 +249,20 @@ class Agent(models.Model):
         return self.name
 
     def number_list(self) -> list[str]:
-        """The normalised numbers this agent answers."""
-        numbers = (normalize_number(line) for line in self.phone_numbers.splitlines())
+        """The numbers this agent answers, in E.164 form (:func:`voiceconv.phone.number_key`)."""
+        numbers = (number_key(line) for line in self.phone_numbers.splitlines())
         return [n for n in numbers if n]
 
     def clean(self) -> None:
         super().clean()
-        self.phone_numbers = "\n".join(self.number_list())
+        numbers: list[str] = []
+        for line in self.phone_numbers.splitlines():
+            if line.strip():
+                try:
+                    numbers.append(normalize_number(line))
+                except InvalidPhoneNumberError as exc:
+                    raise ValidationError({"phone_numbers": str(exc)}) from exc
+        self.phone_numbers = "\n".join(numbers)
         if self.is_default:
             others = Agent.objects.filter(is_default=True).exclude(pk=self.pk)
             if others.exists():

@@ -7,39 +7,12 @@ operator enables them per agent in the admin. They act through the call's
 
 from __future__ import annotations
 
-import re
-
+from voiceconv.exceptions import InvalidPhoneNumberError
+from voiceconv.phone import transfer_target
 from voiceconv.tools.registry import tool
 from voiceconv.tools.runtime import CallControl
 
-__all__ = ["end_call", "normalize_transfer_target", "transfer_call"]
-
-_E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
-
-
-_SIP_RE = re.compile(r"^sips?:[^@\s<>\"]+@[^\s<>\"]+$", re.IGNORECASE)
-
-
-def normalize_transfer_target(target: str) -> str:
-    """An E.164 number (spaces, dashes, dots and brackets removed) or a ``sip:`` URI.
-
-    Raises ``ValueError`` for anything else.
-    """
-    text = (target or "").strip()
-    if text.lower().startswith(("sip:", "sips:")):
-        if _SIP_RE.match(text):
-            return text
-        raise ValueError(f"{target!r} is not a valid SIP address (sip:user@host)")
-    compact = re.sub(r"[\s().\-]", "", text)
-    if compact.startswith("00"):
-        compact = "+" + compact[2:]
-    if _E164_RE.match(compact):
-        return compact
-    raise ValueError(
-        f"{target!r} is not a phone number in international format (+14155550100) "
-        "or a SIP address"
-    )
-
+__all__ = ["end_call", "transfer_call"]
 
 @tool
 async def end_call(
@@ -68,8 +41,8 @@ async def transfer_call(target: str, control: CallControl | None = None) -> dict
             address (sip:user@example.com).
     """
     try:
-        destination = normalize_transfer_target(target)
-    except ValueError as exc:
+        destination = transfer_target(target)
+    except InvalidPhoneNumberError as exc:
         return {"status": "invalid_target", "error": str(exc)}
     if control is None:
         return {"status": "unavailable", "error": "This call cannot be transferred from here."}
