@@ -39,6 +39,7 @@ from channels.layers import get_channel_layer
 
 from voiceconv.conf import voiceconv_settings
 from voiceconv.exceptions import VoiceconvError
+from voiceconv.phone import transfer_target
 
 __all__ = [
     "CallNotFoundError",
@@ -154,9 +155,7 @@ def validate(action: str, args: dict[str, Any]) -> dict[str, Any]:
             out["turn_detection"] = td
         return out
     if action == "transfer":
-        from voiceconv.tools.builtins import normalize_transfer_target
-
-        return {"target": normalize_transfer_target(str(args.get("target") or ""))}
+        return {"target": transfer_target(str(args.get("target") or ""))}
     if action == "send_dtmf":
         digits = str(args.get("digits") or "")
         if not _DTMF.match(digits):
