@@ -78,6 +78,8 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_URL": "",
     # Path of the Media Streams websocket route (as mounted in the project's URLRouter).
     "STREAM_PATH": "/twilio/stream/",
+    # Path of the browser softphone's websocket route (as mounted in the project's URLRouter).
+    "SOFTPHONE_PATH": "/voiceconv/softphone/stream/",
     # Check X-Twilio-Signature on webhooks and the stream handshake. Turn off only for local
     # experiments; a system check warns when it is off outside DEBUG.
     "VALIDATE_TWILIO_SIGNATURE": True,

@@ -2,8 +2,9 @@
 
 The Twilio media stream is guarded by Twilio's signature and the per-call stream token (its
 handshake has no Origin header and no session cookie), so it is not wrapped. The admin's live
-monitor is for logged-in staff: it is wrapped here, in ``AllowedHostsOriginValidator`` and
-``AuthMiddlewareStack``, so including these routes unwrapped is safe.
+monitor and the browser softphone are for logged-in staff: they are wrapped here, in
+``AllowedHostsOriginValidator`` and ``AuthMiddlewareStack``, so including these routes
+unwrapped is safe.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from django.urls import path
 
 from voiceconv.consumers import MediaStreamConsumer
 from voiceconv.monitor import LiveMonitorConsumer
+from voiceconv.softphone import BrowserCallConsumer
 
 _monitor_app = AuthMiddlewareStack(LiveMonitorConsumer.as_asgi())
+_softphone_app = AuthMiddlewareStack(BrowserCallConsumer.as_asgi())
 
 
 async def _monitor(scope: Any, receive: Any, send: Any) -> Any:
@@ -29,8 +32,14 @@ async def _monitor(scope: Any, receive: Any, send: Any) -> Any:
     return await AllowedHostsOriginValidator(_monitor_app)(scope, receive, send)
 
 
+async def _softphone(scope: Any, receive: Any, send: Any) -> Any:
+    """The browser softphone's stream, wrapped like the monitor."""
+    return await AllowedHostsOriginValidator(_softphone_app)(scope, receive, send)
+
+
 websocket_urlpatterns = [
     path("twilio/stream/", MediaStreamConsumer.as_asgi(), name="voiceconv-stream"),
     path("voiceconv/live/", _monitor, name="voiceconv-live"),
     path("voiceconv/live/<str:call_sid>/", _monitor, name="voiceconv-live-call"),
+    path("voiceconv/softphone/stream/", _softphone, name="voiceconv-softphone-stream"),
 ]

@@ -390,6 +390,14 @@ class Call(models.Model):
         OPERATOR = "operator", _("ended by an operator")
         LOST = "lost", _("server process lost")
 
+    class Direction(models.TextChoices):
+        """Twilio's call directions, and ``browser`` for calls from the admin's softphone."""
+
+        INBOUND = "inbound", _("inbound")
+        OUTBOUND_API = "outbound-api", _("outbound (API)")
+        OUTBOUND_DIAL = "outbound-dial", _("outbound (dial)")
+        BROWSER = "browser", _("browser softphone")
+
     #: Twilio's final call statuses (no status follows them).
     FINAL_STATUSES = frozenset({"completed", "failed", "busy", "no-answer", "canceled"})
 
@@ -403,7 +411,9 @@ class Call(models.Model):
     model = models.CharField(
         _("model"), max_length=100, blank=True, help_text=_("Realtime model used (for pricing).")
     )
-    direction = models.CharField(_("direction"), max_length=32, blank=True)
+    direction = models.CharField(
+        _("direction"), max_length=32, blank=True, choices=Direction.choices
+    )
     from_number = models.CharField(_("from"), max_length=128, blank=True, db_index=True)
     to_number = models.CharField(_("to"), max_length=128, blank=True, db_index=True)
     custom_parameters = models.JSONField(_("custom parameters"), default=dict, blank=True)
@@ -444,7 +454,10 @@ class Call(models.Model):
         verbose_name = _("call")
         verbose_name_plural = _("calls")
         ordering = ["-created_at"]
-        permissions = [("control_call", _("Can control live calls"))]
+        permissions = [
+            ("control_call", _("Can control live calls")),
+            ("place_browser_call", _("Can call agents from the browser softphone")),
+        ]
         indexes = [
             models.Index(
                 fields=["heartbeat_at"],
