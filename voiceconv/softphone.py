@@ -10,8 +10,9 @@ call. Only the way in differs:
   the session's user is active staff with the ``voiceconv.place_browser_call`` permission;
 - the page never names the call: its ``start`` names an agent (slug) and custom parameters,
   and the server creates the ``Call`` row (``direction = browser``) under a sid of its own.
-  A stream token sent by the page is ignored (Twilio's way in is not accepted here), and the
-  Twilio route never looks at a session.
+  :meth:`BrowserCallConsumer.start_refusal` replaces the stream-token check: a token sent by
+  the page is ignored (Twilio's way in is not accepted here), and the Twilio route never
+  looks at a session.
 
 Besides Twilio's ``media``/``mark``/``clear``, the page receives two messages of its own:
 ``{"event": "call", "call": {...}}`` once the call is recorded, and
@@ -31,9 +32,9 @@ from django.db import DatabaseError
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from voiceconv import security
 from voiceconv.consumers import MediaStreamConsumer
 from voiceconv.events import TranscriptTurn
+from voiceconv.session import StreamStart
 
 logger = logging.getLogger("voiceconv.softphone")
 
@@ -138,9 +139,6 @@ class BrowserCallConsumer(MediaStreamConsumer):
             **{"from": self.caller_name()},
             direction="browser",
             user=str(self.user.pk),
-            # Minted here, for the sid the server chose, once the session user is checked;
-            # the core then admits the stream exactly as it admits Twilio's.
-            call_token=security.make_stream_token(call_sid),
         )
         start.update(
             accountSid="", callSid=call_sid, streamSid=stream_sid, customParameters=params
@@ -179,12 +177,19 @@ class BrowserCallConsumer(MediaStreamConsumer):
         self.browser_call_pk = call.pk
         return agent
 
-    async def handle_start(self, msg: dict[str, Any]) -> None:
-        await super().handle_start(msg)
+    def start_refusal(self, start: StreamStart) -> str | None:
+        """The session user was checked at the handshake, and the server named the call;
+        a stream token is never asked for (nor accepted) here."""
+        if start.call_sid != self.browser_call_sid:
+            return "not the call this softphone started"
+        return None
+
+    async def handle_start(self, start: StreamStart) -> None:
+        await super().handle_start(start)
         event = self._pending_call_event
-        if event is not None and self.session is not None:
+        if event is not None and self.info is not None and self._end_reason is None:
             self._pending_call_event = None
-            await self.send_to_page({"event": "call", "streamSid": msg.get("streamSid"),
+            await self.send_to_page({"event": "call", "streamSid": start.stream_sid,
                                      "call": event})
 
     def make_recorder(self) -> Any:
