@@ -13,7 +13,6 @@ from django.test import RequestFactory
 from django.utils import timezone
 
 from voiceconv.models import Call, ToolInvocation, TranscriptEntry
-from voiceconv.status import call_status_callback
 
 pytestmark = pytest.mark.django_db
 
@@ -91,10 +90,18 @@ def test_purge_calls() -> None:
 
 
 def post_status(**form: str) -> int:
+    """The status view (signature checks off), its database work in a thread of its own."""
+    from asgiref.sync import async_to_sync
+    from django.test import override_settings
+
+    from voiceconv.views import call_status
+
     request = RequestFactory().post("/twilio/status/", form)
-    return call_status_callback(request).status_code
+    with override_settings(VOICECONV={"VALIDATE_TWILIO_SIGNATURE": False}):
+        return async_to_sync(call_status)(request).status_code
 
 
+@pytest.mark.django_db(transaction=True)
 def test_status_callback_records_final_status_and_duration() -> None:
     call = make_call(1)
     assert post_status(CallSid=call.twilio_call_sid, CallStatus="completed",
@@ -104,6 +111,7 @@ def test_status_callback_records_final_status_and_duration() -> None:
     assert call.ended_at is not None
 
 
+@pytest.mark.django_db(transaction=True)
 def test_status_callback_for_an_unknown_call_creates_it() -> None:
     assert post_status(CallSid="CA" + "f" * 32, CallStatus="no-answer", From="+1555",
                        To="+1666", Direction="outbound-api") == 204
@@ -112,6 +120,7 @@ def test_status_callback_for_an_unknown_call_creates_it() -> None:
                                                                "outbound-api")
 
 
+@pytest.mark.django_db(transaction=True)
 def test_status_callback_bad_input(caplog: pytest.LogCaptureFixture) -> None:
     assert post_status(CallStatus="completed") == 400
     call = make_call(1)
@@ -121,3 +130,23 @@ def test_status_callback_bad_input(caplog: pytest.LogCaptureFixture) -> None:
     assert call.status == "ringing" and call.duration_seconds is None
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "unknown CallStatus 'exploded'" in messages and "bad CallDuration '-4'" in messages
+
+
+@pytest.mark.django_db(transaction=True)
+def test_status_callback_signals_what_it_recorded() -> None:
+    from voiceconv import signals
+
+    seen: list[dict[str, object]] = []
+
+    def receiver(sender: object, **kwargs: object) -> None:
+        seen.append({"sender": sender, **kwargs})
+
+    signals.call_status_changed.connect(receiver, weak=False)
+    try:
+        call = make_call(3)
+        assert post_status(CallSid=call.twilio_call_sid, CallStatus="busy") == 204
+    finally:
+        signals.call_status_changed.disconnect(receiver)
+    assert len(seen) == 1 and seen[0]["sender"] is Call
+    assert seen[0]["status"] == "busy" and seen[0]["created"] is False
+    assert seen[0]["call"].status == "busy"  # type: ignore[attr-defined]

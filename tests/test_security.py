@@ -73,7 +73,7 @@ def refused_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 # ------------------------------------------------------------------------- HTTP webhooks
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_signed_webhook_answers_a_stream_with_a_token_for_the_call(secure: None) -> None:
     response = post(INCOMING, signature=sign(PUBLIC + INCOMING, FORM))
     assert response.status_code == 200
@@ -86,13 +86,13 @@ def test_signed_webhook_answers_a_stream_with_a_token_for_the_call(secure: None)
     assert security.check_stream_token(params["call_token"] or "", OTHER_SID) is not None
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_parameters_twilio_adds_without_notice_are_signed_too(secure: None) -> None:
     form = {**FORM, "CallerCountry": "US", "StirVerstat": "TN-Validation-Passed-A"}
     assert post(INCOMING, form, signature=sign(PUBLIC + INCOMING, form)).status_code == 200
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_query_string_is_part_of_the_signed_url(secure: None) -> None:
     path = INCOMING + "?agent=support&x=%2B1"
     assert post(path, signature=sign(PUBLIC + path, FORM)).status_code == 200
@@ -114,7 +114,7 @@ def test_query_string_is_part_of_the_signed_url(secure: None) -> None:
         ("no parameters", sign(PUBLIC + INCOMING, {})),
     ],
 )
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_unsigned_or_wrongly_signed_webhook_gets_403_and_a_log_line(
     secure: None, caplog: pytest.LogCaptureFixture, case: str, signature: str | None
 ) -> None:
@@ -130,14 +130,14 @@ def test_unsigned_or_wrongly_signed_webhook_gets_403_and_a_log_line(
     assert not Call.objects.filter(twilio_call_sid=CALL_SID).exists()
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_tampered_form_after_signing_is_refused(secure: None) -> None:
     signature = sign(PUBLIC + INCOMING, FORM)
     assert post(INCOMING, {**FORM, "To": "+19995550000"}, signature=signature).status_code == 403
     assert post(INCOMING, {**FORM, "Extra": "1"}, signature=signature).status_code == 403
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_status_callback_is_guarded_too(secure: None, caplog: pytest.LogCaptureFixture) -> None:
     from voiceconv.models import Call
 
@@ -154,7 +154,7 @@ def test_status_callback_is_guarded_too(secure: None, caplog: pytest.LogCaptureF
 # ------------------------------------------------------------- behind a TLS-terminating proxy
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_forwarded_proto_and_host_are_honoured_without_public_url() -> None:
     forwarded = {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_HOST": "voice.example.org"}
     with override_settings(TWILIO_AUTH_TOKEN=TOKEN, VOICECONV={"PUBLIC_URL": ""}):
@@ -176,7 +176,7 @@ def test_forwarded_proto_and_host_are_honoured_without_public_url() -> None:
         assert post(INCOMING, signature=signature, **chained).status_code == 200
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_public_url_wins_over_forwarded_headers(secure: None) -> None:
     forwarded = {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_HOST": "voice.example.org"}
     signature = sign(PUBLIC + INCOMING, FORM)
@@ -203,7 +203,7 @@ def test_public_origin_sources() -> None:
 # ------------------------------------------------- switched off only explicitly; fail closed
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_checks_switched_off_explicitly_let_unsigned_requests_in() -> None:
     off = override_settings(
         TWILIO_AUTH_TOKEN="", VOICECONV={"PUBLIC_URL": PUBLIC, "VALIDATE_TWILIO_SIGNATURE": False}
@@ -213,7 +213,7 @@ def test_checks_switched_off_explicitly_let_unsigned_requests_in() -> None:
         assert post(STATUS, {**FORM, "CallStatus": "completed"}).status_code == 204
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_checks_default_to_on() -> None:
     with override_settings(TWILIO_AUTH_TOKEN=TOKEN, VOICECONV={}):
         assert security.signature_checks_enabled()
@@ -221,7 +221,7 @@ def test_checks_default_to_on() -> None:
 
 
 @pytest.mark.parametrize("empty", ["", None])
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the views write from a thread of their own
 def test_no_auth_token_fails_closed(empty: str | None, caplog: pytest.LogCaptureFixture) -> None:
     # Even a request "signed" with the empty key is refused: no token, no entry.
     with override_settings(TWILIO_AUTH_TOKEN=empty, VOICECONV={"PUBLIC_URL": PUBLIC}):

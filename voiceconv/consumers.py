@@ -28,7 +28,7 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError
 from django.utils import timezone
 
-from voiceconv import security
+from voiceconv import active_calls, security
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo, TranscriptTurn
 from voiceconv.realtime import (
@@ -84,7 +84,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     """
 
     #: Live calls in this process (for the concurrency limit and graceful shutdown).
-    live: ClassVar[set[MediaStreamConsumer]] = set()
+    live: ClassVar[set[MediaStreamConsumer]] = active_calls.LIVE
 
     def __init__(
         self,
@@ -120,7 +120,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     @classmethod
     def active_calls(cls) -> int:
         """Calls in progress in this process."""
-        return len(MediaStreamConsumer.live)
+        return active_calls.count()
 
     # ------------------------------------------------------------------ the receive loop
 

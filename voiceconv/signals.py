@@ -30,4 +30,16 @@ tool_invoked = Signal()
 #: Arguments: ``call`` (``Call``), ``reason`` (``str``, a ``Call.EndReason`` value or another).
 call_ended = Signal()
 
-__all__ = ["call_ended", "call_started", "tool_invoked", "transcript_entry"]
+#: The incoming-call webhook recorded a call (sent by the view, before it answers; sender:
+#: the ``Call`` class). Arguments: ``call`` (``Call``), ``agent`` (``Agent`` or ``None``).
+call_received = Signal()
+
+#: Twilio's status callback was recorded (sent by the view; sender: the ``Call`` class).
+#: Arguments: ``call`` (``Call``, updated), ``status`` (``str``, "" if absent or unknown),
+#: ``duration`` (``float`` seconds or ``None``), ``created`` (``bool``: a call never seen).
+call_status_changed = Signal()
+
+__all__ = [
+    "call_ended", "call_received", "call_started", "call_status_changed", "tool_invoked",
+    "transcript_entry",
+]

@@ -1,24 +1,33 @@
 """Twilio webhook views: the incoming call and its status callback.
 
-Both check ``X-Twilio-Signature`` first (unless switched off) and answer 403 to anything
-unsigned. The incoming-call view picks the agent, records the call and answers TwiML that
-opens the bidirectional media stream, handing it a short-lived token bound to the CallSid.
+Both follow the same steps, as django-anymail's webhook views do: **validate** (method, CSRF
+exemption, ``X-Twilio-Signature``: 403 to anything unsigned), **parse** the form into what the
+call needs, **record** it through the ``Call`` manager (:meth:`CallManager.record_webhook`,
+:meth:`CallManager.record_status`), **signal** (:data:`voiceconv.signals.call_received`,
+:data:`voiceconv.signals.call_status_changed`), **answer** (TwiML that opens the bidirectional
+media stream with a short-lived token bound to the CallSid; 204 for a status).
+
+The views are async: the database work runs in a worker thread of its own
+(``thread_sensitive=False``), so under an ASGI server a burst of webhooks never queues behind
+one shared thread, and the event loop never waits on it.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from voiceconv import security, twiml
+from voiceconv import active_calls, security, signals, twiml
 from voiceconv.conf import voiceconv_settings
 
 logger = logging.getLogger("voiceconv.views")
@@ -33,12 +42,14 @@ FORWARDED_FIELDS = {
     "ForwardedFrom": "forwarded_from",
 }
 
+View = Callable[..., Awaitable[HttpResponse]]
 
-def twilio_signed(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+
+def twilio_signed(view: View) -> View:
     """Refuse requests without a valid Twilio signature (403 and a log line)."""
 
     @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if security.signature_checks_enabled() and not security.validate_request_signature(
             request
         ):
@@ -56,7 +67,7 @@ def twilio_signed(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
                 request.POST.get("CallSid", "?"),
             )
             return HttpResponseForbidden("invalid signature")
-        return view(request, *args, **kwargs)
+        return await view(request, *args, **kwargs)
 
     return wrapper
 
@@ -65,47 +76,76 @@ def xml_response(body: str) -> HttpResponse:
     return HttpResponse(body, content_type="text/xml; charset=utf-8")
 
 
+def _in_thread(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """``fn`` in a worker thread of its own (never the one shared thread), connections tidied."""
+    return database_sync_to_async(fn, thread_sensitive=False)
+
+
+# --- the incoming call -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    """The incoming-call webhook's form, parsed."""
+
+    call_sid: str
+    account_sid: str
+    from_number: str
+    to_number: str
+    direction: str
+    status: str
+    parameters: dict[str, str]
+
+    @classmethod
+    def parse(cls, form: Any) -> IncomingCall | None:
+        call_sid = form.get("CallSid", "").strip()
+        if not call_sid:
+            return None
+        parameters = {name: form.get(field, "") for field, name in FORWARDED_FIELDS.items()}
+        return cls(
+            call_sid=call_sid,
+            account_sid=form.get("AccountSid", ""),
+            from_number=form.get("From", ""),
+            to_number=form.get("To", ""),
+            direction=form.get("Direction", ""),
+            status=form.get("CallStatus", "") or "ringing",
+            parameters={k: v for k, v in parameters.items() if v},
+        )
+
+
 @csrf_exempt
 @require_POST
 @twilio_signed
-def incoming_call(request: HttpRequest) -> HttpResponse:
+async def incoming_call(request: HttpRequest) -> HttpResponse:
     """Answer an incoming (or outbound-API) call with ``<Connect><Stream>``."""
-    from voiceconv.consumers import MediaStreamConsumer
+    from voiceconv.models import Call
 
-    form = request.POST
-    call_sid = form.get("CallSid", "")
-    if not call_sid:
+    incoming = IncomingCall.parse(request.POST)
+    if incoming is None:
         logger.warning("incoming-call webhook without CallSid refused")
         return HttpResponse("CallSid missing", status=400)
+    call_sid = incoming.call_sid
     from voiceconv.health import draining
 
     if draining():
         logger.warning("call %s refused: this process is draining (shutting down)", call_sid)
         return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
     limit = int(voiceconv_settings.MAX_CONCURRENT_CALLS or 0)
-    if limit and MediaStreamConsumer.active_calls() >= limit:
+    if limit and active_calls.count() >= limit:
         logger.warning("call %s refused: %d calls in progress (limit %d)", call_sid,
-                       MediaStreamConsumer.active_calls(), limit)
+                       active_calls.count(), limit)
         return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
 
-    parameters = {name: form.get(field, "") for field, name in FORWARDED_FIELDS.items()}
-    parameters = {k: v for k, v in parameters.items() if v}
-    agent = None
+    parameters = dict(incoming.parameters)
+    call = agent = None
     try:
-        from voiceconv.models import Agent, Call
-
-        agent = Agent.objects.for_number(form.get("To", ""))
-        Call.objects.update_or_create(
-            twilio_call_sid=call_sid,
-            defaults={
-                "twilio_account_sid": form.get("AccountSid", ""),
-                "agent": agent,
-                "direction": form.get("Direction", ""),
-                "from_number": form.get("From", ""),
-                "to_number": form.get("To", ""),
-                "status": form.get("CallStatus", "ringing") or "ringing",
-                "webhook_received_at": timezone.now(),
-            },
+        call, agent = await _in_thread(Call.objects.record_webhook)(
+            call_sid,
+            account_sid=incoming.account_sid,
+            from_number=incoming.from_number,
+            to_number=incoming.to_number,
+            direction=incoming.direction,
+            status=incoming.status,
         )
     except DatabaseError:
         # The call goes on with the default configuration; the stream re-creates the row.
@@ -113,20 +153,112 @@ def incoming_call(request: HttpRequest) -> HttpResponse:
     if agent is not None:
         parameters["agent"] = str(agent.pk)
     parameters["call_token"] = security.make_stream_token(call_sid)
+    if call is not None:
+        await _send(signals.call_received, call=call, agent=agent)
 
     origin = security.public_origin(request)
     stream_url = security.websocket_origin(origin).replace("ws://", "wss://", 1)
     stream_url += str(voiceconv_settings.STREAM_PATH)
-    logger.info("call %s from %s to %s: connecting stream", call_sid, form.get("From"),
-                form.get("To"))
+    logger.info("call %s from %s to %s: connecting stream", call_sid, incoming.from_number,
+                incoming.to_number)
     return xml_response(twiml.connect_stream(stream_url, parameters))
+
+
+# --- the status callback -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCallback:
+    """Twilio's status callback form, parsed (unknown status or bad duration: left out)."""
+
+    call_sid: str
+    status: str
+    duration: float | None
+    account_sid: str
+    from_number: str
+    to_number: str
+    direction: str
+
+    @classmethod
+    def parse(cls, form: Any) -> StatusCallback | None:
+        from voiceconv.models import Call
+
+        call_sid = form.get("CallSid", "").strip()
+        if not call_sid:
+            return None
+        status = form.get("CallStatus", "").strip()
+        if status and status not in Call.Status.values:
+            logger.warning("call %s: status callback with unknown CallStatus %r", call_sid, status)
+            status = ""
+        duration: float | None = None
+        raw = form.get("CallDuration", "").strip()
+        if raw:
+            try:
+                duration = float(raw)
+                if not duration >= 0:  # also refuses nan
+                    raise ValueError(raw)
+            except ValueError:
+                logger.warning("call %s: status callback with bad CallDuration %r", call_sid, raw)
+                duration = None
+        return cls(
+            call_sid=call_sid,
+            status=status,
+            duration=duration,
+            account_sid=form.get("AccountSid", ""),
+            from_number=form.get("From", ""),
+            to_number=form.get("To", ""),
+            direction=form.get("Direction", ""),
+        )
 
 
 @csrf_exempt
 @require_POST
 @twilio_signed
-def call_status(request: HttpRequest) -> HttpResponse:
-    """Twilio's call status callback: final status and duration."""
-    from voiceconv.status import call_status_callback
+async def call_status(request: HttpRequest) -> HttpResponse:
+    """Twilio's call status callback: record ``CallStatus`` and ``CallDuration`` (204).
 
-    return call_status_callback(request)
+    400 without CallSid; 503 while the database is unavailable (Twilio retries on 5xx when
+    configured to).
+    """
+    from voiceconv.models import Call
+
+    update = StatusCallback.parse(request.POST)
+    if update is None:
+        logger.warning("status callback without CallSid ignored")
+        return HttpResponse("CallSid missing", status=400)
+    try:
+        call, created = await _in_thread(Call.objects.record_status)(
+            update.call_sid,
+            status=update.status,
+            duration=update.duration,
+            account_sid=update.account_sid,
+            from_number=update.from_number,
+            to_number=update.to_number,
+            direction=update.direction,
+        )
+    except DatabaseError:
+        logger.exception("call %s: could not record status %r", update.call_sid, update.status)
+        return HttpResponse("database unavailable", status=503)
+    if created:
+        logger.info("call %s: status callback for a call with no row; recorded it",
+                    update.call_sid)
+    logger.info("call %s: status %s, duration %s s", update.call_sid, update.status or "?",
+                "?" if update.duration is None else update.duration)
+    await _send(signals.call_status_changed, call=call, status=update.status,
+                duration=update.duration, created=created)
+    if update.status in Call.FINAL_STATUSES:
+        from voiceconv.control import notify_status
+
+        # Ends a stream Twilio never stopped (sync: it waits on the channel layer).
+        await sync_to_async(notify_status, thread_sensitive=False)(update.call_sid, update.status)
+    return HttpResponse(status=204)
+
+
+async def _send(signal: Any, **kwargs: Any) -> None:
+    """Send ``signal`` (sender: the ``Call`` class); a failing receiver is logged, not raised."""
+    from voiceconv.models import Call
+
+    for receiver, response in await signal.asend_robust(sender=Call, **kwargs):
+        if isinstance(response, Exception):
+            logger.error("signal receiver %r raised %s: %s", receiver,
+                         type(response).__name__, response)

@@ -367,6 +367,83 @@ class Agent(models.Model):
 # --- calls -------------------------------------------------------------------------------------
 
 
+class CallManager(models.Manager["Call"]):
+    """The webhooks' database work: :meth:`record_webhook`, :meth:`record_status`."""
+
+    def record_webhook(
+        self,
+        call_sid: str,
+        *,
+        account_sid: str = "",
+        from_number: str = "",
+        to_number: str = "",
+        direction: str = "",
+        status: str = "",
+    ) -> tuple[Call, Agent | None]:
+        """The incoming-call webhook: pick the agent for ``to_number`` and record the call.
+
+        Returns the row and the agent (``None``: the default configuration).
+        """
+        from django.utils import timezone
+
+        agent = Agent.objects.for_number(to_number)
+        call, _created = self.update_or_create(
+            twilio_call_sid=call_sid,
+            defaults={
+                "twilio_account_sid": account_sid,
+                "agent": agent,
+                "direction": direction,
+                "from_number": from_number,
+                "to_number": to_number,
+                "status": status or Call.Status.RINGING,
+                "webhook_received_at": timezone.now(),
+            },
+        )
+        return call, agent
+
+    def record_status(
+        self,
+        call_sid: str,
+        *,
+        status: str = "",
+        duration: float | None = None,
+        account_sid: str = "",
+        from_number: str = "",
+        to_number: str = "",
+        direction: str = "",
+    ) -> tuple[Call, bool]:
+        """Twilio's status callback: its status and duration replace ours.
+
+        A callback for a call never seen creates the row, so every billed call is on record.
+        Returns the row (as updated) and whether it was created.
+        """
+        from django.utils import timezone
+
+        call, created = self.get_or_create(
+            twilio_call_sid=call_sid,
+            defaults={
+                "twilio_account_sid": account_sid,
+                "from_number": from_number,
+                "to_number": to_number,
+                "direction": direction,
+            },
+        )
+        updates: dict[str, Any] = {}
+        if status:
+            updates["status"] = status
+        if duration is not None:
+            updates["duration_seconds"] = duration
+        if status in Call.FINAL_STATUSES and call.ended_at is None:
+            updates["ended_at"] = timezone.now()
+        if updates:
+            updates["updated_at"] = timezone.now()
+            self.filter(pk=call.pk).update(**updates)
+            for name, value in updates.items():
+                setattr(call, name, value)
+        return call, created
+
+
+
 class Call(models.Model):
     """One phone call: who, which agent, when, how it ended, what it cost."""
 
@@ -400,6 +477,8 @@ class Call(models.Model):
 
     #: Twilio's final call statuses (no status follows them).
     FINAL_STATUSES = frozenset({"completed", "failed", "busy", "no-answer", "canceled"})
+
+    objects = CallManager()
 
     twilio_call_sid = models.CharField(_("call SID"), max_length=64, unique=True)
     twilio_stream_sid = models.CharField(_("stream SID"), max_length=64, blank=True, db_index=True)

@@ -1,0 +1,18 @@
+"""The calls in progress in this process.
+
+The media-stream consumer adds itself when its stream starts and leaves when it ends; the
+incoming-call view reads :func:`count` for ``MAX_CONCURRENT_CALLS``, and graceful shutdown
+walks :data:`LIVE`. A module of its own, so that the views need not import the consumer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The live calls' consumers (``MediaStreamConsumer.live`` is this very set).
+LIVE: set[Any] = set()
+
+
+def count() -> int:
+    """Calls in progress in this process."""
+    return len(LIVE)
