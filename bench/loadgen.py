@@ -52,6 +52,9 @@ class Plan:
     cycle_ms: int = 2600
     total_calls: int = 1
     seed: int = 0
+    #: Each call sends at least this much audio after its stream started, however late it
+    #: entered (the load test: a slow machine delays calls, it must not cut them short).
+    min_audio_s: float = 0.0
 
 
 @dataclass
@@ -61,6 +64,8 @@ class CallResult:
     index: int
     call_sid: str = ""
     started_at: float = 0.0
+    webhook_sent_at: float = 0.0
+    webhook_answered_at: float = 0.0  # 0: not answered (or no webhook: the reference relay)
     sent: list[float] = field(default_factory=list)  # send time of frame #counter
     received: list[tuple[float, int]] = field(default_factory=list)  # (time, crc32 of payload)
     clears: list[float] = field(default_factory=list)
@@ -99,6 +104,9 @@ class Call:
         try:
             await self._sleep_until(self.t_start)
             await self._enter()
+            if self.plan.min_audio_s:
+                self.t_audio_end = max(self.t_audio_end,
+                                       self.result.started_at + self.plan.min_audio_s)
             reader = asyncio.create_task(self._read())
             try:
                 await self._send_audio()
@@ -141,12 +149,15 @@ class Call:
         plan = self.plan
         headers: list[tuple[str, str]] = []
         if plan.mode == "webhook":
+            self.result.webhook_sent_at = time.monotonic()
             client = await TwilioStreamClient.from_webhook(
                 plan.http_url,
                 auth_token=plan.auth_token,
                 public_url=plan.public_url,
                 form={"From": "+14155550123", "To": "+14155550100"},
+                timeout=60.0,
             )
+            self.result.webhook_answered_at = time.monotonic()
             url, params = client.url, client.custom_parameters
             call_sid, account_sid = client.call_sid, client.account_sid
             headers = client.handshake_headers()
@@ -263,6 +274,13 @@ class Call:
 
 async def run_plan(plan: Plan, t0: float) -> dict[str, Any]:
     """Run every call of ``plan`` with the schedule anchored at ``t0``; results as JSON data."""
+    # The webhook POST runs in a thread (urllib): enough of them that a burst of calls is
+    # never queued on the load side (the default pool has cpu_count + 4 threads).
+    from concurrent.futures import ThreadPoolExecutor
+
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=min(128, len(plan.calls) + 4))
+    )
     lag = LoopLag()
     lag.start()
     n = max(1, plan.total_calls)

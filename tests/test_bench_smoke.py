@@ -3,7 +3,7 @@
 Real processes on loopback (the server, the Realtime stand-in, the load generator), each call
 entered through the signed webhook with real-time caller audio, replies and barge-ins. Only
 correctness is asserted (no frame lost, duplicated or reordered in either direction, a
-``clear`` for barge-in in every call), never timing.
+``clear`` for barge-in in every call, every call's webhook answered), never timing.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def test_quick_benchmark_loses_nothing_and_barges_in() -> None:
     result = run_level(cfg)
     assert result.errors == []
     assert result.calls_ok == 3
+    assert result.webhooks_answered == 3  # every call's webhook was answered with its TwiML
     # caller → OpenAI: every frame arrived once, in order
     assert result.frames_up > 3 * 150  # >= 3 s of 20 ms frames per call
     assert (result.lost_up, result.duplicated_up, result.reordered_up) == (0, 0, 0)
