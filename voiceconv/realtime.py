@@ -8,6 +8,8 @@ API, say) can be added without touching the Twilio side or the call core.
 from __future__ import annotations
 
 import logging
+import os
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -111,12 +113,18 @@ class OpenAIRealtimeBackend:
     the conversation re-seeded). Tools get the SDK connection object as ``connection``.
     """
 
+    #: Write each event as one pre-built, masked frame straight to the transport while the
+    #: connection is open and not flow-controlled (see :func:`client_text_frame`); otherwise,
+    #: and with any extension negotiated, through ``websockets``' own ``send``.
+    prebuilt_frames: bool = True
+
     def __init__(self, client: Any, model: str) -> None:
         self.client = client
         self.model = model
         self._manager: Any = None
         self._conn: Any = None
         self._ws: Any = None
+        self._transport: Any = None
 
     @property
     def connection(self) -> Any:
@@ -128,12 +136,30 @@ class OpenAIRealtimeBackend:
         ws = getattr(self._conn, "_connection", None)
         # The websockets connection under the SDK's, where this SDK version exposes it.
         self._ws = ws if callable(getattr(ws, "send", None)) else None
+        self._transport = None
+        if self.prebuilt_frames and self._ws is not None:
+            protocol = getattr(self._ws, "protocol", None)
+            if protocol is not None and not getattr(protocol, "extensions", None):
+                self._transport = getattr(self._ws, "transport", None)
 
     async def send(self, text: str) -> None:
-        if self._ws is not None:
-            await self._ws.send(text)
-        else:
+        ws = self._ws
+        if ws is None:
             await self._conn.send_raw(text)
+            return
+        transport = self._transport
+        if (
+            transport is not None
+            and ws.protocol.state is _OPEN
+            and ws.send_in_progress is None
+            and not ws.paused
+            and not transport.is_closing()
+        ):
+            # What websockets' send would put on the wire, without its per-frame context
+            # manager, drain and os.urandom call (a text frame is all the protocol does).
+            transport.write(client_text_frame(text.encode()))
+            return
+        await ws.send(text)
 
     async def recv(self) -> bytes | str:
         if self._ws is not None:
@@ -146,6 +172,37 @@ class OpenAIRealtimeBackend:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
+
+
+try:
+    from websockets.protocol import State as _State
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - websockets without its C extension
+    from websockets.protocol import State as _State
+    from websockets.utils import apply_mask as _apply_mask
+
+_OPEN = _State.OPEN
+_MASKS = bytearray()
+
+
+def client_text_frame(data: bytes) -> bytes:
+    """One final, masked text frame (RFC 6455 5.2) carrying ``data``, as a client sends it.
+
+    Masking keys come from ``os.urandom`` like websockets' own, fetched 4 KiB at a time.
+    """
+    global _MASKS
+    if len(_MASKS) < 4:
+        _MASKS = bytearray(os.urandom(4096))
+    mask = bytes(_MASKS[-4:])
+    del _MASKS[-4:]
+    n = len(data)
+    if n < 126:
+        head = struct.pack("!BB", 0x81, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x81, 0xFE, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 0xFF, n)
+    return head + mask + _apply_mask(data, mask)
 
 
 _clients: dict[tuple[str | None, str | None], Any] = {}
