@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -48,6 +49,8 @@ INSTALLED_APPS += [a for a in os.environ.get("EXTRA_INSTALLED_APPS", "").split("
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS) under daphne and uvicorn too, not only runserver.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -114,6 +117,11 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves what `collectstatic` put in STATIC_ROOT and, so that the example works
+# without that step, the apps' own static folders as well.
+WHITENOISE_USE_FINDERS = True
+# ... and says nothing about a STATIC_ROOT that `collectstatic` has not made yet.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Credentials used by the app (read by voiceconv through these settings names).
