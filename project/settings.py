@@ -121,7 +121,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # without that step, the apps' own static folders as well.
 WHITENOISE_USE_FINDERS = True
 # ... and says nothing about a STATIC_ROOT that `collectstatic` has not made yet.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Credentials used by the app (read by voiceconv through these settings names).
