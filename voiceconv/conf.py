@@ -140,6 +140,24 @@ DEFAULTS: dict[str, Any] = {
     # On SIGTERM, seconds to keep serving the calls in progress while refusing new ones
     # (health answers 503, the webhook answers busy) before the server stops (0 = stop now).
     "DRAIN_SECONDS": 0.0,
+    # --- telephony: outbound calls, answering machines, recording, transfers ---------------
+    # Caller ID of outbound calls for agents without a number of their own ("" = required).
+    "OUTBOUND_CALLER_ID": "",
+    # Per agent: most outbound calls in progress at once, and placed per minute (0 = no limit).
+    "OUTBOUND_MAX_CONCURRENT": 5,
+    "OUTBOUND_CALLS_PER_MINUTE": 10,
+    # Seconds an outbound call may ring before Twilio gives up.
+    "OUTBOUND_RING_TIMEOUT": 30,
+    # Voicemail left by agents that leave one and have no message of their own.
+    "VOICEMAIL_MESSAGE": (
+        "Hello, this is an automated assistant returning your call. "
+        "Please call us back at your convenience. Goodbye."
+    ),
+    # Said before a recorded call goes on, when the agent announces recordings.
+    "RECORDING_ANNOUNCEMENT": "This call is recorded.",
+    # Transfer targets every agent may use unless it has its own list (numbers, sip: URIs,
+    # "+1415*" prefixes); empty = any valid target.
+    "TRANSFER_ALLOW_LIST": [],
     # --- extension points -----------------------------------------------------------------
     # Callables or dotted paths, sync or async, run off the audio path for every finished turn:
     # fn(text), fn(text, info) or fn(text, info, consumer); info is a voiceconv.events.CallInfo.
@@ -232,6 +250,13 @@ class VoiceconvSettings:
     CONTROL_TIMEOUT: float
     METRICS_TOKEN: str
     DRAIN_SECONDS: float
+    OUTBOUND_CALLER_ID: str
+    OUTBOUND_MAX_CONCURRENT: int
+    OUTBOUND_CALLS_PER_MINUTE: int
+    OUTBOUND_RING_TIMEOUT: int
+    VOICEMAIL_MESSAGE: str
+    RECORDING_ANNOUNCEMENT: str
+    TRANSFER_ALLOW_LIST: list[str]
     ON_USER_MESSAGE: Callable[..., Any] | None
     ON_ASSISTANT_MESSAGE: Callable[..., Any] | None
     OPENAI_CLIENT_FACTORY: Callable[..., Any] | None
@@ -355,6 +380,8 @@ def _matches(value: Any, option: Any) -> bool:
     origin = typing.get_origin(option)
     if origin is dict:
         return isinstance(value, dict)
+    if origin is list:
+        return isinstance(value, (list, tuple))
     if origin is Callable:
         return callable(value)
     if option is float:

@@ -104,6 +104,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.tools: dict[str, Any] = {}
         self.agent: Any = None
         self.session_config: dict[str, Any] = {}
+        #: Outbound calls, answering machines, recording (voiceconv.telephony.CallTelephony).
+        self.telephony: Any = None
         self.log: logging.LoggerAdapter = _CallLog(logger, {"call_sid": "?"})  # type: ignore[type-arg]
         self._realtime_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -311,7 +313,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_add(self.group_name(call_sid), self.channel_name)
             except Exception:
                 self.log.exception("could not join the call's control group")
+        self.telephony = await self.start_telephony()
         self._realtime_task = asyncio.create_task(self.realtime_loop())
+        if self.telephony is not None:
+            self.spawn(self.telephony.after_start())
         self.log.info("stream %s started (agent %s)", start.stream_sid, self.info.agent_pk)
 
     def start_refusal(self, start: StreamStart) -> str | None:
@@ -708,6 +713,17 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     async def voiceconv_hangup(self, message: dict[str, Any]) -> None:
         """Channel-layer control: ``{"type": "voiceconv.hangup"}`` to the call's group."""
         await self.request_hangup(str(message.get("reason") or "agent_ended"))
+
+    async def start_telephony(self) -> Any:
+        """The call's :class:`voiceconv.telephony.CallTelephony` (None: no telephony)."""
+        from voiceconv.telephony import CallTelephony
+
+        return await CallTelephony.start(self)
+
+    async def voiceconv_amd(self, message: dict[str, Any]) -> None:
+        """Channel-layer control: Twilio's answering-machine verdict for an outbound call."""
+        if self.telephony is not None:
+            await self.telephony.on_verdict(str(message.get("answered_by") or ""))
 
     async def voiceconv_say(self, message: dict[str, Any]) -> None:
         """Channel-layer control: ``{"type": "voiceconv.say", "instructions": …}``."""

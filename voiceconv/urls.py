@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from voiceconv import health, metrics, views
+from voiceconv import health, metrics, telephony_views, views
 
 app_name = "voiceconv"
 
@@ -11,4 +11,6 @@ urlpatterns = [
     path("status/", views.call_status, name="call-status"),
     path("health/", health.health_view, name="health"),
     path("metrics/", metrics.metrics_view, name="metrics"),
+    path("outbound/answer/", telephony_views.outbound_answer, name="outbound-answer"),
+    path("outbound/amd/", telephony_views.amd_status, name="amd-status"),
 ]

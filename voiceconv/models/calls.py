@@ -520,6 +520,13 @@ class Call(models.Model):
     estimated_cost = models.DecimalField(
         _("estimated cost (USD)"), max_digits=12, decimal_places=6, default=Decimal(0)
     )
+    answered_by = models.CharField(
+        _("answered by"), max_length=32, blank=True,
+        help_text=_("Twilio's answering-machine verdict (human, machine_start, fax, ...)."),
+    )
+    machine_detection_ms = models.PositiveIntegerField(
+        _("machine detection (ms)"), null=True, blank=True
+    )
 
     #: Which server process holds the live call ("host:pid"), and when it last said so
     #: (``voiceconv.live``): a call whose heartbeat stops is marked ended after a timeout.

@@ -94,6 +94,9 @@ class CallSession(RealtimeSide):
         #: The conversation so far, as (role, text), for re-seeding a new Realtime session.
         self.history: deque[tuple[str, str]] = deque(maxlen=100)
         self._greeted = False
+        #: Keep the greeting back when the session is ready (an outbound call waiting for the
+        #: callee's first words or the answering-machine verdict); :meth:`greet` says it.
+        self.hold_greeting = False
 
     def configure(
         self,

@@ -70,8 +70,12 @@ class RealtimeSide:
     _open_calls: set[str]
     _stale_items: set[str]
     _greeted: bool
+    hold_greeting: bool
 
     def _request_response(self) -> list[Action]:
+        raise NotImplementedError
+
+    def busy(self) -> bool:
         raise NotImplementedError
 
     def _maybe_hang_up(self) -> list[Action]:
@@ -179,18 +183,25 @@ class RealtimeSide:
         for payload in self._early:
             actions.append(SendToRealtime(msgs.APPEND_PREFIX + payload + '"}'))
         self._early.clear()
-        if self.greeting and not self._greeted:
-            self._greeted = True
-            instructions = self.greeting
-            if self.instructions:
-                instructions = self.instructions + "\n\n" + self.greeting
-            actions.append(
-                SendToRealtime(
-                    dumps({"type": "response.create", "response": {"instructions": instructions}})
-                )
-            )
-            st.response_active = True  # owed: the server will answer with response.created
+        if not self.hold_greeting:
+            actions.extend(self.greet())
         return actions
+
+    def greet(self) -> list[Action]:
+        """Say the greeting now, once (when the session is ready and nothing is playing)."""
+        st = self.state
+        if not self.greeting or self._greeted or not st.realtime_ready or self.busy():
+            return []
+        self._greeted = True
+        instructions = self.greeting
+        if self.instructions:
+            instructions = self.instructions + "\n\n" + self.greeting
+        st.response_active = True  # owed: the server will answer with response.created
+        return [
+            SendToRealtime(
+                dumps({"type": "response.create", "response": {"instructions": instructions}})
+            )
+        ]
 
     def handle_error(self, event: dict[str, Any]) -> list[Action]:
         err = obj(event.get("error"))

@@ -1,0 +1,103 @@
+"""The outbound answer URL and the answering-machine callback, with requests signed for real."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.test import Client
+from twilio.request_validator import RequestValidator
+
+from voiceconv import security
+from voiceconv.consumers import MediaStreamConsumer
+from voiceconv.models import Agent, Call
+
+pytestmark = pytest.mark.django_db
+
+TOKEN = "secret-token"
+PUBLIC = "https://voice.example.test"
+SID = "CA" + "c" * 32
+
+
+@pytest.fixture(autouse=True)
+def _settings(settings: Any) -> None:
+    settings.TWILIO_AUTH_TOKEN = TOKEN
+    settings.VOICECONV = {"PUBLIC_URL": PUBLIC}
+
+
+def post(path: str, form: dict[str, str], *, sign: bool = True) -> Any:
+    headers = {}
+    if sign:
+        headers["HTTP_X_TWILIO_SIGNATURE"] = RequestValidator(TOKEN).compute_signature(
+            PUBLIC + path, form
+        )
+    return Client().post(path, form, **headers)
+
+
+def outbound_call(**fields: Any) -> Call:
+    agent = Agent.objects.create(name="Sales", slug="sales")
+    defaults = dict(twilio_call_sid="pending-1", agent=agent, direction="outbound-api",
+                    from_number="+14155550100", to_number="+14155550123",
+                    custom_parameters={"lead": "42"})
+    defaults.update(fields)
+    return Call.objects.create(**defaults)
+
+
+def test_answer_connects_the_stream_with_agent_parameters_and_token() -> None:
+    call = outbound_call()
+    response = post(f"/twilio/outbound/answer/?call={call.pk}",
+                    {"CallSid": SID, "AccountSid": "AC1", "CallStatus": "in-progress"})
+    assert response.status_code == 200
+    stream = ET.fromstring(response.content).find("Connect/Stream")
+    assert stream is not None
+    assert stream.get("url") == "wss://voice.example.test/twilio/stream/"
+    params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    assert params["agent"] == str(call.agent_id)
+    assert params["lead"] == "42"
+    assert params["direction"] == "outbound-api"
+    assert (params["from"], params["to"]) == ("+14155550100", "+14155550123")
+    assert security.check_stream_token(params["call_token"], SID) is None
+    call.refresh_from_db()
+    assert call.twilio_call_sid == SID  # the placeholder gave way to Twilio's CallSid
+    assert call.webhook_received_at is not None
+
+
+def test_answer_refuses_unsigned_and_foreign_calls() -> None:
+    call = outbound_call(twilio_call_sid="CA" + "d" * 32)
+    path = f"/twilio/outbound/answer/?call={call.pk}"
+    assert post(path, {"CallSid": SID}, sign=False).status_code == 403
+    # Signed over another URL (a different call id): refused.
+    form = {"CallSid": SID}
+    signature = RequestValidator(TOKEN).compute_signature(PUBLIC + path, form)
+    response = Client().post(f"/twilio/outbound/answer/?call={call.pk + 1}", form,
+                             HTTP_X_TWILIO_SIGNATURE=signature)
+    assert response.status_code == 403
+    # Signed, but the call already has another CallSid.
+    assert post(path, {"CallSid": SID}).status_code == 400
+
+
+def test_amd_verdict_is_recorded_and_reaches_the_calls_group() -> None:
+    call = outbound_call(twilio_call_sid=SID)
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(MediaStreamConsumer.group_name(SID), channel)
+    response = post("/twilio/outbound/amd/", {"CallSid": SID, "AnsweredBy": "machine_end_beep",
+                                              "MachineDetectionDuration": "2730"})
+    assert response.status_code == 204
+    call.refresh_from_db()
+    assert (call.answered_by, call.machine_detection_ms) == ("machine_end_beep", 2730)
+    message = async_to_sync(layer.receive)(channel)
+    assert message == {"type": "voiceconv.amd", "answered_by": "machine_end_beep"}
+
+
+def test_amd_callback_refuses_forgeries_and_nonsense(caplog: Any) -> None:
+    call = outbound_call(twilio_call_sid=SID)
+    form = {"CallSid": SID, "AnsweredBy": "human"}
+    assert post("/twilio/outbound/amd/", form, sign=False).status_code == 403
+    assert post("/twilio/outbound/amd/", {"CallSid": SID, "AnsweredBy": "robot"}).status_code == 400
+    assert "unknown AnsweredBy 'robot'" in caplog.text
+    call.refresh_from_db()
+    assert call.answered_by == ""
