@@ -233,6 +233,8 @@ def test_agent_admin_edits_and_keeps_one_default(admin_client_: Client, agent: A
         "phone_numbers": "+1 415 555 0123", "voice": "marin", "speed": "1.1",
         "turn_detection_type": "semantic_vad", "vad_eagerness": "low",
         "session_extra": "{}", "tools": [tool.pk] if tool else [],
+        # The telephony inline (left empty).
+        "telephony-TOTAL_FORMS": "0", "telephony-INITIAL_FORMS": "0",
     }
     response = admin_client_.post(reverse("admin:voiceconv_agent_add"), data)
     assert response.status_code == 302, response.content.decode()[:2000]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +43,8 @@ def outbound_server(
     with ServerProcess(env=env, cwd=ROOT) as server:
         twilio_api.app_url = server.http_url
         yield server
+        if os.environ.get("SHOW_SERVER_LOG"):
+            print(server.log_text())
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +132,7 @@ async def test_a_machine_is_hung_up_on(
     )
     assert twilio_api.calls[call.twilio_call_sid].param("MachineDetection") == "Enable"
     assert await twilio_api.send_amd(call.twilio_call_sid, "machine_start") == 204
-    await play_until_closed(client)
+    await play_until_closed(client, timeout=30)
     record = await wait_for_call(call.twilio_call_sid, ended=True)
     assert record.answered_by == "machine_start"
     assert record.end_reason == "answering_machine"
@@ -157,7 +160,7 @@ async def test_a_machine_gets_the_voicemail_after_the_beep(
     instructions = message["response"]["instructions"]
     assert VOICEMAIL in instructions
     assert ("word for word" in instructions) == (mode == "text")
-    await play_until_closed(client, timeout=20)
+    await play_until_closed(client, timeout=30)
     record = await wait_for_call(call.twilio_call_sid, ended=True)
     assert record.answered_by == "machine_end_beep"
     assert record.end_reason == "voicemail"
@@ -192,6 +195,6 @@ async def test_a_verdict_before_the_stream_started_is_applied(
     client = track(await twilio_api.answer(call.twilio_call_sid))
     await twilio_api.send_amd(call.twilio_call_sid, "machine_start")  # no live call yet
     await client.start_call()
-    await play_until_closed(client)
+    await play_until_closed(client, timeout=30)
     record = await wait_for_call(call.twilio_call_sid, ended=True)
     assert record.end_reason == "answering_machine"

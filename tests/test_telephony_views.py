@@ -101,3 +101,30 @@ def test_amd_callback_refuses_forgeries_and_nonsense(caplog: Any) -> None:
     assert "unknown AnsweredBy 'robot'" in caplog.text
     call.refresh_from_db()
     assert call.answered_by == ""
+
+
+def test_agent_admin_edits_the_telephony_settings(client: Client) -> None:
+    from django.contrib.auth.models import User
+    from django.urls import reverse
+
+    from voiceconv.models import AgentTelephony
+
+    User.objects.create_superuser("boss", "boss@example.test", "pw")
+    client.login(username="boss", password="pw")
+    page = client.get(reverse("admin:voiceconv_agent_add")).content.decode()
+    assert "On an answering machine" in page and "Transfer targets" in page
+    data = {
+        "name": "Sales", "slug": "sales", "enabled": "on", "session_extra": "{}",
+        "telephony-TOTAL_FORMS": "1", "telephony-INITIAL_FORMS": "0",
+        "telephony-0-on_machine": "voicemail", "telephony-0-voicemail_mode": "prompt",
+        "telephony-0-voicemail_message": "Call us back.", "telephony-0-greeting_wait": "amd",
+        "telephony-0-announce_recording": "on", "telephony-0-transfer_targets": "+1415*",
+        "telephony-0-max_concurrent_outbound": "3",
+    }
+    response = client.post(reverse("admin:voiceconv_agent_add"), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    telephony = AgentTelephony.objects.get(agent__slug="sales")
+    assert telephony.machine_detection() == "DetectMessageEnd"
+    assert telephony.concurrent_limit() == 3
+    assert telephony.allows_transfer_to("+14155550100")
+    assert not telephony.allows_transfer_to("+442079460958")

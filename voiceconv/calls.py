@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from voiceconv import security
 from voiceconv.conf import voiceconv_settings
+from voiceconv.exceptions import ConfigurationError, VoiceconvError
 
 if TYPE_CHECKING:
     from voiceconv.models import Agent, AgentTelephony, Call
@@ -82,7 +83,7 @@ TWILIO_ERRORS: dict[int, str] = {
 }
 
 
-class OutboundCallError(Exception):
+class OutboundCallError(VoiceconvError):
     """A call could not be placed: bad input, a limit, or Twilio refused.
 
     ``reason`` is a short code (``invalid_number``, ``unknown_agent``, ``concurrent_limit``,
@@ -134,10 +135,11 @@ def _resolve_agent(agent: Agent | int | str | None) -> Agent | None:
     from voiceconv.models import Agent
 
     if agent is None:
-        return Agent.objects.filter(enabled=True, is_default=True).first()
+        default: Agent | None = Agent.objects.filter(enabled=True, is_default=True).first()
+        return default
     if isinstance(agent, Agent):
         return agent
-    found = None
+    found: Agent | None = None
     if isinstance(agent, int) or (isinstance(agent, str) and agent.isdigit()):
         found = Agent.objects.filter(pk=int(agent)).first()
     if found is None and isinstance(agent, str):
@@ -202,7 +204,7 @@ def _reserve(
         )
     origin = security.public_origin()
     if not origin:
-        raise ImproperlyConfigured(
+        raise ConfigurationError(
             "VOICECONV['PUBLIC_URL'] is required to place calls: Twilio fetches the call's "
             "TwiML and posts its callbacks there."
         )
@@ -317,7 +319,7 @@ def _create_remote(plan: _Plan) -> tuple[str | None, OutboundCallError | None]:
 def _record_result(plan: _Plan, sid: str | None, error: OutboundCallError | None) -> Call:
     from voiceconv.models import Call
 
-    call = Call.objects.get(pk=plan.call_pk)
+    call: Call = Call.objects.get(pk=plan.call_pk)
     if error is None:
         assert sid is not None
         # The answer view may have seen the CallSid first; only a placeholder is replaced.

@@ -103,7 +103,7 @@ class CallTelephony:
         #: The first verdict that decided something (later ones are logged and ignored).
         self.verdict: str | None = None
         self.waiting_for_verdict = False
-        self._acting = False
+        self._early_verdict = ""
 
     @classmethod
     async def start(cls, consumer: MediaStreamConsumer) -> CallTelephony:
@@ -125,6 +125,16 @@ class CallTelephony:
         self = cls(consumer, telephony, outbound=info.direction.startswith("outbound"))
         if self.outbound:
             self._prepare_outbound()
+            # The stream joined its group before this: a verdict posted earlier is in the row.
+            from voiceconv.models import Call
+
+            if info.call_pk is not None:
+                try:
+                    self._early_verdict = await Call.objects.filter(
+                        pk=info.call_pk
+                    ).values_list("answered_by", flat=True).afirst() or ""
+                except Exception as exc:
+                    consumer.log.warning("could not read the AMD verdict: %s", exc)
         return self
 
     def _prepare_outbound(self) -> None:
@@ -152,23 +162,9 @@ class CallTelephony:
         return dict(detection)
 
     async def after_start(self) -> None:
-        """A verdict may have come before the stream joined its group: apply it from the row."""
-        if not self.outbound:
-            return
-        from voiceconv.models import Call
-
-        info = self.consumer.info
-        if info is None or info.call_pk is None:
-            return
-        try:
-            answered_by = await Call.objects.filter(pk=info.call_pk).values_list(
-                "answered_by", flat=True
-            ).afirst()
-        except Exception as exc:
-            self.consumer.log.warning("could not read the AMD verdict: %s", exc)
-            return
-        if answered_by:
-            await self.on_verdict(answered_by)
+        """Apply a verdict that came before the stream joined its group (read at start)."""
+        if self._early_verdict:
+            await self.on_verdict(self._early_verdict)
 
     async def on_verdict(self, answered_by: str) -> None:
         """Follow the agent's policy for Twilio's ``AnsweredBy``."""

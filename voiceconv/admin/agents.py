@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from voiceconv.admin.telephony import AgentTelephonyInline
 from voiceconv.models import Agent
 
 logger = logging.getLogger("voiceconv.admin")
@@ -25,6 +26,7 @@ class AgentAdmin(admin.ModelAdmin):
         "name", "slug", "enabled", "is_default", "numbers", "model", "voice", "tool_count",
     )
     filter_horizontal = ("tools",)
+    inlines = [AgentTelephonyInline]
     list_filter = ("enabled", "is_default")
     search_fields = ("name", "slug", "phone_numbers", "instructions")
     prepopulated_fields = {"slug": ("name",)}

@@ -67,7 +67,7 @@ class CallAdmin(admin.ModelAdmin):
         (None, {"fields": (
             ("from_number", "to_number", "direction"),
             ("agent", "model"),
-            ("status", "end_reason"),
+            ("status", "end_reason", "answered_by"),
             ("twilio_call_sid", "twilio_stream_sid", "twilio_account_sid"),
             "custom_parameters",
         )}),

@@ -95,7 +95,7 @@ class AgentTelephony(models.Model):
         """The agent's row, or an unsaved one with the defaults (for no agent too)."""
         if agent is not None and agent.pk is not None:
             try:
-                return agent.telephony  # type: ignore[no-any-return]
+                return agent.telephony
             except cls.DoesNotExist:
                 return cls(agent=agent)
         return cls()
