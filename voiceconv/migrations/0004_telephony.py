@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('voiceconv', '0001_initial'),
+        ('voiceconv', '0003_live_calls'),
     ]
 
     operations = [
