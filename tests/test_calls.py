@@ -90,7 +90,7 @@ def test_caller_id_comes_from_the_agent_setting_then_the_argument(
     assert place_call(CALLEE, agent=agent, from_="+14155550188").from_number == "+14155550188"
 
 
-@pytest.mark.parametrize("number", ["4155550123", "+0123456789", "+1 415 CALL NOW", "", "+12"])
+@pytest.mark.parametrize("number", ["4155550123", "+0123456789", "+1 415 555", "", "+12"])
 def test_bad_numbers_are_refused_before_twilio_is_asked(
     api: FakeTwilioAPI, agent: Agent, number: str
 ) -> None:
@@ -102,7 +102,7 @@ def test_bad_numbers_are_refused_before_twilio_is_asked(
 
 def test_normalize_e164() -> None:
     assert normalize_e164("0044 20 7946 0958") == "+442079460958"
-    with pytest.raises(ValueError, match=r"E\.164"):
+    with pytest.raises(ValueError, match="international format"):
         normalize_e164("555-0123")
 
 
@@ -214,5 +214,5 @@ def test_dial_command_reports_errors_in_one_line(api: FakeTwilioAPI, agent: Agen
     with pytest.raises(CommandError, match="Twilio error 21219: the number to call is not "
                        "verified"):
         call_command("voiceconv_dial", CALLEE, "--agent", "sales")
-    with pytest.raises(CommandError, match=r"E\.164"):
+    with pytest.raises(CommandError, match="international format"):
         call_command("voiceconv_dial", "12345", "--agent", "sales")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from django.utils import timezone
 from voiceconv import security
 from voiceconv.conf import voiceconv_settings
 from voiceconv.exceptions import ConfigurationError, VoiceconvError
+from voiceconv.phone import normalize_number
 
 if TYPE_CHECKING:
     from voiceconv.models import Agent, AgentTelephony, Call
@@ -60,8 +60,6 @@ MACHINE_DETECTION_MODES = ("Enable", "DetectMessageEnd")
 #: a status the ``Call`` row does not keep).
 STATUS_EVENTS = ["ringing", "answered", "completed"]
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_PUNCTUATION = re.compile(r"[\s().\-]")
 
 #: What Twilio's REST error codes mean for someone placing a call.
 TWILIO_ERRORS: dict[int, str] = {
@@ -106,19 +104,12 @@ class OutboundCallError(VoiceconvError):
 
 
 def normalize_e164(number: str) -> str:
-    """``number`` as E.164 (``+14155550100``); spaces, dots, dashes and brackets removed.
+    """``number`` as E.164 (``+14155550100``), through :func:`voiceconv.phone.normalize_number`.
 
-    Raises ``ValueError`` for anything that is not a plausible international number.
+    Raises :class:`~voiceconv.exceptions.InvalidPhoneNumberError` (a ``ValueError``) for
+    anything that is not a valid international number.
     """
-    compact = _PUNCTUATION.sub("", number or "")
-    if compact.startswith("00"):
-        compact = "+" + compact[2:]
-    if not _E164.match(compact):
-        raise ValueError(
-            f"{number!r} is not a phone number in international (E.164) format, "
-            "e.g. +14155550100"
-        )
-    return compact
+    return normalize_number(number)
 
 
 @dataclass(frozen=True)
