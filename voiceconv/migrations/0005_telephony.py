@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('voiceconv', '0003_live_calls'),
+        ('voiceconv', '0004_browser_calls'),
     ]
 
     operations = [
