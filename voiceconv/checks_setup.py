@@ -8,6 +8,7 @@
 | ``voiceconv.W021`` | deploy: ``PUBLIC_URL`` empty while signatures are checked |
 | ``voiceconv.W022`` | deploy: SQLite while ``DEBUG`` is off |
 | ``voiceconv.W023`` | deploy: the in-memory channel layer while ``DEBUG`` is off |
+| ``voiceconv.W024`` | Redis client socket timeout not longer than the layer's blocking pop |
 """
 
 from __future__ import annotations
@@ -169,3 +170,22 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
                 )
             )
     return messages
+
+
+@register()
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A channels_redis layer whose idle receives all time out (see voiceconv.layers)."""
+    layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    if "redis" not in str((layers.get("default") or {}).get("BACKEND", "")).lower():
+        return []
+    from channels.layers import get_channel_layer
+
+    from voiceconv.layers import redis_timeout_problem
+
+    try:
+        problem = redis_timeout_problem(get_channel_layer())
+    except Exception:  # a layer that cannot even be built is reported when it is used
+        return []
+    if problem is None:
+        return []
+    return [Warning(f"Channel layer: {problem}.", id="voiceconv.W024")]

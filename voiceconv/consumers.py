@@ -31,6 +31,7 @@ from django.utils import timezone
 from voiceconv import active_calls, security
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo, TranscriptTurn
+from voiceconv.layers import redis_timeout_problem
 from voiceconv.realtime import (
     OpenAIRealtimeBackend,
     RealtimeBackend,
@@ -196,8 +197,18 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 raise
             except Exception as exc:
                 failures += 1
+                problem = redis_timeout_problem(self.channel_layer)
+                if problem is not None:
+                    # A configuration mistake, not a passing failure: said once per process
+                    # (and by the system check voiceconv.W024), not every few seconds.
+                    if not _layer_mistake_reported:
+                        _report_layer_mistake(problem)
+                    level = logging.DEBUG
                 # A blocking receive can time out now and then: only a run of them is news.
-                level = logging.WARNING if failures == 3 or failures % 60 == 0 else logging.INFO
+                elif failures == 3 or failures % 60 == 0:
+                    level = logging.WARNING
+                else:
+                    level = logging.INFO
                 self.log.log(level, "channel layer receive failed (%d in a row): %s; retrying",
                              failures, _describe(exc))
                 await asyncio.sleep(1.0)
@@ -860,3 +871,11 @@ def _describe(exc: BaseException) -> str:
     text = str(exc) or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {text}"[:500]
 
+
+_layer_mistake_reported = False
+
+
+def _report_layer_mistake(problem: str) -> None:
+    global _layer_mistake_reported
+    _layer_mistake_reported = True
+    logger.error("channel layer misconfigured: %s", problem)
