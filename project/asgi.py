@@ -11,14 +11,19 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from voiceconv.health import DrainingMiddleware  # noqa: E402
 from voiceconv.routing import websocket_urlpatterns  # noqa: E402
 
 # Twilio's Media Streams handshake carries no Origin header and no session cookie, so the
 # stream route is not wrapped in AllowedHostsOriginValidator/AuthMiddlewareStack; it is
-# guarded by Twilio's handshake signature and the per-call stream token instead.
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
-    }
+# guarded by Twilio's handshake signature and the per-call stream token instead (the admin's
+# live monitor, also in websocket_urlpatterns, is wrapped by voiceconv itself).
+# DrainingMiddleware: on SIGTERM, refuse new calls and let live ones finish (DRAIN_SECONDS).
+application = DrainingMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": URLRouter(websocket_urlpatterns),
+        }
+    )
 )

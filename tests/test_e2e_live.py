@@ -210,3 +210,40 @@ async def test_a_call_on_one_process_is_listed_watched_and_steered_from_another(
 
     result = await asyncio.to_thread(manage, "voiceconv_live", "--json")
     assert sid not in result.stdout
+
+
+async def test_twilios_completed_status_on_another_process_ends_the_live_call(
+    two_servers: tuple[ServerProcess, ServerProcess], standin: RealtimeStandIn
+) -> None:
+    import urllib.parse
+    import urllib.request
+
+    from twilio.request_validator import RequestValidator
+
+    from tests.conftest import AUTH_TOKEN, PUBLIC_URL
+
+    server_a, server_b = two_servers
+    client = await enter_call(server_a, realtime=True)
+    session = await standin.wait_for_session(0, timeout=15)
+    await session.expect_event("session.update", timeout=10)
+    async with caller_line(client):
+        await wait_for_call(client.call_sid, timeout=15)
+        await asyncio.sleep(0.5)  # the stream has joined its group
+        # Twilio says the call is over, to process B, and its stop never reaches A.
+        form = {"CallSid": client.call_sid, "CallStatus": "completed", "CallDuration": "7"}
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(
+            PUBLIC_URL + "/twilio/status/", form)
+        request = urllib.request.Request(
+            server_b.http_url + "/twilio/status/", data=urllib.parse.urlencode(form).encode(),
+            headers={"X-Twilio-Signature": signature}, method="POST")
+        with await asyncio.to_thread(urllib.request.urlopen, request, timeout=10) as response:
+            assert response.status == 204
+        await client.wait_closed(timeout=15)
+    for _ in range(100):  # the status view set ended_at; the call's own record follows
+        call = await wait_for_call(client.call_sid, ended=True)
+        if call.end_reason:
+            break
+        await asyncio.sleep(0.1)
+    assert call.status == "completed"
+    assert call.end_reason == "caller_hung_up"
+    await asyncio.wait_for(session.closed.wait(), 5)
