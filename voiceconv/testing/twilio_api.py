@@ -138,6 +138,8 @@ class FakeTwilioAPI:
     app_url: str = ""
     #: Bytes served as every recording's media.
     recording_audio: bytes = b"RIFF\x24\x00\x00\x00WAVEfmt "
+    #: Seconds to wait before answering (the request is recorded at once): a slow Twilio.
+    delay: float = 0.0
     requests: list[TwilioRequest] = field(default_factory=list)
     calls: dict[str, PlacedCall] = field(default_factory=dict)
     recordings: dict[str, StartedRecording] = field(default_factory=dict)
@@ -165,6 +167,8 @@ class FakeTwilioAPI:
                 with fake._changed:  # recorded before the client can see the answer
                     fake.requests.append(request)
                     fake._changed.notify_all()
+                if fake.delay > 0:
+                    time.sleep(fake.delay)
                 self._reply(status, json.dumps(body).encode(), "application/json")
 
             def do_GET(self) -> None:
