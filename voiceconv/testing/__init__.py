@@ -35,7 +35,7 @@ from voiceconv.testing.realtime_server import (
     validate_server_event,
 )
 from voiceconv.testing.server import ServerProcess, free_port
-from voiceconv.testing.twilio_api import FakeTwilioAPI, TwilioRequest
+from voiceconv.testing.twilio_api import FakeTwilioAPI, PlacedCall, StartedRecording, TwilioRequest
 from voiceconv.testing.twilio_client import (
     ClearRecord,
     MarkRecord,
@@ -57,11 +57,13 @@ __all__ = [
     "FakeTwilioAPI",
     "MarkRecord",
     "MediaRecord",
+    "PlacedCall",
     "RealtimeStandIn",
     "ScriptedFunctionCall",
     "ScriptedResponse",
     "ServerProcess",
     "StandInSession",
+    "StartedRecording",
     "TwilioRequest",
     "TwilioStreamClient",
     "TwilioStreamClientFactory",
