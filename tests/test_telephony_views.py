@@ -15,7 +15,7 @@ from voiceconv import security
 from voiceconv.consumers import MediaStreamConsumer
 from voiceconv.models import Agent, Call
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "secret-token"
 PUBLIC = "https://voice.example.test"

@@ -224,6 +224,7 @@ class VoiceconvSettings:
     SESSION_EXTRA: dict[str, Any]
     PUBLIC_URL: str
     STREAM_PATH: str
+    SOFTPHONE_PATH: str
     VALIDATE_TWILIO_SIGNATURE: bool
     REQUIRE_STREAM_TOKEN: bool
     STREAM_TOKEN_MAX_AGE: float

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from channels.db import database_sync_to_async
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -30,9 +31,13 @@ ANSWERED_BY = frozenset({
 @csrf_exempt
 @require_POST
 @twilio_signed
-def outbound_answer(request: HttpRequest) -> HttpResponse:
+async def outbound_answer(request: HttpRequest) -> HttpResponse:
     """The callee answered a call placed by :func:`voiceconv.calls.place_call`: connect the
     media stream, with the call's agent, custom parameters and a fresh stream token."""
+    return await database_sync_to_async(_outbound_answer, thread_sensitive=False)(request)
+
+
+def _outbound_answer(request: HttpRequest) -> HttpResponse:
     from voiceconv.models import Call
 
     form = request.POST
@@ -84,11 +89,10 @@ def outbound_answer(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 @require_POST
 @twilio_signed
-def amd_status(request: HttpRequest) -> HttpResponse:
+async def amd_status(request: HttpRequest) -> HttpResponse:
     """Twilio's asynchronous answering-machine verdict: record it on the call and hand it to
     the live call, in whichever process holds it (channel-layer group of the call)."""
-    from voiceconv.models import Call
-    from voiceconv.telephony import deliver_verdict
+    from voiceconv.telephony import adeliver_verdict
 
     form = request.POST
     call_sid = form.get("CallSid", "").strip()
@@ -100,14 +104,20 @@ def amd_status(request: HttpRequest) -> HttpResponse:
         logger.warning("call %s: AMD callback with unknown AnsweredBy %r", call_sid, answered_by)
         return HttpResponse("AnsweredBy unknown", status=400)
     duration = form.get("MachineDetectionDuration", "").strip()
+    await database_sync_to_async(_record_verdict, thread_sensitive=False)(
+        call_sid, answered_by, int(duration) if duration.isdigit() else None
+    )
+    logger.info("call %s: answered by %s (%s ms)", call_sid, answered_by, duration or "?")
+    await adeliver_verdict(call_sid, answered_by)
+    return HttpResponse(status=204)
+
+
+def _record_verdict(call_sid: str, answered_by: str, duration_ms: int | None) -> None:
+    from voiceconv.models import Call
+
     try:
         Call.objects.filter(twilio_call_sid=call_sid).update(
-            answered_by=answered_by,
-            machine_detection_ms=int(duration) if duration.isdigit() else None,
-            updated_at=timezone.now(),
+            answered_by=answered_by, machine_detection_ms=duration_ms, updated_at=timezone.now()
         )
     except DatabaseError:
         logger.exception("call %s: could not record the AMD verdict %s", call_sid, answered_by)
-    logger.info("call %s: answered by %s (%s ms)", call_sid, answered_by, duration or "?")
-    deliver_verdict(call_sid, answered_by)
-    return HttpResponse(status=204)
