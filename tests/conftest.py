@@ -14,6 +14,9 @@ from django.db import connections
 from voiceconv.testing import RealtimeStandIn
 from voiceconv.testing.server import ServerProcess, free_port
 
+# The conversation-test plugin: the ``voiceconv_model`` fixture and the ``real_model`` marker.
+pytest_plugins = ["voiceconv.testing.conversation"]
+
 # The test process opens connections from short-lived executor threads: close them after each
 # use (servers under test keep the project's persistent connections).
 connections.settings["default"]["CONN_MAX_AGE"] = 0
