@@ -337,12 +337,11 @@ class Conversation:
                 else:
                     audio = line.audio or espeak_ulaw(line.text) or speech_like(
                         max(600, 60 * len(line.text)), seed=len(turns))
-                    await client.send_audio(audio + silence(200))
+                    await client.send_audio(audio)
                 said_at = time.monotonic()
                 answer_ms = await self._answer(client)
-                latency = None
-                if len(client.media_records) > before:
-                    latency = max(0.0, (client.media_records[before].at - said_at) * 1000)
+                answer = [r for r in client.media_records[before:] if r.at >= said_at]
+                latency = (answer[0].at - said_at) * 1000 if answer else None
                 turns.append(Turn(line.text, latency, answer_ms))
                 self.on_event("answered", line=line.text, latency_ms=latency,
                               answer_ms=answer_ms)
@@ -380,12 +379,18 @@ class Conversation:
 
 
 async def _ended_call(call_sid: str, timeout: float = 15.0) -> Any:
+    """The call's row once finalised (None when this database does not have it)."""
+    from django.db import DatabaseError
+
     from voiceconv.models import Call
 
     deadline = time.monotonic() + timeout
     call = None
     while time.monotonic() < deadline:
-        call = await Call.objects.filter(twilio_call_sid=call_sid).afirst()
+        try:
+            call = await Call.objects.filter(twilio_call_sid=call_sid).afirst()
+        except DatabaseError:
+            return None
         if call is not None and call.ended_at is not None:
             return call
         await asyncio.sleep(0.1)
