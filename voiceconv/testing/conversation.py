@@ -34,7 +34,6 @@ from typing import Any
 from voiceconv.testing.audio import (
     SAMPLE_RATE,
     espeak_ulaw,
-    silence,
     speech_like,
     ulaw_decode,
     ulaw_encode,
