@@ -52,6 +52,9 @@ logger = logging.getLogger("voiceconv.recorder")
 TICK_SECONDS = 0.05
 #: Most records written in one transaction.
 MAX_BATCH = 1000
+#: A transaction takes no more records once it has run this long (seconds): on SQLite it
+#: holds the database's one write lock, which the webhooks and stream starts also need.
+MAX_TRANSACTION_SECONDS = 0.02
 #: Retry back-off while the database is unavailable (seconds).
 RETRY_MIN_DELAY = 0.1
 RETRY_MAX_DELAY = 2.0
@@ -182,7 +185,9 @@ class RecordWriter:
                         return
                     stopping = self._stopping
                 if not stopping and not attempts:
-                    time.sleep(self.tick)  # gather what the other calls hand over meanwhile
+                    # Gather what the other calls hand over meanwhile (and, after a batch cut
+                    # short by MAX_TRANSACTION_SECONDS, leave the database to others a while).
+                    time.sleep(self.tick)
                 batch = self._take()
                 try:
                     try:
@@ -216,7 +221,7 @@ class RecordWriter:
                 if attempts:
                     logger.warning(
                         "database back: %d record(s) written after %d attempt(s)",
-                        sum(len(items) for _, items in batch), attempts + 1,
+                        sum(count for count, _ in results), attempts + 1,
                     )
                 attempts = 0
                 delay = RETRY_MIN_DELAY
@@ -246,18 +251,26 @@ class RecordWriter:
 
     def _write(
         self, batch: list[tuple[Source, list[Any]]], *, each: bool = False
-    ) -> list[list[Any]]:
-        """One transaction for the batch (``each``: one per record); raises if it must be
-        retried."""
+    ) -> list[tuple[int, list[Any]]]:
+        """One transaction for (a prefix of) the batch (``each``: one per record); returns how
+        many records of each call were written and their dispatches. Raises if the batch must
+        be retried."""
         close_old_connections()
         try:
-            results: list[list[Any]] = []
+            results: list[tuple[int, list[Any]]] = []
+            deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
             with db_transaction.atomic() if not each else contextlib.nullcontext():
                 for source, items in batch:
                     dispatches: list[Any] = []
+                    count = 0
                     for item in items:
+                        if count and not each and time.monotonic() > deadline:
+                            break
                         dispatches.extend(self._apply_one(source, item))
-                    results.append(dispatches)
+                        count += 1
+                    results.append((count, dispatches))
+                    if not each and time.monotonic() > deadline:
+                        break
             return results
         finally:
             close_old_connections()
@@ -282,16 +295,18 @@ class RecordWriter:
             logger.exception("call %s: could not save %r", source.describe(), item)
         return []
 
-    def _done(self, batch: list[tuple[Source, list[Any]]], results: list[list[Any]]) -> None:
+    def _done(
+        self, batch: list[tuple[Source, list[Any]]], results: list[tuple[int, list[Any]]]
+    ) -> None:
         done: list[tuple[Source, int, list[Any], int]] = []
         with self._cond:
-            for (source, items), dispatches in zip(batch, results, strict=True):
+            for (source, _items), (count, dispatches) in zip(batch, results, strict=False):
                 queue = self._queues.get(source, [])
-                del queue[: len(items)]
+                del queue[:count]
                 if not queue:
                     self._queues.pop(source, None)
-                self._pending -= len(items)
-                done.append((source, len(items), dispatches, len(queue)))
+                self._pending -= count
+                done.append((source, count, dispatches, len(queue)))
             self.batches += 1
             self.written += sum(n for _, n, _, _ in done)
         for source, count, dispatches, remaining in done:
