@@ -28,6 +28,7 @@ from voiceconv.testing.server import ServerProcess
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = ROOT / "test-artifacts"
+METRICS_TOKEN = "e2e-metrics-token"
 
 pytestmark = [
     pytest.mark.e2e,
@@ -51,7 +52,7 @@ def two_servers(
     django_db_setup: None, django_db_blocker: Any, standin_port: int
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     with django_db_blocker.unblock():
-        env = server_env(standin_port, HEARTBEAT_SECONDS=1)
+        env = server_env(standin_port, HEARTBEAT_SECONDS=1, METRICS_TOKEN=METRICS_TOKEN)
     a = ServerProcess(env=env, cwd=ROOT)
     b = ServerProcess(env=env, cwd=ROOT)
     a.start()
@@ -210,6 +211,25 @@ async def test_a_call_on_one_process_is_listed_watched_and_steered_from_another(
 
     result = await asyncio.to_thread(manage, "voiceconv_live", "--json")
     assert sid not in result.stdout
+
+    # Process A counted the call's frames and its end (read off the call, not per frame).
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        import urllib.request
+
+        request = urllib.request.Request(server_a.http_url + "/twilio/metrics/",
+                                         headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    values = await asyncio.to_thread(scrape)
+    assert values[("voiceconv_frames_total", (("direction", "in"),))] > 0
+    assert values[("voiceconv_frames_total", (("direction", "out"),))] > 0
+    assert values[("voiceconv_calls_ended_total", (("reason", "operator"),))] >= 1
+    assert values[("voiceconv_control_requests_total", (("action", "say"), ("outcome", "ok")))] >= 1
 
 
 async def test_twilios_completed_status_on_another_process_ends_the_live_call(

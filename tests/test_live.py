@@ -231,3 +231,21 @@ def test_voiceconv_control_fails_clearly_for_unknown_or_unanswered_calls() -> No
         call_command("voiceconv_control", SID, "say", "Hello", "--timeout", "0.2")
     with pytest.raises(CommandError, match="DTMF"):
         call_command("voiceconv_control", SID, "dtmf", "x")
+
+
+async def test_the_end_of_a_call_reaches_the_live_list_whatever_the_writer_loaded() -> None:
+    from channels.layers import get_channel_layer
+
+    def setup() -> None:
+        make_call(agent=Agent.objects.create(name="Front desk", slug="front-desk"),
+                  ended_at=timezone.now(), end_reason="operator")
+
+    await asyncio.to_thread(setup)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(live.LIST_GROUP, channel)
+    call = await Call.objects.aget(twilio_call_sid=SID)  # its agent not loaded
+    await live.on_call_ended(MediaStreamConsumer, call=call, reason="operator")
+    message = await asyncio.wait_for(layer.receive(channel), 5)
+    assert message["event"]["event"] == "ended"
+    assert message["event"]["call"]["agent"] == "Front desk"

@@ -261,8 +261,9 @@ async def on_call_ended(sender: Any, call: Any, reason: str = "", **kwargs: Any)
     if consumer is not None:
         metrics.observe_consumer(consumer, final=True)
     metrics.call_ended(call, reason)
-    await publish(call.twilio_call_sid, {"event": "ended", "call": call_summary(call)},
-                  to_list=True)
+    # In a thread: the summary may load the call's agent.
+    summary = await database_sync_to_async(call_summary, thread_sensitive=False)(call)
+    await publish(call.twilio_call_sid, {"event": "ended", "call": summary}, to_list=True)
 
 
 async def on_transcript_entry(sender: Any, call: Any, entry: Any, **kwargs: Any) -> None:
