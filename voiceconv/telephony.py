@@ -123,6 +123,8 @@ class CallTelephony:
         if agent is not None and row is None:
             telephony.agent = agent
         self = cls(consumer, telephony, outbound=info.direction.startswith("outbound"))
+        if telephony.record_calls:
+            self._start_recording()
         if self.outbound:
             self._prepare_outbound()
             # The stream joined its group before this: a verdict posted earlier is in the row.
@@ -136,6 +138,22 @@ class CallTelephony:
                 except Exception as exc:
                     consumer.log.warning("could not read the AMD verdict: %s", exc)
         return self
+
+    def _start_recording(self) -> None:
+        """Record the call through Twilio (off the audio path) and announce it if asked."""
+        from voiceconv.recordings import start_recording
+
+        info = self.consumer.info
+        session = self.consumer.session
+        assert info is not None and session is not None
+        self.consumer.spawn(asyncio.to_thread(start_recording, info.call_sid))
+        if self.settings.announce_recording:
+            announcement = str(voiceconv_settings.RECORDING_ANNOUNCEMENT or "")
+            if announcement:
+                first = f'First say exactly: "{announcement}"'
+                session.greeting = (
+                    f"{first} Then: {session.greeting}" if session.greeting else first
+                )
 
     def _prepare_outbound(self) -> None:
         from voiceconv.models import AgentTelephony

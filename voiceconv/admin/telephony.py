@@ -3,10 +3,15 @@ settings (inline on the agent)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from voiceconv.models import AgentTelephony
+from voiceconv.models import AgentTelephony, Recording
 
 
 class AgentTelephonyInline(admin.StackedInline):
@@ -29,3 +34,26 @@ class AgentTelephonyInline(admin.StackedInline):
         (_("Recording"), {"fields": (("record_calls", "announce_recording"),)}),
         (_("Transfers and digits"), {"fields": ("transfer_targets",)}),
     )
+
+
+class RecordingInline(admin.TabularInline):
+    """``CallAdmin.inlines``: the call's recordings, with a player fetching the audio
+    through the app (staff only), never from a public Twilio link."""
+
+    model = Recording
+    extra = 0
+    can_delete = False
+    fields = ("player", "status", "duration_seconds", "channels", "source",
+              "twilio_recording_sid", "created_at")
+    readonly_fields = fields
+    verbose_name_plural = _("recordings")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("listen"))
+    def player(self, obj: Recording) -> str:
+        if not obj.url or obj.status != "completed":
+            return "-"
+        src = reverse("voiceconv:recording-audio", args=[obj.pk])
+        return format_html('<audio controls preload="none" src="{}"></audio>', src)
