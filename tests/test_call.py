@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from voiceconv.session import (
+    ArmHangupDeadline,
     CallSession,
     EndCall,
     HangUp,
@@ -21,6 +22,7 @@ from voiceconv.session import (
     SendToTwilio,
     StartStream,
     StreamStart,
+    ToolOutcome,
     Transfer,
     b64_decoded_len,
     estimate_heard,
@@ -43,6 +45,10 @@ def start_msg(**params: str) -> dict[str, Any]:
             "customParameters": params,
         },
     }
+
+
+def out(call_id: str, name: str, output: str) -> ToolOutcome:
+    return ToolOutcome(call_id, name, "{}", output)
 
 
 def b64(n_bytes: int, fill: int = 0x55) -> str:
@@ -323,13 +329,13 @@ def test_barge_in_on_two_queued_items_truncates_the_later_one_at_zero() -> None:
     assert [(e["item_id"], e["audio_end_ms"]) for e in rt] == [("item_2", 20)]
 
 
-def test_interrupt_response_false_cancels_the_active_response() -> None:
+def test_interrupt_response_false_makes_the_agent_uninterruptible() -> None:
     c = Call(interrupt_response=False)
     c.frame()
     c.response("resp_1", "item_1")
     c.delta("item_1", "resp_1", 1600)
-    rt = realtime_texts(c.speech_started())
-    assert {"type": "response.cancel", "response_id": "resp_1"} in rt
+    assert c.speech_started() == []  # no clear, no truncate, no cancel
+    assert c.delta("item_1", "resp_1", 1600) != []  # and the rest still plays
 
 
 def test_speech_while_generating_but_nothing_queued_mutes_in_flight_audio() -> None:
@@ -470,7 +476,7 @@ def test_function_calls_fan_in_to_one_response_create() -> None:
              "arguments": "{\"n\": 1}"}]}})
     run = [a for a in actions if isinstance(a, RunTools)]
     assert len(run) == 1 and [c_.call_id for c_ in run[0].calls] == ["call_a", "call_b"]
-    rt = realtime_texts(c.s.tool_results([("call_a", "x", '"1"'), ("call_b", "y", '"2"')]))
+    rt = realtime_texts(c.s.tool_results([out("call_a", "x", '"1"'), out("call_b", "y", '"2"')]))
     assert [e["type"] for e in rt] == [
         "conversation.item.create", "conversation.item.create", "response.create"]
     assert rt[0]["item"] == {"type": "function_call_output", "call_id": "call_a", "output": '"1"'}
@@ -482,7 +488,7 @@ def test_tool_output_while_a_response_is_active_defers_response_create() -> None
         {"type": "function_call", "id": "fc1", "call_id": "call_a", "name": "x",
          "arguments": "{}"}]}})
     c.response("resp_2", "item_2")  # the caller spoke meanwhile
-    rt = realtime_texts(c.s.tool_results([("call_a", "x", "{}")]))
+    rt = realtime_texts(c.s.tool_results([out("call_a", "x", "{}")]))
     assert [e["type"] for e in rt] == ["conversation.item.create"]
     rt = realtime_texts(c.rt({"type": "response.done", "response": {
         "id": "resp_2", "status": "completed", "output": []}}))
@@ -502,8 +508,9 @@ def test_hang_up_waits_until_the_goodbye_has_been_heard() -> None:
     c.rt({"type": "response.done", "response": {"id": "r1", "status": "completed", "output": [
         {"type": "function_call", "id": "fc1", "call_id": "call_a", "name": "end_call",
          "arguments": "{}"}]}})
-    assert c.s.request_hangup("agent_ended") == []  # the tool is still running
-    actions = c.s.tool_results([("call_a", "end_call", '{"status": "ending"}')])
+    # the tool is still running: only the deadline is armed
+    assert c.s.request_hangup("agent_ended") == [ArmHangupDeadline()]
+    actions = c.s.tool_results([out("call_a", "end_call", '{"status": "ending"}')])
     assert not [a for a in actions if isinstance(a, HangUp)]
     c.response("resp_2", "item_2")
     c.delta("item_2", "resp_2", 1600)
@@ -516,7 +523,7 @@ def test_hang_up_waits_until_the_goodbye_has_been_heard() -> None:
 def test_transfer_after_goodbye() -> None:
     c = Call()
     actions = c.s.request_transfer("+14155550100")
-    assert actions == [Transfer("+14155550100")]
+    assert actions == [ArmHangupDeadline(), Transfer("+14155550100")]
 
 
 def test_stop_ends_the_call() -> None:
@@ -580,16 +587,29 @@ def test_reconnect_buffers_audio_reseeds_history_and_never_truncates_old_items()
     assert realtime_texts(actions) == []
 
 
-def test_tool_outputs_for_a_lost_session_are_dropped() -> None:
+def test_tool_outputs_of_a_lost_session_reach_the_new_one_never_run_twice() -> None:
     c = Call()
     c.rt({"type": "response.done", "response": {"id": "r1", "status": "completed", "output": [
         {"type": "function_call", "id": "fc1", "call_id": "call_a", "name": "x",
          "arguments": "{}"}]}})
     c.s.realtime_lost()
-    c.ready()
-    actions = c.s.tool_results([("call_a", "x", "{}")])
+    seeds = [json.loads(e)["item"] for e in c.s.reseed_events()]
+    assert seeds == [{"type": "function_call", "call_id": "call_a", "name": "x",
+                      "arguments": "{}"}]
+    assert realtime_texts(c.ready()) == []  # the tool is still running: nothing owed yet
+    actions = c.s.tool_results([out("call_a", "x", '{"n":1}')])
+    assert [e["type"] for e in realtime_texts(actions)] == [
+        "conversation.item.create", "response.create"]
+    assert realtime_texts(actions)[0]["item"] == {
+        "type": "function_call_output", "call_id": "call_a", "output": '{"n":1}'}
+    assert not any(isinstance(a, RunTools) for a in actions)
+
+
+def test_tool_outputs_nobody_asked_for_are_dropped() -> None:
+    c = Call()
+    actions = c.s.tool_results([out("call_z", "x", "{}")])
     assert [e["type"] for e in realtime_texts(actions)] == ["response.create"]
-    assert any(isinstance(a, Log) for a in actions)
+    assert any(isinstance(a, Log) and "dropped" in a.message for a in actions)
 
 
 def limited(**kwargs: int) -> Call:
@@ -633,6 +653,7 @@ def test_caller_speech_resets_the_idle_clock() -> None:
     c = limited(idle_reprompt_ms=5000, idle_hangup_ms=8000)
     run_until(c, 4000)
     c.speech_started()
+    c.rt({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0, "item_id": "u"})
     assert realtime_texts(run_until(c, 8000)) == []
     assert "still there" in realtime_texts(run_until(c, 9100))[0]["response"]["instructions"]
 

@@ -181,6 +181,7 @@ async def test_key_presses_reach_the_model_and_the_transcript(
     await eventually(lambda: any(e["type"] == "response.done" for e in session.sent))
     await client.send_silence(3000)  # the greeting plays out
     await client.send_dtmf("7")
+    await client.send_silence(1500)  # the inter-digit pause passes in call time
     item = await session.expect_event("conversation.item.create", timeout=3)
     assert item["item"]["role"] == "user"
     assert "7" in item["item"]["content"][0]["text"]

@@ -300,7 +300,8 @@ class Harness:
             self.echo(str(step.args[0]))
         elif step.kind == "tools_done" and self.tool_calls:
             done, self.tool_calls = self.tool_calls, []
-            self.check(s.tool_results([(c.call_id, c.name, '{"ok":true}') for c in done]))
+            self.check(s.tool_results(
+                [core.ToolOutcome(c.call_id, c.name, c.arguments, '{"ok":true}') for c in done]))
         elif step.kind == "say":
             self.check(s.say("Say: one moment please."))
         elif step.kind == "hangup":

@@ -4,6 +4,7 @@
 | --- | --- |
 | ``voiceconv.E001`` | ``VOICECONV`` is not a dict |
 | ``voiceconv.E002`` | ``VOICECONV`` has a key voiceconv does not know |
+| ``voiceconv.E003`` | ``TURN_DETECTION`` is off: nothing would ever end the caller's turn |
 | ``voiceconv.W001`` | Twilio signature checks are off outside ``DEBUG`` |
 | ``voiceconv.W002`` | signature checks on, ``TWILIO_AUTH_TOKEN`` empty (all webhooks get 403) |
 | ``voiceconv.W003`` | the per-call stream token is not required outside ``DEBUG`` |
@@ -45,7 +46,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="voiceconv.E002",
             )
         )
+    if "TURN_DETECTION" in user and not user["TURN_DETECTION"]:
+        errors.append(Error(TURN_DETECTION_OFF, hint=TURN_DETECTION_HINT, id="voiceconv.E003"))
     return errors
+
+
+#: Why turn detection cannot be off (shared with the Agent form's validation).
+TURN_DETECTION_OFF = (
+    "Turn detection off is not supported: without server VAD nothing tells voiceconv when "
+    "the caller has finished speaking, and the agent would never answer."
+)
+TURN_DETECTION_HINT = (
+    "Use server_vad or semantic_vad; set create_response to False if the model should not "
+    "answer by itself (voiceconv then asks for each answer once the caller's turn is committed)."
+)
 
 
 @register("security")

@@ -49,7 +49,8 @@ DEFAULTS: dict[str, Any] = {
     ),
     # What the agent is asked to say when the call connects ("" = wait for the caller).
     "GREETING": "Greet the caller briefly and ask how you can help.",
-    # audio.input.turn_detection (GA shape); None disables server VAD.
+    # audio.input.turn_detection (GA shape). It must be on (check voiceconv.E003); with
+    # create_response False the bridge asks for each answer once the turn is committed.
     "TURN_DETECTION": {
         "type": "server_vad",
         "threshold": 0.5,
@@ -85,12 +86,23 @@ DEFAULTS: dict[str, Any] = {
     "VALIDATE_TWILIO_SIGNATURE": True,
     # Require the per-call stream token minted by the webhook in the stream's start message.
     "REQUIRE_STREAM_TOKEN": True,
+    # With signature checks on, a stream upgrade without X-Twilio-Signature is refused; allow
+    # it only behind a proxy that strips the header (the stream token still binds the call).
+    "ALLOW_UNSIGNED_STREAMS": False,
+    # Seconds a stream may stay open without its start message before it is closed.
+    "STREAM_START_TIMEOUT": 5.0,
+    # Seconds the database work at stream start (claim the call, load agent and tools) may
+    # take; beyond it the call goes on with the default configuration.
+    "START_DATABASE_TIMEOUT": 5.0,
     # Seconds a stream token stays valid after the webhook answered.
     "STREAM_TOKEN_MAX_AGE": 120,
     # Forward caller key presses to the model as conversation items.
     "FORWARD_DTMF": True,
     # Text of the item sent to the model for a key press; {digit} is replaced.
-    "DTMF_TEMPLATE": "[The caller pressed the key {digit} on their phone keypad.]",
+    "DTMF_TEMPLATE": "[The caller pressed {digit} on their phone keypad.]",
+    # Key presses in quick succession (a PIN, a menu choice) reach the model as one item once
+    # the caller has pressed nothing for this many seconds (0 = each key at once).
+    "DTMF_PAUSE_SECONDS": 1.0,
     # --- limits ---------------------------------------------------------------------------
     # Caller audio buffered while the OpenAI session opens (ms); older audio is dropped.
     "EARLY_AUDIO_BUFFER_MS": 5000,
@@ -227,9 +239,13 @@ class VoiceconvSettings:
     SOFTPHONE_PATH: str
     VALIDATE_TWILIO_SIGNATURE: bool
     REQUIRE_STREAM_TOKEN: bool
+    ALLOW_UNSIGNED_STREAMS: bool
+    STREAM_START_TIMEOUT: float
+    START_DATABASE_TIMEOUT: float
     STREAM_TOKEN_MAX_AGE: float
     FORWARD_DTMF: bool
     DTMF_TEMPLATE: str
+    DTMF_PAUSE_SECONDS: float
     EARLY_AUDIO_BUFFER_MS: int
     CONNECT_TIMEOUT: float
     REALTIME_RECONNECT_ATTEMPTS: int

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, assert_never
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -30,12 +30,13 @@ from django.utils import timezone
 
 from voiceconv import active_calls, security
 from voiceconv.conf import voiceconv_settings
-from voiceconv.events import CallInfo, TranscriptTurn
+from voiceconv.events import CallInfo
 from voiceconv.layers import redis_timeout_problem
 from voiceconv.realtime import (
     OpenAIRealtimeBackend,
     RealtimeBackend,
     build_session_config,
+    create_response_enabled,
     default_openai_client,
     interrupt_response_enabled,
     session_model,
@@ -43,6 +44,7 @@ from voiceconv.realtime import (
 from voiceconv.session import (
     Action,
     ApologyHeard,
+    ArmHangupDeadline,
     CallSession,
     CloseStream,
     EndCall,
@@ -58,6 +60,7 @@ from voiceconv.session import (
     StartStream,
     StreamStart,
     ToolCall,
+    ToolOutcome,
     Transfer,
     dumps,
 )
@@ -224,34 +227,60 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ websocket events
 
-    async def websocket_connect(self, message: dict[str, Any]) -> None:
-        headers = dict(self.scope.get("headers") or [])
-        if (
-            security.signature_checks_enabled()
-            and b"x-twilio-signature" in headers
-            and not security.validate_websocket_signature(self.scope, self.public_origin())
-        ):
-            logger.warning("stream handshake refused: invalid x-twilio-signature")
-            await self.close()
-            return
+    async def connect(self) -> None:
+        """Channels' connect hook: check the handshake, accept, and wait for ``start``.
+
+        With signature checks on, an upgrade must carry a valid ``X-Twilio-Signature``
+        (``ALLOW_UNSIGNED_STREAMS`` lets one without the header in, for proxies that strip it).
+        """
+        if security.signature_checks_enabled():
+            signed = any(name == b"x-twilio-signature" for name, _ in self.scope.get("headers", []))
+            if not signed and not voiceconv_settings.ALLOW_UNSIGNED_STREAMS:
+                logger.warning("stream handshake refused: no x-twilio-signature")
+                await self.close()
+                return
+            if signed and not security.validate_websocket_signature(
+                self.scope, self.public_origin()
+            ):
+                logger.warning("stream handshake refused: invalid x-twilio-signature")
+                await self.close()
+                return
         await self.accept()
+        self.spawn(self._start_deadline())
+
+    async def _start_deadline(self) -> None:
+        """A stream that never sends ``start`` is closed (it holds a socket and a slot)."""
+        await asyncio.sleep(float(voiceconv_settings.STREAM_START_TIMEOUT))
+        if not self.session.state.started and not self._closed:
+            self.log.warning("no start message within %s s: closing the stream",
+                             voiceconv_settings.STREAM_START_TIMEOUT)
+            self._end_reason = "refused"
+            await self.close(code=4408)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Call the :meth:`disconnect` hook and stop (no database hop: the call's records
+        are written by its own writer)."""
+        await self.disconnect(int(message.get("code") or 1005))
+        raise StopConsumer()
+
+    async def disconnect(self, code: int) -> None:
+        """Channels' disconnect hook: Twilio (or the server) closed the socket."""
         self._closed = True
         if self._end_reason is None:
             # 1012 (service restart): the server itself is closing connections (uvicorn's
-            # graceful shutdown); anything else is Twilio ending the stream.
-            code = message.get("code")
-            self._end_reason = "shutdown" if code == 1012 else "caller_hung_up"
-        raise StopConsumer()
+            # graceful shutdown); a stream closed after our transfer was handed to Twilio is
+            # that transfer; anything else is Twilio ending the stream.
+            st = self.session.state
+            if code == 1012:
+                self._end_reason = "shutdown"
+            elif st.ended and st.transfer_target is not None:
+                self._end_reason = "transferred"
+            else:
+                self._end_reason = "caller_hung_up"
 
     def public_origin(self) -> str:
-        origin = str(voiceconv_settings.PUBLIC_URL or "").rstrip("/")
-        if origin:
-            return origin
-        headers = dict(self.scope.get("headers") or [])
-        host = (headers.get(b"x-forwarded-host") or headers.get(b"host") or b"").decode("latin-1")
-        return f"https://{host}"
+        """The public origin, derived as the webhooks derive it (:func:`security.public_origin`)."""
+        return security.public_origin(self.scope)
 
     # ------------------------------------------------------------------ Twilio frames
 
@@ -310,6 +339,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             dtmf_template=str(voiceconv_settings.DTMF_TEMPLATE),
             early_audio_frames=max(1, int(voiceconv_settings.EARLY_AUDIO_BUFFER_MS) // 20),
             interrupt_response=interrupt_response_enabled(self.session_config),
+            auto_response=create_response_enabled(self.session_config),
+            dtmf_pause_ms=int(float(voiceconv_settings.DTMF_PAUSE_SECONDS) * 1000),
             limits=self.get_limits(),
             transcription=bool(
                 ((self.session_config.get("audio") or {}).get("input") or {}).get("transcription")
@@ -350,51 +381,42 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         """Load the call's agent and tools, and claim the call for this stream.
 
         Returns the reason to refuse the stream (another live stream has the call), or None.
-        A database that cannot be reached does not stop the call: it goes on with the
-        default configuration.
+        The work runs in a thread of its own (not the single thread shared by every
+        ``sync_to_async`` call in the process) and within ``START_DATABASE_TIMEOUT``: a
+        database that cannot be reached, or hangs, does not stop the call nor any other: it
+        goes on with the default configuration.
         """
         assert self.info is not None
+        timeout = float(voiceconv_settings.START_DATABASE_TIMEOUT)
+        work = DatabaseSyncToAsync(self._claim_call_sync, thread_sensitive=False)
         try:
-            return await database_sync_to_async(self._claim_call_sync)()
+            claim = await asyncio.wait_for(work(), timeout)
         except DatabaseError:
             self.log.exception("database unavailable at stream start; using defaults")
             return None
-
-    def _claim_call_sync(self) -> str | None:
-        from voiceconv.models import Agent, Call
-
-        info = self.info
-        assert info is not None
-        now = timezone.now()
-        call = Call.objects.filter(twilio_call_sid=info.call_sid).first()
-        if call is None:
-            agent = Agent.objects.for_number(info.to_number)
-            call = Call.objects.create(
-                twilio_call_sid=info.call_sid,
-                twilio_account_sid=info.account_sid,
-                agent=agent,
-                direction=info.direction,
-                from_number=info.from_number,
-                to_number=info.to_number,
-                status="in-progress",
-            )
-        claimed = Call.objects.filter(pk=call.pk, twilio_stream_sid="").update(
-            twilio_stream_sid=info.stream_sid,
-            stream_started_at=now,
-            status="in-progress",
-            custom_parameters=info.custom_parameters,
-        )
-        if not claimed:
-            return f"call already has stream {call.twilio_stream_sid}"
-        info.call_pk = call.pk
-        agent_pk = info.custom_parameters.get("agent")
-        agent = call.agent
-        if agent_pk and agent_pk.isdigit():
-            agent = Agent.objects.filter(pk=int(agent_pk), enabled=True).first() or agent
+        except TimeoutError:
+            self.log.error("database did not answer within %s s at stream start; "
+                           "going on with the defaults and no tools", timeout)
+            return None
+        if isinstance(claim, str):
+            return claim
+        call_pk, agent, tools = claim
+        self.info.call_pk = call_pk
         self.agent = agent
-        info.agent_pk = agent.pk if agent is not None else None
-        self.tools = self.get_tools()
+        self.info.agent_pk = agent.pk if agent is not None else None
+        self.tools = tools
         return None
+
+    def _claim_call_sync(self) -> str | tuple[int, Any, dict[str, Any]]:
+        from voiceconv.models import Call
+
+        assert self.info is not None
+        claim = Call.objects.claim_stream(self.info)
+        if isinstance(claim, str):
+            return claim
+        call, agent = claim
+        self.agent = agent  # get_tools() reads it
+        return call.pk, agent, self.get_tools()
 
     # ------------------------------------------------------------------ hooks
 
@@ -510,11 +532,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             except Exception as exc:
                 await _close_quietly(backend)
                 failures += 1
-                if first or failures > attempts:
+                if first or failures >= attempts:
                     self.log.error("could not open the Realtime session: %s", _describe(exc))
                     await self.fail("openai_error", f"connect failed: {_describe(exc)}")
                     return
-                self.log.warning("reconnect attempt %d failed: %s", failures, _describe(exc))
+                self.log.warning("reconnect attempt %d of %d failed: %s", failures, attempts,
+                                 _describe(exc))
                 await asyncio.sleep(min(2.0, 0.25 * 2 ** (failures - 1)))
                 continue
             self.backend = backend
@@ -538,8 +561,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 await self.fail("openai_error", f"Realtime session failed to start: {reason}")
                 return
             first = False
+            # REALTIME_RECONNECT_ATTEMPTS = N: up to N attempts after each loss (0: none).
             failures = 0 if was_ready else failures + 1
-            if failures > attempts:
+            if failures >= attempts:
                 await self.fail("openai_error", f"Realtime connection lost: {reason}")
                 return
             self.log.warning("Realtime connection lost (%s); opening a new session", reason)
@@ -602,10 +626,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                     await self.close(code=code)
                 case HangUp(reason=reason):
                     self.spawn(self.hang_up(reason))
+                case ArmHangupDeadline():
+                    self.spawn(self._hangup_deadline())
                 case Transfer(target=target):
                     self.spawn(self.transfer(target))
-                case EndCall(reason=reason, error=error):
-                    self.spawn(self.end(reason, error))
+                case EndCall(reason=reason, error=error, apologise=apologise):
+                    self.spawn(self.fail(reason, error) if apologise else self.end(reason, error))
                 case ApologyHeard():
                     if self._apology_mark is not None:
                         self._apology_mark.set()
@@ -649,31 +675,49 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             call=self.info,
             control=_Control(self),
         )
-        called_ms = session.state.now_ms  # a tool's entry sits where it was called
+        started_at = timezone.now()
         jobs = [asyncio.ensure_future(execute_tool_call(c, self.tools, context)) for c in calls]
-        holding = [self.tools[c.name].holding_message for c in calls if c.name in self.tools]
-        holding = [h for h in holding if h]
-        if holding:
-            done, _ = await asyncio.wait(jobs, timeout=float(voiceconv_settings.TOOL_HOLDING_DELAY))
-            if len(done) < len(jobs):
-                await self.run_actions(
-                    session.say(f"Say only this, briefly, in your own voice: {holding[0]}")
-                )
-        results = await asyncio.gather(*jobs)
-        for call, result in zip(calls, results, strict=True):
-            if self.recorder is not None:
+        try:
+            holding = [self.tools[c.name].holding_message for c in calls if c.name in self.tools]
+            holding = [h for h in holding if h]
+            if holding:
+                delay = float(voiceconv_settings.TOOL_HOLDING_DELAY)
+                done, _ = await asyncio.wait(jobs, timeout=delay)
+                if len(done) < len(jobs):
+                    await self.run_actions(session.holding_line(holding[0]))
+            results = await asyncio.gather(*jobs)
+        except asyncio.CancelledError:
+            # The call ends while tools run: each invocation is still recorded, with its
+            # outcome, or as cancelled.
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            self._record_cancelled_tools(calls, jobs, started_at)
+            raise
+        if self.recorder is not None:
+            for result in results:
                 self.recorder.tool_invocation(result)
-                self.recorder.turn(
-                    TranscriptTurn(
-                        role="tool",
-                        text=f"{result.name}({result.arguments}) → {result.error or result.output}",
-                        item_id=call.item_id,
-                        offset_ms=called_ms,
-                    )
-                )
-        await self.run_actions(
-            session.tool_results([(r.call_id, r.name, r.output) for r in results])
-        )
+        await self.run_actions(session.tool_results([
+            ToolOutcome(r.call_id, r.name, r.arguments, r.output, r.error) for r in results
+        ]))
+
+    def _record_cancelled_tools(
+        self, calls: tuple[ToolCall, ...], jobs: Sequence[asyncio.Future[Any]], started_at: Any
+    ) -> None:
+        from voiceconv.tools.runtime import ToolResult
+
+        if self.recorder is None:
+            return
+        elapsed = int((timezone.now() - started_at).total_seconds() * 1000)
+        for call, job in zip(calls, jobs, strict=True):
+            if job.done() and not job.cancelled() and job.exception() is None:
+                self.recorder.tool_invocation(job.result())
+                continue
+            self.recorder.tool_invocation(ToolResult(
+                call_id=call.call_id, name=call.name, arguments=call.arguments,
+                output=dumps({"error": "cancelled: the call ended"}),
+                started_at=started_at, duration_ms=elapsed, error="cancelled",
+            ))
 
     # ------------------------------------------------------------------ control
 
@@ -681,24 +725,16 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if not self.session.state.started:
             return
         await self.run_actions(self.session.request_hangup(reason))
-        self.spawn(self._hangup_deadline())
 
     async def request_transfer(self, target: str) -> None:
         if not self.session.state.started:
             return
         await self.run_actions(self.session.request_transfer(target))
-        self.spawn(self._hangup_deadline())
 
     async def _hangup_deadline(self) -> None:
         await asyncio.sleep(float(voiceconv_settings.HANGUP_GRACE_SECONDS))
-        session = self.session
-        if not session.state.ended and self._end_reason is None:
-            self.log.warning("goodbye not heard in time; ending the call anyway")
-            session.state.ended = True
-            if session.state.transfer_target:
-                await self.transfer(session.state.transfer_target)
-            else:
-                await self.hang_up(session.state.hangup_reason or "agent_ended")
+        if self._end_reason is None:
+            await self.run_actions(self.session.hangup_overdue())
 
     async def hang_up(self, reason: str) -> None:
         """End the call from our side: closing the stream ends it (nothing follows Connect)."""

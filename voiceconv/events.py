@@ -84,3 +84,12 @@ class CallInfo:
     call_pk: int | None = None
     #: Primary key of the ``voiceconv.Agent`` row chosen for the call, when one exists.
     agent_pk: int | None = None
+
+
+def our_number(direction: str, from_number: str, to_number: str) -> str:
+    """The caller-facing number of ours, which chooses the agent: the number called for
+    inbound calls, the number we call from for outbound ones (``Call.Direction``
+    ``outbound-api`` and ``outbound-dial``)."""
+    if direction in ("outbound-api", "outbound-dial"):
+        return from_number
+    return to_number

@@ -88,6 +88,14 @@ def interrupt_response_enabled(session: Mapping[str, Any]) -> bool:
     return bool(td.get("interrupt_response", True))
 
 
+def create_response_enabled(session: Mapping[str, Any]) -> bool:
+    """Whether the server answers the caller's turns itself (server VAD ``create_response``)."""
+    td = ((session.get("audio") or {}).get("input") or {}).get("turn_detection")
+    if not td:
+        return True  # no turn detection: nothing to answer automatically (refused by checks)
+    return bool(td.get("create_response", True))
+
+
 @runtime_checkable
 class RealtimeBackend(Protocol):
     """A speech-to-speech connection for one call."""

@@ -61,21 +61,32 @@ def stream_token_required() -> bool:
     return required
 
 
-def public_origin(request: HttpRequest | None = None) -> str:
-    """The origin Twilio reaches us on: the PUBLIC_URL setting, else derived from the request.
+def public_origin(source: HttpRequest | Mapping[str, Any] | None = None) -> str:
+    """The origin Twilio reaches us on: the PUBLIC_URL setting, else derived from ``source``.
 
-    Derived origins honour ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (set by the
-    TLS-terminating proxy in front of the app).
+    ``source`` is a Django request (the webhooks) or an ASGI scope (the stream handshake): both
+    derive the origin the same way, honouring ``X-Forwarded-Proto`` and ``X-Forwarded-Host``
+    (set by the TLS-terminating proxy in front of the app), else the ``Host`` header.
     """
     configured = voiceconv_settings.PUBLIC_URL.rstrip("/")
     if configured:
         return configured
-    if request is None:
+    if source is None:
         return ""
-    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-    scheme = proto or request.scheme or "http"
-    return f"{scheme}://{host or request.get_host()}"
+    if isinstance(source, HttpRequest):
+        headers = {k.lower(): v for k, v in source.headers.items()}
+        scheme = source.scheme or "http"
+        default_host = source.get_host()
+    else:
+        headers = {
+            bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
+            for k, v in source.get("headers") or []
+        }
+        scheme = {"ws": "http", "wss": "https"}.get(str(source.get("scheme") or ""), "https")
+        default_host = headers.get("host", "")
+    proto = headers.get("x-forwarded-proto", "").split(",")[0].strip()
+    host = headers.get("x-forwarded-host", "").split(",")[0].strip()
+    return f"{proto or scheme}://{host or default_host}"
 
 
 def websocket_origin(http_origin: str) -> str:

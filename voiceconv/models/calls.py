@@ -20,6 +20,7 @@ from django.db.models import F, Max, Min, Q
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.events import CallInfo, our_number
 from voiceconv.exceptions import InvalidPhoneNumberError
 from voiceconv.phone import normalize_number, number_key
 
@@ -272,6 +273,12 @@ class Agent(models.Model):
                 )
         if self.session_extra is not None and not isinstance(self.session_extra, dict):
             raise ValidationError({"session_extra": _("Must be a JSON object.")})
+        if self.turn_detection_type == self.TurnDetection.NONE:
+            from voiceconv.checks import TURN_DETECTION_HINT, TURN_DETECTION_OFF
+
+            raise ValidationError(
+                {"turn_detection_type": f"{TURN_DETECTION_OFF} {TURN_DETECTION_HINT}"}
+            )
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save; making this agent the default takes the flag from any other agent."""
@@ -368,7 +375,8 @@ class Agent(models.Model):
 
 
 class CallManager(models.Manager["Call"]):
-    """The webhooks' database work: :meth:`record_webhook`, :meth:`record_status`."""
+    """The database work of the webhooks and the stream start: :meth:`record_webhook`,
+    :meth:`record_status`, :meth:`claim_stream`."""
 
     def record_webhook(
         self,
@@ -380,13 +388,15 @@ class CallManager(models.Manager["Call"]):
         direction: str = "",
         status: str = "",
     ) -> tuple[Call, Agent | None]:
-        """The incoming-call webhook: pick the agent for ``to_number`` and record the call.
+        """The incoming-call webhook: pick the agent for our number (:func:`our_number`:
+        the number called for inbound calls, the one we call from for outbound ones) and
+        record the call.
 
         Returns the row and the agent (``None``: the default configuration).
         """
         from django.utils import timezone
 
-        agent = Agent.objects.for_number(to_number)
+        agent = Agent.objects.for_number(our_number(direction, from_number, to_number))
         call, _created = self.update_or_create(
             twilio_call_sid=call_sid,
             defaults={
@@ -442,6 +452,42 @@ class CallManager(models.Manager["Call"]):
                 setattr(call, name, value)
         return call, created
 
+    def claim_stream(self, info: CallInfo) -> tuple[Call, Agent | None] | str:
+        """Claim the call ``info`` describes for its media stream (sync; at stream start).
+
+        Creates the row when the webhook did not, picks the agent (an enabled ``agent`` custom
+        parameter, else the call's, else the one answering our number: :func:`our_number`),
+        and sets ``twilio_stream_sid`` only where it is empty. Returns the call and its agent,
+        or the reason to refuse the stream (another stream has the call).
+        """
+        from django.utils import timezone
+
+        call = self.filter(twilio_call_sid=info.call_sid).select_related("agent").first()
+        if call is None:
+            call = self.create(
+                twilio_call_sid=info.call_sid,
+                twilio_account_sid=info.account_sid,
+                agent=Agent.objects.for_number(
+                    our_number(info.direction, info.from_number, info.to_number)
+                ),
+                direction=info.direction,
+                from_number=info.from_number,
+                to_number=info.to_number,
+                status="in-progress",
+            )
+        claimed = self.filter(pk=call.pk, twilio_stream_sid="").update(
+            twilio_stream_sid=info.stream_sid,
+            stream_started_at=timezone.now(),
+            status="in-progress",
+            custom_parameters=info.custom_parameters,
+        )
+        if not claimed:
+            return f"call already has stream {call.twilio_stream_sid}"
+        agent = call.agent
+        agent_pk = info.custom_parameters.get("agent", "")
+        if agent_pk.isdigit():
+            agent = Agent.objects.filter(pk=int(agent_pk), enabled=True).first() or agent
+        return call, agent
 
 
 class Call(models.Model):

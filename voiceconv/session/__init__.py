@@ -15,6 +15,7 @@ from __future__ import annotations
 from voiceconv.session.actions import (
     Action,
     ApologyHeard,
+    ArmHangupDeadline,
     CloseStream,
     EndCall,
     HangUp,
@@ -27,6 +28,7 @@ from voiceconv.session.actions import (
     SendToTwilio,
     StartStream,
     ToolCall,
+    ToolOutcome,
     Transfer,
 )
 from voiceconv.session.core import REALTIME_HANDLERS, TWILIO_HANDLERS, CallSession
@@ -48,6 +50,7 @@ __all__ = [
     "TWILIO_HANDLERS",
     "Action",
     "ApologyHeard",
+    "ArmHangupDeadline",
     "AssistantItem",
     "BadInput",
     "CallSession",
@@ -66,6 +69,7 @@ __all__ = [
     "StartStream",
     "StreamStart",
     "ToolCall",
+    "ToolOutcome",
     "Transfer",
     "b64_decoded_len",
     "dumps",

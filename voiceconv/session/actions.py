@@ -67,6 +67,17 @@ class RunTools:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """What one function call gave: ``output`` goes to the model, ``error`` to the record."""
+
+    call_id: str
+    name: str
+    arguments: str
+    output: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StartStream:
     """A valid ``start`` arrived: check and claim the call, then configure the session."""
 
@@ -95,11 +106,20 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class ArmHangupDeadline:
+    """A hang-up or transfer is pending: call :meth:`CallSession.hangup_overdue` if it has not
+    happened within the grace period (``HANGUP_GRACE_SECONDS``)."""
+
+    type: Literal["arm_hangup_deadline"] = "arm_hangup_deadline"
+
+
+@dataclass(frozen=True, slots=True)
 class EndCall:
-    """The call is over (the peer ended it); tear down and finalise."""
+    """The call is over; tear down and finalise (after the spoken apology with ``apologise``)."""
 
     reason: str
     error: str = ""
+    apologise: bool = False
     type: Literal["end_call"] = "end_call"
 
 
@@ -127,6 +147,7 @@ Action = (
     | StartStream
     | CloseStream
     | HangUp
+    | ArmHangupDeadline
     | Transfer
     | EndCall
     | ApologyHeard

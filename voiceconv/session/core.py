@@ -15,6 +15,7 @@ string through untouched.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -26,16 +27,15 @@ from voiceconv.session.actions import (
     ApologyHeard,
     CloseStream,
     EndCall,
-    HangUp,
     Log,
     RecordTurn,
     SendToRealtime,
     StartStream,
-    Transfer,
 )
+from voiceconv.session.control import RESPONSE_CREATE, Control
 from voiceconv.session.limits import NEVER, LimitClock, Limits
 from voiceconv.session.messages import BadInput, dumps
-from voiceconv.session.playback import Playback
+from voiceconv.session.playback import Playback, estimate_heard
 from voiceconv.session.realtime_side import REALTIME_HANDLERS, RealtimeSide
 from voiceconv.session.state import CallState
 
@@ -44,7 +44,7 @@ __all__ = ["REALTIME_HANDLERS", "TWILIO_HANDLERS", "CallSession"]
 TwilioHandler = Callable[["CallSession", dict[str, Any]], list[Action]]
 
 
-class CallSession(RealtimeSide):
+class CallSession(Control, RealtimeSide):
     """The protocol of one call: Twilio messages and Realtime events in, actions out."""
 
     def __init__(
@@ -58,8 +58,12 @@ class CallSession(RealtimeSide):
         interrupt_response: bool = True,
         limits: Limits | None = None,
         transcription: bool = True,
+        dtmf_pause_ms: int = 0,
+        auto_response: bool = True,
     ) -> None:
         self.state = CallState()
+        self._digits: list[str] = []
+        self._digits_due_ms = NEVER
         #: Bad Twilio input of this call, counted by kind (each kind is logged once).
         self.bad_input: dict[str, int] = {}
         self._early: deque[str] = deque(maxlen=1)
@@ -72,6 +76,8 @@ class CallSession(RealtimeSide):
             interrupt_response=interrupt_response,
             limits=limits,
             transcription=transcription,
+            dtmf_pause_ms=dtmf_pause_ms,
+            auto_response=auto_response,
         )
         #: Caller items committed whose transcript has not arrived yet.
         self.pending_transcripts: set[str] = set()
@@ -91,12 +97,20 @@ class CallSession(RealtimeSide):
         self._open_calls: set[str] = set()
         # Items of an earlier Realtime session (after a reconnect): never truncated
         self._stale_items: set[str] = set()
-        #: The conversation so far, as (role, text), for re-seeding a new Realtime session.
-        self.history: deque[tuple[str, str]] = deque(maxlen=100)
+        #: The conversation so far, as (role, text), for re-seeding a new Realtime session;
+        #: ``function_call`` and ``function_call_output`` entries carry their item as JSON.
+        self.history: deque[tuple[str, str]] = deque(maxlen=200)
         self._greeted = False
         #: Keep the greeting back when the session is ready (an outbound call waiting for the
         #: callee's first words or the answering-machine verdict); :meth:`greet` says it.
         self.hold_greeting = False
+        self._reconnecting = False
+        #: ``response.create`` texts owed once the active response is done, in order.
+        self._queued: deque[str] = deque()
+        self._last_request = ""
+        #: Function calls of this call → (call time asked, function_call item id); their
+        #: outputs are accepted after a reconnect too.
+        self._known_calls: dict[str, tuple[int, str | None]] = {}
 
     def configure(
         self,
@@ -109,8 +123,18 @@ class CallSession(RealtimeSide):
         interrupt_response: bool = True,
         limits: Limits | None = None,
         transcription: bool = True,
+        dtmf_pause_ms: int = 0,
+        auto_response: bool = True,
     ) -> None:
-        """Set the call's options (the consumer knows them once the call is claimed)."""
+        """Set the call's options (the consumer knows them once the call is claimed).
+
+        ``dtmf_pause_ms``: key presses reach the model together once the caller has pressed
+        nothing for this long (0: each key at once). ``auto_response``: the server answers the
+        caller's turns itself (``create_response``); when it does not, the core asks for the
+        response once server VAD has committed the turn.
+        """
+        self.dtmf_pause_ms = dtmf_pause_ms
+        self.auto_response = auto_response
         self.greeting = greeting
         self.instructions = instructions
         self.forward_dtmf = forward_dtmf
@@ -264,118 +288,65 @@ class CallSession(RealtimeSide):
         digit = str(dtmf.get("digit", ""))[:8] if isinstance(dtmf, dict) else ""
         if not digit:
             return [Log("debug", "dtmf without a digit ignored")]
-        self.clock.activity(self.state.now_ms)
-        actions: list[Action] = [
-            RecordTurn(TranscriptTurn(role="dtmf", text=digit, offset_ms=self.state.now_ms))
-        ]
-        if self.forward_dtmf and self.state.realtime_ready:
-            text = self.dtmf_template.format(digit=digit)
-            self.history.append(("user", text))
-            actions.append(SendToRealtime(dumps(msgs.user_text_item(text))))
-            actions.extend(self._request_response())
+        now = self.state.now_ms
+        self.clock.activity(now)
+        actions: list[Action] = [RecordTurn(TranscriptTurn(role="dtmf", text=digit, offset_ms=now))]
+        if not self.forward_dtmf:
+            return actions
+        self._digits.append(digit)
+        if self.dtmf_pause_ms <= 0:
+            actions.extend(self._flush_digits())
+        else:
+            # The model hears the keys together, once the caller pauses (a PIN, a menu choice).
+            self._digits_due_ms = now + self.dtmf_pause_ms
+            self.deadline_ms = min(self.deadline_ms, self._digits_due_ms)
+        return actions
+
+    def _flush_digits(self) -> list[Action]:
+        if not self._digits or not self.state.realtime_ready:
+            return []
+        text = self.dtmf_template.format(digit="".join(self._digits))
+        self._digits.clear()
+        self._digits_due_ms = NEVER
+        self.history.append(("user", text))
+        actions: list[Action] = [SendToRealtime(dumps(msgs.user_text_item(text)))]
+        actions.extend(self._request_response())
         return actions
 
     def handle_twilio_stop(self, msg: dict[str, Any]) -> list[Action]:
+        st = self.state
+        if st.ended and st.transfer_target is not None:
+            return [EndCall("transferred")]  # Twilio ends the stream as it dials the target
         return [EndCall("caller_hung_up")]
-
-    # ----------------------------------------------------------------- tools and control
-
-    def tool_results(self, results: list[tuple[str, str, str]]) -> list[Action]:
-        """Outputs of a fan-out: (call_id, name, output JSON string) each → one response.create."""
-        st = self.state
-        st.tools_running = max(0, st.tools_running - len(results))
-        actions: list[Action] = []
-        for call_id, name, output in results:
-            if call_id not in self._open_calls:
-                actions.append(Log("warning", f"output of {name} ({call_id}) dropped: "
-                                               "the Realtime session that asked for it is gone"))
-                continue
-            self._open_calls.discard(call_id)
-            actions.append(SendToRealtime(msgs.tool_output_item(call_id, output)))
-        if st.tools_running == 0 and st.transfer_target is None:
-            actions.extend(self._request_response())
-        actions.extend(self._maybe_hang_up())
-        return actions
-
-    def say(self, instructions: str) -> list[Action]:
-        """Ask the model to say something now (e.g. a holding line while a tool runs)."""
-        if self.state.response_active or not self.state.realtime_ready:
-            return []
-        self.state.response_active = True
-        return [
-            SendToRealtime(
-                dumps(
-                    {
-                        "type": "response.create",
-                        "response": {"instructions": instructions, "conversation": "none"},
-                    }
-                )
-            )
-        ]
-
-    def _request_response(self) -> list[Action]:
-        st = self.state
-        if st.response_active:
-            st.response_create_owed = True
-            return []
-        st.response_active = True
-        return [SendToRealtime('{"type":"response.create"}')]
-
-    def request_hangup(self, reason: str = "agent_ended") -> list[Action]:
-        """End the call once everything the agent says has been heard."""
-        self.state.hangup_reason = reason
-        return self._maybe_hang_up()
-
-    def request_transfer(self, target: str) -> list[Action]:
-        """Transfer the call once what is playing has been heard."""
-        self.state.transfer_target = target
-        self.state.hangup_reason = "transferred"
-        return self._maybe_hang_up()
-
-    def _maybe_hang_up(self) -> list[Action]:
-        st = self.state
-        if st.hangup_reason is None or st.ended:
-            return []
-        if self.playback.playing() or st.tools_running:
-            return []
-        if st.response_active or st.response_create_owed:
-            return []
-        st.ended = True
-        if st.transfer_target is not None:
-            return [Transfer(st.transfer_target)]
-        return [HangUp(st.hangup_reason)]
 
     # ----------------------------------------------------------------- limits
 
-    def busy(self) -> bool:
-        """The agent is talking, about to, or waiting on a tool."""
-        st = self.state
-        return bool(self.playback.playing() or st.response_active or st.response_create_owed
-                    or st.tools_running)
-
     def on_clock(self) -> list[Action]:
-        """Call time reached :attr:`deadline_ms`: apply the call-length and idle limits."""
+        """Call time reached :attr:`deadline_ms`: key presses, call-length and idle limits."""
         st = self.state
         clock = self.clock
         lim = self.limits
         now = st.now_ms
         actions: list[Action] = []
+        if self._digits and now >= self._digits_due_ms:
+            actions.extend(self._flush_digits())
         if st.ended or st.hangup_reason is not None or not st.realtime_ready:
             self.deadline_ms = NEVER if st.ended or st.hangup_reason else now + 1000
             return actions
         if clock.warning_due(now):
             clock.limit_stage = 1
             actions.append(Log("info", "call nears its maximum length: warning the caller"))
-            actions.extend(self.say(lim.warning_instructions))
+            actions.extend(self.say(lim.warning_instructions, queue=True))
         if clock.end_due(now):
             clock.limit_stage = 2
             actions.append(Log("info", "call reached its maximum length: ending it"))
-            actions.extend(self.say(lim.goodbye_instructions))
+            actions.extend(self.say(lim.goodbye_instructions, queue=True))
             actions.extend(self.request_hangup("limit"))
             self.deadline_ms = NEVER
             return actions
-        if self.busy():
-            clock.last_activity_ms = now  # idle time counts from when the agent went quiet
+        if self.busy() or st.caller_speaking:
+            # A caller who is talking is never idle; idle time counts from when both went quiet.
+            clock.last_activity_ms = now
         elif clock.reprompt_due(now):
             clock.idle_stage = 1
             clock.last_activity_ms = now
@@ -383,11 +354,11 @@ class CallSession(RealtimeSide):
             actions.extend(self.say(lim.reprompt_instructions))
         elif clock.idle_end_due(now):
             actions.append(Log("info", "caller still silent: ending the call"))
-            actions.extend(self.say(lim.goodbye_instructions))
+            actions.extend(self.say(lim.goodbye_instructions, queue=True))
             actions.extend(self.request_hangup("idle"))
             self.deadline_ms = NEVER
             return actions
-        self.deadline_ms = max(now + 20, clock.next_deadline())
+        self.deadline_ms = max(now + 20, min(clock.next_deadline(), self._digits_due_ms))
         return actions
 
     # ----------------------------------------------------------------- reconnecting
@@ -396,29 +367,47 @@ class CallSession(RealtimeSide):
         """The Realtime connection dropped: buffer caller audio until a new session is ready.
 
         Audio already queued at Twilio keeps playing and its marks keep counting; items of the
-        old session are never truncated in the new one.
+        old session are never truncated in the new one. An answer still playing goes into the
+        history as heard so far (its unheard tail left out), so the new session knows it.
         """
         st = self.state
         st.realtime_ready = False
         self.pending_transcripts.clear()
         st.response_active = False
         st.active_response_id = None
-        st.response_create_owed = False
+        st.caller_speaking = False
+        now = st.now_ms
+        for item in self.playback.items.values():
+            if item.recorded or item.reseeded or not item.transcript or not item.sent:
+                continue
+            heard_ms = self.playback.heard_bytes(item, now) // 8
+            heard = estimate_heard(item.transcript, heard_ms, item.sent // 8)
+            item.reseeded = True
+            if heard:
+                self.history.append(("assistant", heard))
+        # Plain requests are decided afresh on the new session; spoken lines stay owed.
+        self._queued = deque(q for q in self._queued if q != RESPONSE_CREATE)
+        st.response_create_owed = bool(self._queued)
+        self._last_request = ""
         self._stale_items.update(self.playback.items)
         self._open_calls.clear()
         self._input_origin_ms = None
         self._last_speech_stop_ms = None
+        self._reconnecting = True
         return []
 
     def reseed_events(self) -> list[str]:
-        """``conversation.item.create`` events replaying the conversation so far."""
+        """``conversation.item.create`` events replaying the conversation so far, in order."""
         events: list[str] = []
         for role, text in self.history:
             if role == "assistant":
-                item = msgs.assistant_text_item(text)
+                events.append(dumps(msgs.assistant_text_item(text)))
+            elif role in ("function_call", "function_call_output"):
+                item = {"type": role, **json.loads(text)}
+                events.append(dumps({"type": "conversation.item.create", "item": item}))
             else:
-                item = msgs.user_text_item(text, role="system" if role == "system" else "user")
-            events.append(dumps(item))
+                role = "system" if role == "system" else "user"
+                events.append(dumps(msgs.user_text_item(text, role=role)))
         return events
 
     # ----------------------------------------------------------------- end of call

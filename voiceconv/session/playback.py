@@ -37,6 +37,8 @@ class AssistantItem:
     #: Deltas dropped after an interruption (audio the caller never got).
     dropped: bool = False
     truncated: bool = False
+    #: Put into the history (as heard so far) for a new Realtime session after a drop.
+    reseeded: bool = False
 
 
 @dataclass(slots=True)
@@ -103,6 +105,16 @@ class Playback:
             if nxt.acked == 0:
                 nxt.acked_at_ms = now_ms
         return done
+
+    def heard_bytes(self, item: AssistantItem, now_ms: int) -> int:
+        """Bytes of ``item`` the caller has heard by ``now_ms`` (the queue is left alone)."""
+        for i, p in enumerate(self.pending):
+            if p.item is item:
+                if i:
+                    return item.acked  # queued behind another item: not playing yet
+                since = item.acked_at_ms if item.acked_at_ms is not None else now_ms
+                return min(item.acked + max(0, now_ms - since) * 8, p.end)
+        return item.sent  # nothing of it queued: all played
 
     def cut(self, now_ms: int) -> list[tuple[AssistantItem, int]]:
         """Twilio is told to clear: each queued item with the bytes of it the caller heard.

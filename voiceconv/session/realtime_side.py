@@ -71,11 +71,24 @@ class RealtimeSide:
     _stale_items: set[str]
     _greeted: bool
     hold_greeting: bool
+    _reconnecting: bool
+    _known_calls: dict[str, tuple[int, str | None]]
+    auto_response: bool
 
+    # Provided by Control (turn-taking), the other part of the session.
     def _request_response(self) -> list[Action]:
         raise NotImplementedError
 
     def busy(self) -> bool:
+        raise NotImplementedError
+
+    def _next_queued(self) -> list[Action]:
+        raise NotImplementedError
+
+    def _collided(self) -> list[Action]:
+        raise NotImplementedError
+
+    def _resume(self) -> list[Action]:
         raise NotImplementedError
 
     def _maybe_hang_up(self) -> list[Action]:
@@ -185,6 +198,9 @@ class RealtimeSide:
         self._early.clear()
         if not self.hold_greeting:
             actions.extend(self.greet())
+        if self._reconnecting:
+            self._reconnecting = False
+            actions.extend(self._resume())
         return actions
 
     def greet(self) -> list[Action]:
@@ -208,20 +224,23 @@ class RealtimeSide:
         code = err.get("code")
         code = code if isinstance(code, str) else None
         message = f"Realtime error {err.get('type')}/{code}: {err.get('message')}"
+        if code == "conversation_already_has_active_response":
+            return [Log("debug", message), *self._collided()]
         if code in BENIGN_ERROR_CODES:
             return [Log("debug", message)]
         if code == "session_expired":
             # The server closes the socket next; the bridge opens a new session and re-seeds it.
             return [Log("warning", message)]
         if code in {"invalid_api_key", "insufficient_quota"}:
-            return [Log("error", message), EndCall("openai_error", message)]
+            return [Log("error", message), EndCall("openai_error", message, apologise=True)]
         if code == "unknown_parameter" and not self.state.realtime_ready:
-            return [Log("error", message), EndCall("openai_error", message)]
+            return [Log("error", message), EndCall("openai_error", message, apologise=True)]
         return [Log("warning", message)]
 
     def handle_input_audio_buffer_speech_started(self, event: dict[str, Any]) -> list[Action]:
         st = self.state
         self.clock.activity(st.now_ms)
+        st.caller_speaking = True
         item_id = event.get("item_id")
         if isinstance(item_id, str):
             self._speech_start_ms[item_id] = st.now_ms
@@ -231,15 +250,11 @@ class RealtimeSide:
         """The caller started speaking: stop what they are hearing, truncate at what they heard."""
         st = self.state
         actions: list[Action] = []
+        if not self.interrupt_response:
+            return actions  # an uninterruptible agent: no clear, no truncate, no cancel
         if st.response_active and st.active_response_id:
             # In-flight deltas of a response being generated are not to be played.
             self._muted_responses.add(st.active_response_id)
-            if not self.interrupt_response:
-                actions.append(
-                    SendToRealtime(
-                        dumps({"type": "response.cancel", "response_id": st.active_response_id})
-                    )
-                )
         if not self.playback.playing():
             return actions
         actions.append(SendToTwilio(msgs.clear_message(st.stream_sid)))
@@ -255,6 +270,8 @@ class RealtimeSide:
         return actions
 
     def handle_input_audio_buffer_speech_stopped(self, event: dict[str, Any]) -> list[Action]:
+        self.state.caller_speaking = False
+        self.clock.activity(self.state.now_ms)
         end = event.get("audio_end_ms")
         if isinstance(end, int) and self._input_origin_ms is not None:
             self._last_speech_stop_ms = self._input_origin_ms + end
@@ -264,8 +281,12 @@ class RealtimeSide:
 
     def handle_input_audio_buffer_committed(self, event: dict[str, Any]) -> list[Action]:
         item_id = event.get("item_id")
+        self.clock.activity(self.state.now_ms)
         if self.transcription and isinstance(item_id, str):
             self.pending_transcripts.add(item_id)
+        if not self.auto_response:
+            # The server commits the caller's turn but does not answer it: the bridge does.
+            return self._request_response()
         return []
 
     def handle_transcription_completed(self, event: dict[str, Any]) -> list[Action]:
@@ -371,12 +392,15 @@ class RealtimeSide:
                 item.transcript_done = True
                 actions.extend(self._maybe_record_item(item))
         if calls:
-            self._open_calls.update(c.call_id for c in calls)
+            for c in calls:
+                self._open_calls.add(c.call_id)
+                self._known_calls[c.call_id] = (st.now_ms, c.item_id)
+                self.history.append(("function_call", dumps(
+                    {"call_id": c.call_id, "name": c.name, "arguments": c.arguments})))
             st.tools_running += len(calls)
             actions.append(RunTools(tuple(calls)))
-        elif st.response_create_owed and st.tools_running == 0:
-            st.response_create_owed = False
-            actions.extend(self._request_response())
+        else:
+            actions.extend(self._next_queued())
         actions.extend(self._maybe_hang_up())
         return actions
 
@@ -397,7 +421,7 @@ class RealtimeSide:
         heard_ms = total_ms if item.heard_ms is None else min(item.heard_ms, total_ms)
         interrupted = item.interrupted and heard_ms < total_ms
         heard_text = estimate_heard(item.transcript, heard_ms, total_ms) if interrupted else None
-        if item.transcript:
+        if item.transcript and not item.reseeded:
             said = item.transcript if heard_text is None else heard_text
             self.history.append(("assistant", said))
         return [

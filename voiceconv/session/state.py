@@ -23,6 +23,8 @@ class CallState:
     #: A ``response.create`` is owed once the active response is done.
     response_create_owed: bool = False
     tools_running: int = 0
+    #: Between ``speech_started`` and ``speech_stopped``: the caller is talking.
+    caller_speaking: bool = False
     hangup_reason: str | None = None
     transfer_target: str | None = None
     frames_in: int = 0

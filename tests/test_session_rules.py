@@ -1,0 +1,255 @@
+"""The conversation rules of the call core (issue 9), one or more tests a rule; no sockets."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.test_call import SID, Call, out, realtime_texts, run_until, turns, twilio_texts
+from voiceconv.session import (
+    ArmHangupDeadline,
+    EndCall,
+    HangUp,
+    Limits,
+    Log,
+    RunTools,
+    SendToRealtime,
+    Transfer,
+)
+
+
+def limited(**kwargs: Any) -> Call:
+    return Call(greeting="", limits=Limits(**kwargs))
+
+
+def creates(actions: list[Any]) -> list[dict[str, Any]]:
+    return [e for e in realtime_texts(actions) if e["type"] == "response.create"]
+
+
+def done(c: Call, resp: str, output: list[dict[str, Any]] | None = None) -> list[Any]:
+    return c.rt({"type": "response.done",
+                 "response": {"id": resp, "status": "completed", "output": output or []}})
+
+
+def function_call(call_id: str, name: str = "lookup") -> dict[str, Any]:
+    return {"type": "function_call", "id": "fc_" + call_id, "call_id": call_id, "name": name,
+            "arguments": "{}"}
+
+
+# ------------------------------------------------------------ 1. a talking caller is never idle
+
+
+def test_a_caller_reading_out_a_long_address_is_not_reprompted_nor_hung_up() -> None:
+    c = limited(idle_reprompt_ms=5000, idle_hangup_ms=5000)
+    run_until(c, 1000)
+    c.speech_started()
+    # 30 s of continuous speech: one speech_started, no speech_stopped yet
+    assert realtime_texts(run_until(c, 31_000)) == []
+    c.rt({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 30_000, "item_id": "u"})
+    assert realtime_texts(run_until(c, 35_000)) == []  # idle counts from when they stopped
+    assert "still there" in creates(run_until(c, 36_100))[0]["response"]["instructions"]
+
+
+def test_a_committed_turn_counts_as_activity() -> None:
+    c = limited(idle_reprompt_ms=5000)
+    run_until(c, 4900)
+    c.rt({"type": "input_audio_buffer.committed", "item_id": "u1"})
+    assert realtime_texts(run_until(c, 9800)) == []
+
+
+# ------------------------------------------------------------ 2. reconnect restores the call
+
+
+def test_an_answer_still_playing_at_the_drop_is_reseeded_as_heard_so_far() -> None:
+    c = Call()
+    c.frame()
+    c.rt({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1",
+          "content_index": 0, "transcript": "Where is my order?"})
+    c.response("resp_1", "item_1")
+    for _ in range(4):
+        c.delta("item_1", "resp_1", 8000)  # 4 s of audio
+    c.rt({"type": "response.output_audio_transcript.done", "item_id": "item_1",
+          "response_id": "resp_1", "transcript": "one two three four five six seven eight"})
+    run_until(c, 1020)
+    c.echo(1)  # the first second has played
+    run_until(c, 2020)  # 2 s of it played when the socket drops
+    c.s.realtime_lost()
+    seeds = [json.loads(e)["item"] for e in c.s.reseed_events()]
+    assert [(s["role"], s["content"][0]["text"]) for s in seeds] == [
+        ("user", "Where is my order?"), ("assistant", "one two three four")]
+    # the answer was (being) given: the new session is not asked to answer again
+    assert creates(c.ready()) == []
+    # it is not added a second time when it finishes playing
+    c.finish_item("resp_1", "item_1", "one two three four five six seven eight")
+    c.echo(3)
+    assert len(c.s.reseed_events()) == 2
+
+
+def test_an_unanswered_caller_turn_is_answered_by_the_new_session() -> None:
+    c = Call()
+    c.frame()
+    c.rt({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1",
+          "content_index": 0, "transcript": "What time is it?"})
+    c.rt({"type": "response.created", "response": {"id": "resp_1"}})
+    c.s.realtime_lost()  # dropped between the question and the answer
+    assert not c.s.state.response_active  # nothing stays "response active"
+    assert len(creates(c.ready())) == 1
+
+
+# ------------------------------------------------------------ 3. several items per response
+
+
+def test_two_items_of_one_response_play_in_order_and_barge_in_truncates_the_one_playing() -> None:
+    c = Call()
+    c.frame()
+    c.response("resp_1", "item_a")  # the preamble
+    c.delta("item_a", "resp_1", 1600)
+    c.rt({"type": "response.output_item.added", "response_id": "resp_1", "output_index": 1,
+          "item": {"id": "item_b", "type": "message", "role": "assistant"}})
+    c.delta("item_b", "resp_1", 1600)  # before item_a's audio is done
+    c.delta("item_b", "resp_1", 1600)
+    c.rt({"type": "response.output_audio_transcript.done", "item_id": "item_a",
+          "response_id": "resp_1", "transcript": "Let me check."})
+    c.rt({"type": "response.output_audio.done", "item_id": "item_a", "response_id": "resp_1"})
+    recorded = turns(c.echo(1))  # item_a fully heard
+    assert [(t.item_id, t.interrupted) for t in recorded] == [("item_a", False)]
+    c.rt({"type": "response.output_audio_transcript.done", "item_id": "item_b",
+          "response_id": "resp_1", "transcript": "Your order shipped yesterday."})
+    run_until(c, c.now + 100)
+    actions = c.speech_started()
+    truncs = [e for e in realtime_texts(actions) if e["type"] == "conversation.item.truncate"]
+    assert [(e["item_id"], e["audio_end_ms"]) for e in truncs] == [("item_b", 100)]
+    (b,) = turns(actions)
+    assert b.item_id == "item_b" and b.interrupted and b.heard_ms == 100 and b.total_ms == 400
+
+
+# ------------------------------------------------------------ 4. transfers are announced
+
+
+def test_a_transfer_is_announced_and_heard_before_twilio_dials() -> None:
+    c = Call()
+    c.frame()
+    done(c, "r1", [function_call("call_t", "transfer_call")])
+    assert c.s.request_transfer("+14155550100") == [ArmHangupDeadline()]
+    actions = c.s.tool_results([out("call_t", "transfer_call", '{"status":"transferring"}')])
+    assert len(creates(actions)) == 1  # the model says "Putting you through now"
+    assert not any(isinstance(a, Transfer) for a in actions)
+    c.response("r2", "item_2")
+    c.delta("item_2", "r2", 1600)
+    assert not any(isinstance(a, Transfer) for a in c.finish_item("r2", "item_2", "Putting you "
+                                                                  "through now."))
+    assert Transfer("+14155550100") in c.echo(1)
+
+
+def test_the_end_reason_is_transferred_when_twilio_stops_the_stream_first() -> None:
+    c = Call()
+    c.s.request_transfer("+14155550100")
+    assert c.s.handle_twilio({"event": "stop", "streamSid": SID}) == [EndCall("transferred")]
+
+
+# ------------------------------------------------------------ 5. every configuration works
+
+
+def test_create_response_false_the_bridge_answers_each_committed_turn() -> None:
+    c = Call(auto_response=False)
+    c.frame()
+    c.speech_started()
+    c.rt({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "u1"})
+    assert len(creates(c.rt({"type": "input_audio_buffer.committed", "item_id": "u1"}))) == 1
+
+
+def test_create_response_true_leaves_answering_to_the_server() -> None:
+    c = Call()
+    assert creates(c.rt({"type": "input_audio_buffer.committed", "item_id": "u1"})) == []
+
+
+# ------------------------------------------------------------ 6. collisions
+
+
+def test_a_tool_output_that_met_a_response_collision_is_answered_after_it() -> None:
+    c = Call()
+    done(c, "r1", [function_call("call_a")])
+    actions = c.s.tool_results([out("call_a", "lookup", "{}")])
+    assert len(creates(actions)) == 1
+    # the server had started a response we had not seen yet
+    c.rt({"type": "error", "error": {"type": "invalid_request_error",
+                                     "code": "conversation_already_has_active_response"}})
+    c.rt({"type": "response.created", "response": {"id": "r_other"}})
+    assert len(creates(done(c, "r_other"))) == 1  # asked again once it is done
+    assert creates(done(c, "r_again")) == []  # and only once
+
+
+# ------------------------------------------------------------ 7. limits hold
+
+
+def test_the_end_of_call_warning_is_queued_while_a_response_is_active() -> None:
+    c = limited(max_call_ms=120_000, warning_ms=60_000)
+    run_until(c, 59_000)
+    c.rt({"type": "response.created", "response": {"id": "r1"}})
+    assert creates(run_until(c, 60_100)) == []  # not skipped: owed
+    warn = creates(done(c, "r1"))
+    assert "minute" in warn[0]["response"]["instructions"]
+
+
+def test_a_goodbye_owed_behind_an_active_response_is_said_before_the_hang_up() -> None:
+    c = limited(max_call_ms=2_000, warning_ms=1_000)
+    c.rt({"type": "response.created", "response": {"id": "r1"}})
+    actions = run_until(c, 2_100)  # warning and goodbye both fall due while r1 is active
+    assert ArmHangupDeadline() in actions  # every hang-up the core starts has a deadline
+    assert creates(actions) == [] and not any(isinstance(a, HangUp) for a in actions)
+    warning = done(c, "r1")
+    assert "minute" in creates(warning)[0]["response"]["instructions"]
+    c.rt({"type": "response.created", "response": {"id": "r_w"}})
+    goodbye = done(c, "r_w")
+    assert "goodbye" in creates(goodbye)[0]["response"]["instructions"]
+    assert not any(isinstance(a, HangUp) for a in goodbye)
+    c.rt({"type": "response.created", "response": {"id": "r_g"}})
+    assert HangUp("limit") in done(c, "r_g")
+
+
+def test_a_hang_up_past_its_deadline_ends_the_call_whatever_plays() -> None:
+    c = Call()
+    c.response("r1", "item_1")
+    c.delta("item_1", "r1", 8000)
+    assert c.s.request_hangup() == [ArmHangupDeadline()]
+    actions = c.s.hangup_overdue()
+    assert HangUp("agent_ended") in actions and any(isinstance(a, Log) for a in actions)
+    assert c.s.hangup_overdue() == []  # once
+
+
+# ------------------------------------------------------------ 8. errors that end a call apologise
+
+
+def test_errors_that_end_the_call_ask_for_the_apology() -> None:
+    for code in ("insufficient_quota", "invalid_api_key"):
+        c = Call()
+        actions = c.rt({"type": "error", "error": {"type": "x", "code": code, "message": "m"}})
+        ends = [a for a in actions if isinstance(a, EndCall)]
+        assert ends and ends[0].apologise and ends[0].reason == "openai_error"
+
+
+# ------------------------------------------------------------ 9. key presses
+
+
+def test_digits_in_quick_succession_reach_the_model_as_one_item_after_the_pause() -> None:
+    c = Call(dtmf_pause_ms=1500)
+    run_until(c, 1000)
+    sent: list[Any] = []
+    for digit in "1234":
+        sent += c.s.handle_twilio({"event": "dtmf", "streamSid": SID,
+                                   "dtmf": {"track": "inbound_track", "digit": digit}})
+        sent += run_until(c, c.now + 400)
+    assert [t.text for t in turns(sent)] == list("1234")  # each key is in the transcript
+    assert realtime_texts(sent) == []  # but the model has heard nothing yet
+    flushed = run_until(c, c.now + 1200)
+    items = [e for e in realtime_texts(flushed) if e["type"] == "conversation.item.create"]
+    assert len(items) == 1 and "1234" in items[0]["item"]["content"][0]["text"]
+    assert len(creates(flushed)) == 1
+
+
+def test_without_a_pause_each_key_goes_at_once() -> None:
+    c = Call(dtmf_pause_ms=0)
+    actions = c.s.handle_twilio({"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "5"}})
+    assert any(isinstance(a, SendToRealtime) for a in actions)
+    assert not any(isinstance(a, RunTools) for a in actions)
+    assert twilio_texts(actions) == []

@@ -1,0 +1,192 @@
+"""Turn-taking and control: asking for responses, tool outputs, hang-ups and transfers.
+
+:class:`Control` is a part of :class:`~voiceconv.session.core.CallSession`. It owns the rule that
+at most one ``response.create`` is outstanding: a request made while a response is active is
+queued (never skipped) and sent when that response is done, in order. Every hang-up or transfer
+the core starts asks the I/O layer to arm a deadline (:class:`ArmHangupDeadline`); when it fires,
+:meth:`Control.hangup_overdue` ends the call whatever is still playing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from voiceconv.events import TranscriptTurn
+from voiceconv.session import messages as msgs
+from voiceconv.session.actions import (
+    Action,
+    ArmHangupDeadline,
+    HangUp,
+    Log,
+    RecordTurn,
+    SendToRealtime,
+    ToolOutcome,
+    Transfer,
+)
+from voiceconv.session.messages import dumps
+from voiceconv.session.playback import Playback
+from voiceconv.session.state import CallState
+
+#: The plain ``response.create``: answer the conversation as it stands.
+RESPONSE_CREATE = '{"type":"response.create"}'
+#: How a holding line is asked for while a slow tool runs.
+HOLDING_TEMPLATE = "Say only this, briefly, in your own voice: {message}"
+
+
+class Control:
+    """Responses, tools and the end of the call (the state lives on the session)."""
+
+    state: CallState
+    playback: Playback
+    history: deque[tuple[str, str]]
+    _queued: deque[str]
+    _last_request: str
+    _open_calls: set[str]
+    _known_calls: dict[str, tuple[int, str | None]]
+
+    # ----------------------------------------------------------------- responses
+
+    def _create(self, text: str, *, queue: bool) -> list[Action]:
+        """Send ``response.create`` ``text`` now, or queue it behind the active response."""
+        st = self.state
+        if st.response_active or not st.realtime_ready:
+            if queue and not (text == RESPONSE_CREATE and RESPONSE_CREATE in self._queued):
+                self._queued.append(text)
+            st.response_create_owed = bool(self._queued)
+            return []
+        st.response_active = True
+        self._last_request = text
+        return [SendToRealtime(text)]
+
+    def _request_response(self) -> list[Action]:
+        return self._create(RESPONSE_CREATE, queue=True)
+
+    def _next_queued(self) -> list[Action]:
+        """The active response is done: send the next queued request, if any."""
+        st = self.state
+        if not self._queued or st.tools_running or st.response_active:
+            return []
+        text = self._queued.popleft()
+        st.response_create_owed = bool(self._queued)
+        return self._create(text, queue=True)
+
+    def _collided(self) -> list[Action]:
+        """Our ``response.create`` met a response we had not seen yet: ask again after it."""
+        if self._last_request:
+            self._queued.appendleft(self._last_request)
+            self._last_request = ""
+            self.state.response_create_owed = True
+            self.state.response_active = True  # the server has one active
+        return []
+
+    def _resume(self) -> list[Action]:
+        """A new Realtime session is ready after a drop: owed requests, or an unanswered turn."""
+        if self._queued:
+            return self._next_queued()
+        if self.history and self.history[-1][0] in ("user", "function_call_output"):
+            return self._request_response()
+        return []
+
+    def say(self, instructions: str, *, queue: bool = False) -> list[Action]:
+        """Ask the model to say something outside the conversation.
+
+        With ``queue`` (the end-of-call warning and goodbye) the request waits for an active
+        response to end; without it (a holding line) it is dropped when the model is talking.
+        """
+        text = dumps(
+            {
+                "type": "response.create",
+                "response": {"instructions": instructions, "conversation": "none"},
+            }
+        )
+        return self._create(text, queue=queue)
+
+    def holding_line(self, message: str) -> list[Action]:
+        """A tool is slow: the caller hears ``message`` (if the model is not talking anyway)."""
+        return self.say(HOLDING_TEMPLATE.format(message=message))
+
+    # ----------------------------------------------------------------- tools
+
+    def tool_results(self, results: list[ToolOutcome]) -> list[Action]:
+        """Outputs of a fan-out: each goes back to the model, then one ``response.create``."""
+        st = self.state
+        st.tools_running = max(0, st.tools_running - len(results))
+        actions: list[Action] = []
+        for r in results:
+            # A tool's entry sits where it was called, on its function_call item.
+            called_ms, item_id = self._known_calls.get(r.call_id, (st.now_ms, None))
+            actions.append(
+                RecordTurn(
+                    TranscriptTurn(
+                        role="tool",
+                        text=f"{r.name}({r.arguments}) → {r.error or r.output}",
+                        item_id=item_id,
+                        offset_ms=called_ms,
+                    )
+                )
+            )
+            if r.call_id not in self._known_calls:
+                actions.append(Log("warning", f"output of {r.name} ({r.call_id}) dropped: "
+                                              "no Realtime session asked for it"))
+                continue
+            # After a reconnect the call is in the new session too (re-seeded): answer it there.
+            self._open_calls.discard(r.call_id)
+            self.history.append(
+                ("function_call_output", dumps({"call_id": r.call_id, "output": r.output}))
+            )
+            actions.append(SendToRealtime(msgs.tool_output_item(r.call_id, r.output)))
+        if st.tools_running == 0:
+            # Also before a transfer: the model announces it, and the caller hears that first.
+            actions.extend(self._request_response())
+        actions.extend(self._maybe_hang_up())
+        return actions
+
+    # ----------------------------------------------------------------- the end
+
+    def request_hangup(self, reason: str = "agent_ended") -> list[Action]:
+        """End the call once everything the agent says has been heard (within a deadline)."""
+        st = self.state
+        first = st.hangup_reason is None
+        st.hangup_reason = reason
+        actions: list[Action] = [ArmHangupDeadline()] if first and not st.ended else []
+        actions.extend(self._maybe_hang_up())
+        return actions
+
+    def request_transfer(self, target: str) -> list[Action]:
+        """Transfer the call once what is being said has been heard (within a deadline)."""
+        self.state.transfer_target = target
+        return self.request_hangup("transferred")
+
+    def hangup_overdue(self) -> list[Action]:
+        """The hang-up deadline passed: end the call now, whatever is still playing."""
+        st = self.state
+        if st.ended or st.hangup_reason is None:
+            return []
+        st.ended = True
+        actions: list[Action] = [
+            Log("warning", "goodbye not heard in time; ending the call anyway")
+        ]
+        if st.transfer_target is not None:
+            actions.append(Transfer(st.transfer_target))
+        else:
+            actions.append(HangUp(st.hangup_reason))
+        return actions
+
+    def _maybe_hang_up(self) -> list[Action]:
+        st = self.state
+        if st.hangup_reason is None or st.ended:
+            return []
+        if self.playback.playing() or st.tools_running:
+            return []
+        if st.response_active or st.response_create_owed or self._queued:
+            return []
+        st.ended = True
+        if st.transfer_target is not None:
+            return [Transfer(st.transfer_target)]
+        return [HangUp(st.hangup_reason)]
+
+    def busy(self) -> bool:
+        """The agent is talking, about to, or waiting on a tool."""
+        st = self.state
+        return bool(self.playback.playing() or st.response_active or st.response_create_owed
+                    or self._queued or st.tools_running)
