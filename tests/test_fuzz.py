@@ -11,9 +11,11 @@ order and duplicated, clear/mark races, tool results at odd times) and checks af
 - the mark bookkeeping stays consistent (increasing, within what was sent, never negative);
 - at most one ``response.create`` is outstanding (none sent before ``response.done``).
 
-The inputs follow what the consumer lets through: Twilio messages are JSON objects whose
-``event`` is a known string (the consumer refuses the rest); media payloads and audio deltas
-pass its base64 check; timestamps are within ``0 <= t < 2**31``.
+The last test feeds raw text frames (cut, padded, junk) to ``receive_twilio`` and raw data to
+``receive_realtime``: the core's own validation decides, and nothing invalid reaches OpenAI.
+The other tests' inputs follow what that validation lets through: Twilio messages are JSON
+objects whose ``event`` is a known string; media payloads and audio deltas pass its base64
+check; timestamps are within ``0 <= t < 2**31``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -408,3 +411,76 @@ def test_say_before_the_session_is_ready_never_doubles_response_create() -> None
     harness = started()
     harness.run(Step("say"))
     harness.realtime({"type": "session.updated", "session": {"type": "realtime"}})
+
+
+# ----------------------------------------------------------------------------- raw frames
+
+
+def valid_media(text: str) -> str | None:
+    """The payload of ``text`` if it is a media frame the core must pass on (an independent
+    statement of B3's rules), else None."""
+    try:
+        msg = json.loads(text)
+        media = msg["media"]
+        payload, timestamp = media["payload"], int(media["timestamp"])
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError):
+        return None
+    if len(text) > 64 * 1024 or msg.get("event") != "media" or msg.get("streamSid") != STREAM_SID:
+        return None
+    if not isinstance(payload, str) or not 0 <= timestamp < 2**31:
+        return None
+    if re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", payload) is None:
+        return None  # it must not be able to break out of the JSON it is put in
+    return payload
+
+
+@st.composite
+def raw_twilio_frames(draw: st.DrawFn) -> str:
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        return draw(st.text(max_size=200))
+    msg = draw(twilio_messages(mutate=True))
+    text = json.dumps(msg)
+    if kind == 1:
+        return text[: draw(st.integers(0, len(text)))]
+    if kind == 2:
+        msg["media"] = {"timestamp": draw(junk | st.integers(-5, 2**32)),
+                        "payload": draw(st.text(alphabet="AB+/=\"\\ \n", max_size=12) | junk)}
+        msg["event"] = "media"
+        return json.dumps(msg)
+    if kind == 3:
+        return json.dumps({**msg, "pad": "x" * draw(st.integers(60_000, 70_000))})
+    return text
+
+
+@FUZZ
+@given(st.lists(raw_twilio_frames(), max_size=40), st.lists(st.binary(max_size=80) | st.text(
+    max_size=80), max_size=10))
+def test_raw_frames_never_crash_the_core_and_invalid_ones_never_reach_openai(
+    frames: list[str], realtime_data: list[bytes | str]
+) -> None:
+    harness = ready(started(""))
+    s = harness.session
+    for text in frames:
+        out = s.receive_twilio(text)
+        expected = valid_media(text)
+        if isinstance(out, str):
+            if expected is None:
+                assert out == "", (text, out)  # a media-shaped fast-path answer for bad input
+            else:
+                assert json.loads(out) == {"type": "input_audio_buffer.append",
+                                           "audio": expected}
+            continue
+        appends = [a for a in out if isinstance(a, core.SendToRealtime)
+                   and json.loads(a.text)["type"] == "input_audio_buffer.append"]
+        if expected is None:
+            assert appends == [], (text, appends)
+        harness.check(out)
+    for data in realtime_data:
+        result = s.receive_realtime(data)
+        if isinstance(result, tuple):
+            for part in result:
+                json.loads(part)
+        else:
+            harness.check(result)
+    harness.check(s.finish())
