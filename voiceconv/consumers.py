@@ -18,9 +18,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, assert_never
+from typing import Any, ClassVar, assert_never, cast
 
 from asgiref.sync import sync_to_async
+from asgiref.typing import WebSocketCloseEvent, WebSocketDisconnectEvent
 from channels.db import DatabaseSyncToAsync
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -134,7 +135,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         """Channels' consumer entry, with a receive loop that does not hop per frame."""
         self.scope = scope
         self.base_send = send
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        # None when no layer is configured, as in Channels' own consumers.
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)  # type: ignore[assignment]
         layer_task: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
@@ -257,7 +259,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             self._end_reason = "refused"
             await self.close(code=4408)
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def websocket_disconnect(self, message: WebSocketDisconnectEvent) -> None:
         """Call the :meth:`disconnect` hook and stop (no database hop: the call's records
         are written by its own writer)."""
         await self.disconnect(int(message.get("code") or 1005))
@@ -852,7 +854,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if not self._closed:
             self._closed = True
             with contextlib.suppress(Exception):
-                await self.base_send({"type": "websocket.close", "code": 1000})
+                await self.base_send(
+                    cast("WebSocketCloseEvent", {"type": "websocket.close", "code": 1000})
+                )
         others = [t for t in self._tasks if t is not current]
         for task in others:
             task.cancel()

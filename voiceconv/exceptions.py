@@ -47,7 +47,7 @@ class VoiceconvError(Exception):
 # --- configuration ------------------------------------------------------------------------
 
 
-class ConfigurationError(ImproperlyConfigured):  # type: ignore[misc]  # (no Django stubs yet)
+class ConfigurationError(ImproperlyConfigured):
     """voiceconv is set up wrongly: a setting, a credential, a dotted path.
 
     The message names the setting. Not a :class:`VoiceconvError`, on purpose.

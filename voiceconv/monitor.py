@@ -75,7 +75,7 @@ def _snapshot(call_sid: str | None) -> dict[str, Any]:
     }
 
 
-class LiveMonitorConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class LiveMonitorConsumer(AsyncJsonWebsocketConsumer):
     """The monitor page's socket: ``…/live/`` (the list) or ``…/live/<CallSid>/`` (one call)."""
 
     call_sid: str | None = None
@@ -93,7 +93,8 @@ class LiveMonitorConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=4403)
             return
         self.user = user
-        self.call_sid = (self.scope.get("url_route") or {}).get("kwargs", {}).get("call_sid")
+        route = self.scope.get("url_route")
+        self.call_sid = route["kwargs"].get("call_sid") if route else None
         self.group = feed_group(self.call_sid) if self.call_sid else LIST_GROUP
         if self.channel_layer is None:
             await self.close(code=4500)
@@ -164,7 +165,7 @@ def live_context(request: HttpRequest, call: Any) -> dict[str, Any]:
     }
 
 
-def admin_urls(model_admin: admin.ModelAdmin) -> list[URLPattern]:
+def admin_urls(model_admin: admin.ModelAdmin[Any]) -> list[URLPattern]:
     """URLs the call admin adds: ``live/``, the list of live calls."""
 
     def live_list(request: HttpRequest) -> HttpResponse:

@@ -95,7 +95,8 @@ def _resolve_callback(value: Any) -> Callable[..., Any] | None:
         value = import_string(value)
     if not callable(value):
         raise TypeError(f"callback {value!r} is not callable")
-    return value
+    callback: Callable[..., Any] = value
+    return callback
 
 
 def _positional_arity(fn: Callable[..., Any]) -> int:

@@ -37,8 +37,11 @@ async def _softphone(scope: Any, receive: Any, send: Any) -> Any:
     return await AllowedHostsOriginValidator(_softphone_app)(scope, receive, send)
 
 
+# Channels' URLRouter takes Django's path() with ASGI apps; django-stubs types path() for views.
 websocket_urlpatterns = [
-    path("twilio/stream/", MediaStreamConsumer.as_asgi(), name="voiceconv-stream"),
+    path(
+        "twilio/stream/", MediaStreamConsumer.as_asgi(), name="voiceconv-stream"  # type: ignore[arg-type]
+    ),
     path("voiceconv/live/", _monitor, name="voiceconv-live"),
     path("voiceconv/live/<str:call_sid>/", _monitor, name="voiceconv-live-call"),
     path("voiceconv/softphone/stream/", _softphone, name="voiceconv-softphone-stream"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -152,9 +153,8 @@ def check_stream_token(token: str, call_sid: str) -> str | None:
     if not token:
         return "missing stream token"
     try:
-        data = signing.loads(
-            token, salt=TOKEN_SALT, max_age=voiceconv_settings.timeouts.stream_token_max_age
-        )
+        max_age = timedelta(seconds=voiceconv_settings.timeouts.stream_token_max_age)
+        data = signing.loads(token, salt=TOKEN_SALT, max_age=max_age)
     except signing.SignatureExpired:
         return "expired stream token"
     except signing.BadSignature:

@@ -41,7 +41,7 @@ REQUEST_TIMEOUT = 10.0
 _ALREADY_ENDED = {20404, 21220}
 
 
-class RebasingHttpClient(TwilioHttpClient):
+class RebasingHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no types
     """A ``TwilioHttpClient`` that sends every request to ``base_url`` (scheme, host, port).
 
     The path and query of each request are kept; a path in ``base_url`` is prefixed.

@@ -1,3 +1,8 @@
 """Admin for voiceconv: agents, tool definitions, and read-only call records."""
 
-from voiceconv.admin import agents, calls, tools  # noqa: F401
+import django_stubs_ext
+
+# ``admin.ModelAdmin[Call]`` and friends, as django-stubs types them, subscriptable at run time.
+django_stubs_ext.monkeypatch()
+
+from voiceconv.admin import agents, calls, tools  # noqa: E402, F401

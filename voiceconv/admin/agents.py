@@ -19,7 +19,7 @@ logger = logging.getLogger("voiceconv.admin")
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(admin.ModelAdmin[Agent]):
     """Every session option of an agent, its tools, and the resulting session config."""
 
     list_display = (

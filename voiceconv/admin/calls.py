@@ -46,7 +46,7 @@ def conversation_rows(call: Call) -> list[dict[str, Any]]:
 
 
 @admin.register(Call)
-class CallAdmin(admin.ModelAdmin):
+class CallAdmin(admin.ModelAdmin[Call]):
     """Read-only call records: list, search, conversation, export."""
 
     date_hierarchy = "created_at"

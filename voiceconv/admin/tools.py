@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv import formatting
-from voiceconv.models import ToolDefinition, ToolInvocation
+from voiceconv.models import Call, ToolDefinition, ToolInvocation
 from voiceconv.tools.binding import SyncReport, sync_tool_definitions
 from voiceconv.tools.registry import DEFAULT_TIMEOUT
 
@@ -38,7 +38,7 @@ def _pretty_json(value: Any) -> str:
 
 
 @admin.register(ToolDefinition)
-class ToolDefinitionAdmin(admin.ModelAdmin):
+class ToolDefinitionAdmin(admin.ModelAdmin[ToolDefinition]):
     list_display = [
         "name", "enabled", "registered", "effective_timeout", "agent_count", "updated_at",
     ]
@@ -155,14 +155,14 @@ class _ReadOnlyMixin:
         return False
 
 
-INVOCATION_FIELDS = [
+INVOCATION_FIELDS = (
     "call", "tool_name", "openai_call_id", "started_at", "duration_ms", "arguments", "output",
     "error", "traceback",
-]
+)
 
 
 @admin.register(ToolInvocation)
-class ToolInvocationAdmin(_ReadOnlyMixin, admin.ModelAdmin):
+class ToolInvocationAdmin(_ReadOnlyMixin, admin.ModelAdmin[ToolInvocation]):
     list_display = ["started_at", "tool_name", "call", "duration_ms", "succeeded", "openai_call_id"]
     list_filter = [ErrorFilter, "tool_name", "started_at"]
     search_fields = ["openai_call_id", "tool_name", "call__twilio_call_sid"]
@@ -177,7 +177,7 @@ class ToolInvocationAdmin(_ReadOnlyMixin, admin.ModelAdmin):
         return obj.ok
 
 
-class ToolInvocationInline(_ReadOnlyMixin, admin.TabularInline):
+class ToolInvocationInline(_ReadOnlyMixin, admin.TabularInline[ToolInvocation, Call]):
     """Tool invocations on the call's admin page (``CallAdmin.inlines``): when each was called
     (since the call began), its arguments, outcome and duration; the name opens the record."""
 
@@ -185,7 +185,7 @@ class ToolInvocationInline(_ReadOnlyMixin, admin.TabularInline):
     template = "voiceconv/tool_invocations_inline.html"
     extra = 0
     can_delete = False
-    fields = ["called", "tool", "arguments", "output", "error", "duration"]
+    fields = ("called", "tool", "arguments", "output", "error", "duration")
     readonly_fields = fields
     ordering = ["started_at", "pk"]
 

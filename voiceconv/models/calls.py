@@ -107,6 +107,7 @@ class AgentManager(models.Manager["Agent"]):
     def for_number(self, to: str) -> Agent | None:
         """The enabled agent answering ``to``, else the enabled default agent, else ``None``."""
         wanted = number_key(to)
+        agent: Agent | None
         if wanted:
             for agent in self.filter(enabled=True).exclude(phone_numbers="").order_by("pk"):
                 if wanted in agent.number_list():
@@ -660,11 +661,10 @@ class Call(models.Model):
         prefetched = getattr(self, "assistant_latencies", None)
         if prefetched is not None:
             return [e.latency_ms for e in prefetched if e.latency_ms is not None]
-        return list(
-            self.transcript_entries.filter(
-                role=TranscriptEntry.Role.ASSISTANT, latency_ms__isnull=False
-            ).values_list("latency_ms", flat=True)
-        )
+        latencies = self.transcript_entries.filter(
+            role=TranscriptEntry.Role.ASSISTANT, latency_ms__isnull=False
+        ).values_list("latency_ms", flat=True)
+        return [n for n in latencies if n is not None]
 
     @property
     def median_latency_ms(self) -> float | None:

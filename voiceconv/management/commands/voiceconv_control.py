@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import json
 from typing import Any
@@ -19,7 +18,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("call_sid", metavar="CALLSID")
-        common = argparse.ArgumentParser(add_help=False)
+        common = CommandParser(add_help=False)
         common.add_argument("--by", help="Who asks (recorded on the call); default: your login.")
         common.add_argument("--timeout", type=float, help="Seconds to wait for the call.")
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
