@@ -25,8 +25,9 @@ import json
 import logging
 import re
 import secrets
-from typing import Any
+from typing import Any, cast
 
+from asgiref.typing import WebSocketConnectEvent, WebSocketSendEvent
 from channels.db import database_sync_to_async
 from django.db import DatabaseError
 from django.urls import NoReverseMatch, reverse
@@ -71,7 +72,7 @@ class BrowserCallConsumer(MediaStreamConsumer):
         self._start_seen = False
         self._pending_call_event: dict[str, Any] | None = None
 
-    async def websocket_connect(self, message: dict[str, Any]) -> None:
+    async def websocket_connect(self, message: WebSocketConnectEvent) -> None:
         user = self.scope.get("user")
         allowed = await database_sync_to_async(may_place_browser_call)(user)
         if not allowed:
@@ -201,7 +202,9 @@ class BrowserCallConsumer(MediaStreamConsumer):
         if self._closed:
             return
         try:
-            await self.base_send({"type": "websocket.send", "text": json.dumps(message)})
+            await self.base_send(
+                cast("WebSocketSendEvent", {"type": "websocket.send", "text": json.dumps(message)})
+            )
         except Exception as exc:
             logger.debug("softphone page gone: %s", exc)
 

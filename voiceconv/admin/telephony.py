@@ -11,10 +11,10 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from voiceconv.models import AgentTelephony, Recording
+from voiceconv.models import Agent, AgentTelephony, Recording
 
 
-class AgentTelephonyInline(admin.StackedInline):
+class AgentTelephonyInline(admin.StackedInline[AgentTelephony, Agent]):
     """``AgentAdmin.inlines``: one telephony row per agent, created when first saved."""
 
     model = AgentTelephony

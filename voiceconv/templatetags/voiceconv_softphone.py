@@ -21,7 +21,7 @@ register = template.Library()
 KEYPAD = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#")
 
 
-@register.inclusion_tag("voiceconv/softphone_panel.html", takes_context=True)  # type: ignore[untyped-decorator]
+@register.inclusion_tag("voiceconv/softphone_panel.html", takes_context=True)
 def softphone_panel(context: template.Context, agent: Any = None) -> dict[str, Any]:
     """The panel for ``agent`` (an ``Agent``; ``None`` = the default agent)."""
     request = context.get("request")

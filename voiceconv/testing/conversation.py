@@ -401,15 +401,15 @@ async def _records(call: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         return [], [], ""
     from voiceconv.models import ToolInvocation, TranscriptEntry
 
-    transcript = [
-        e async for e in TranscriptEntry.objects.filter(call=call).order_by("sequence").values(
-            "role", "text", "offset_ms", "latency_ms", "interrupted", "heard_text")
-    ]
-    tools = [
-        t async for t in ToolInvocation.objects.filter(call=call).order_by("pk").values(
+    entries = TranscriptEntry.objects.filter(call=call).order_by("sequence").values(
+        "role", "text", "offset_ms", "latency_ms", "interrupted", "heard_text")
+    transcript: list[dict[str, Any]] = [dict(e) async for e in entries]
+    tools: list[dict[str, Any]] = [
+        dict(t) async for t in ToolInvocation.objects.filter(call=call).order_by("pk").values(
             "tool_name", "arguments", "output", "error")
     ]
-    return transcript, tools, call.end_reason
+    end_reason: str = call.end_reason
+    return transcript, tools, end_reason
 
 
 # ---- pytest ----------------------------------------------------------------------------
