@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from voiceconv.models import Agent, AgentTelephony, Recording
+from voiceconv.models import Agent, AgentTelephony, Call, Recording
 
 
 class AgentTelephonyInline(admin.StackedInline[AgentTelephony, Agent]):
@@ -36,7 +36,7 @@ class AgentTelephonyInline(admin.StackedInline[AgentTelephony, Agent]):
     )
 
 
-class RecordingInline(admin.TabularInline):
+class RecordingInline(admin.TabularInline[Recording, Call]):
     """``CallAdmin.inlines``: the call's recordings, with a player fetching the audio
     through the app (staff only), never from a public Twilio link."""
 
