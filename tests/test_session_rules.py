@@ -96,6 +96,25 @@ def test_an_unanswered_caller_turn_is_answered_by_the_new_session() -> None:
     assert len(creates(c.ready())) == 1
 
 
+def test_a_turn_dropped_before_its_transcript_is_asked_for_again_by_the_new_session() -> None:
+    c = Call()
+    c.frame()
+    c.rt({"type": "input_audio_buffer.committed", "item_id": "u1", "previous_item_id": None})
+    c.s.realtime_lost()  # the words went with the old session: no transcript, no answer
+    asked = creates(c.ready())
+    assert len(asked) == 1
+    assert "say it again" in asked[0]["response"]["instructions"]
+
+
+def test_a_turn_whose_answer_had_started_is_not_asked_for_again() -> None:
+    c = Call()
+    c.frame()
+    c.rt({"type": "input_audio_buffer.committed", "item_id": "u1", "previous_item_id": None})
+    c.response("resp_1", "item_a")  # the answer had begun before the drop
+    c.s.realtime_lost()
+    assert not any("say it again" in str(r) for r in creates(c.ready()))
+
+
 # ------------------------------------------------------------ 3. several items per response
 
 

@@ -31,6 +31,12 @@ from voiceconv.session.state import CallState
 RESPONSE_CREATE = '{"type":"response.create"}'
 #: How a holding line is asked for while a slow tool runs.
 HOLDING_TEMPLATE = "Say only this, briefly, in your own voice: {message}"
+#: Asked of a new session when the line dropped after the caller's turn was committed but
+#: before its transcript or any answer arrived: the words went with the old session.
+LOST_TURN_INSTRUCTIONS = (
+    "The line dropped for a moment just as the caller finished speaking, and their last words "
+    "were lost. Apologise briefly and ask them to say it again."
+)
 
 
 class Control:
@@ -43,6 +49,7 @@ class Control:
     _last_request: str
     _open_calls: set[str]
     _known_calls: dict[str, tuple[int, str | None]]
+    _turn_unanswered: bool
 
     # ----------------------------------------------------------------- responses
 
@@ -84,7 +91,15 @@ class Control:
         if self._queued:
             return self._next_queued()
         if self.history and self.history[-1][0] in ("user", "function_call_output"):
+            self._turn_unanswered = False
             return self._request_response()
+        if self._turn_unanswered:
+            self._turn_unanswered = False
+            return self._create(
+                dumps({"type": "response.create",
+                       "response": {"instructions": LOST_TURN_INSTRUCTIONS}}),
+                queue=True,
+            )
         return []
 
     def say(self, instructions: str, *, queue: bool = False) -> list[Action]:

@@ -105,6 +105,9 @@ class CallSession(Control, RealtimeSide):
         #: callee's first words or the answering-machine verdict); :meth:`greet` says it.
         self.hold_greeting = False
         self._reconnecting = False
+        #: The caller's last turn was committed and no answer has started yet (cleared when an
+        #: assistant item is added); a drop then leaves it to the new session.
+        self._turn_unanswered = False
         #: ``response.create`` texts owed once the active response is done, in order.
         self._queued: deque[str] = deque()
         self._last_request = ""

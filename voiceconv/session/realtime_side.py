@@ -73,6 +73,7 @@ class RealtimeSide:
     hold_greeting: bool
     _reconnecting: bool
     _known_calls: dict[str, tuple[int, str | None]]
+    _turn_unanswered: bool
     auto_response: bool
 
     # Provided by Control (turn-taking), the other part of the session.
@@ -282,6 +283,7 @@ class RealtimeSide:
     def handle_input_audio_buffer_committed(self, event: dict[str, Any]) -> list[Action]:
         item_id = event.get("item_id")
         self.clock.activity(self.state.now_ms)
+        self._turn_unanswered = True
         if self.transcription and isinstance(item_id, str):
             self.pending_transcripts.add(item_id)
         if not self.auto_response:
@@ -324,6 +326,7 @@ class RealtimeSide:
     def handle_response_output_item_added(self, event: dict[str, Any]) -> list[Action]:
         item = obj(event.get("item"))
         if item.get("type") == "message" and item.get("role") == "assistant":
+            self._turn_unanswered = False
             item_id = item.get("id")
             rid = event.get("response_id")
             if isinstance(item_id, str):

@@ -45,7 +45,7 @@ class ServerProcess:
         port: int | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 60.0,
         cpu: int | None = None,
         uvicorn_ws: str = "websockets-sansio",
     ) -> None:
@@ -120,7 +120,8 @@ class ServerProcess:
         return proc.returncode
 
     def log_text(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # still written by a running server
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def log_tail(self, lines: int = 60) -> str:
