@@ -97,8 +97,11 @@ async def test_the_twilio_route_ignores_a_session_cookie(
 ) -> None:
     staff = await sync_to_async(kit.make_staff)("cookie-bearer")
     cookie = await sync_to_async(kit.session_cookie)(staff)
+    # Signed as Twilio would sign it, but with a staff session instead of a stream token.
     client = TwilioStreamClient(
         softphone_server.ws_url + "/twilio/stream/",
+        auth_token=AUTH_TOKEN,
+        signature_url="wss://voice.example.test/twilio/stream/",
         extra_headers={"Cookie": cookie, "Origin": softphone_server.http_url},
     )
     await client.start_call()
