@@ -270,7 +270,7 @@ def run_level(cfg: LevelConfig) -> LevelResult:
         stop_s = exit_code = None
         if server is not None:
             t0 = time.monotonic()
-            exit_code = server.stop(timeout=60.0)  # SIGTERM: calls are finalised, records written
+            exit_code = server.stop(timeout=180.0)  # SIGTERM: calls are finalised, records written
             stop_s = time.monotonic() - t0
     result = analyze(cfg, gens, data, window, samples)
     result.shutdown_s = stop_s

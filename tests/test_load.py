@@ -23,6 +23,7 @@ from tests.conftest import database_url
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.mark.timeout(900)
 def test_a_hundred_concurrent_calls_lose_no_frame_and_no_record() -> None:
     cfg = LevelConfig(
         server="uvicorn", n=100, duration=4.0, settle=1.0, drain=1.5, warmup=False,
