@@ -266,12 +266,14 @@ def run_level(cfg: LevelConfig) -> LevelResult:
         for thread in samples_thread:
             thread.join(30)
     finally:
-        data = standin.stop()
+        # The server stops first, while OpenAI's stand-in still answers: its calls are
+        # finalised (records written) as they would be in production, with OpenAI still there.
         stop_s = exit_code = None
         if server is not None:
             t0 = time.monotonic()
             exit_code = server.stop(timeout=180.0)  # SIGTERM: calls are finalised, records written
             stop_s = time.monotonic() - t0
+        data = standin.stop()
     result = analyze(cfg, gens, data, window, samples)
     result.shutdown_s = stop_s
     # uvicorn re-raises SIGTERM once its graceful shutdown is done, so the signal is its exit.
@@ -282,7 +284,8 @@ def run_level(cfg: LevelConfig) -> LevelResult:
         check_records(cfg, gens, result)
     if result.errors and server is not None:
         with contextlib.suppress(OSError):
-            tail = server.log_path.read_text(errors="replace").splitlines()[-15:]
+            lines = 15 if exit_code in expected else 120  # a hung stop: the threads' stacks
+            tail = server.log_path.read_text(errors="replace").splitlines()[-lines:]
             result.errors.append("server log tail:\n" + "\n".join(tail))
     if cfg.profile and profile_out.exists():
         result.profile = summarize_profile(profile_out.read_text())

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
@@ -19,11 +20,28 @@ def communicator(headers: list[tuple[bytes, bytes]] | None = None) -> WebsocketC
     return WebsocketCommunicator(MediaStreamConsumer.as_asgi(), PATH, headers=headers or [])
 
 
+@pytest.fixture(autouse=True)
+def in_memory_layer(settings: Any) -> None:
+    """These tests are about the handshake: the in-memory layer, whatever the suite's layer.
+
+    (The Redis layer is exercised by the end-to-end tests, against a server process.)
+    """
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+async def closed_by_the_server(comm: WebsocketCommunicator, code: int) -> None:
+    """What an ASGI server does once the application has closed the socket: it reports the
+    disconnect, and the consumer ends on its own (no cancellation needed)."""
+    await comm.send_input({"type": "websocket.disconnect", "code": code})
+    await comm.wait(timeout=10)
+
+
 @override_settings(VOICECONV={"VALIDATE_TWILIO_SIGNATURE": True})
 async def test_an_upgrade_without_a_signature_is_refused_when_checks_are_on() -> None:
     comm = communicator([(b"host", b"voice.example.test")])
-    connected, _ = await comm.connect(timeout=5)
+    connected, code = await comm.connect(timeout=5)
     assert not connected
+    await closed_by_the_server(comm, code if isinstance(code, int) else 1000)
 
 
 @override_settings(VOICECONV={"VALIDATE_TWILIO_SIGNATURE": True, "ALLOW_UNSIGNED_STREAMS": True,
@@ -35,7 +53,7 @@ async def test_allow_unsigned_streams_lets_it_in_and_a_stream_without_start_is_c
     await comm.send_to(text_data=json.dumps({"event": "connected", "protocol": "Call"}))
     closed: dict[str, Any] = await comm.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 4408}
-    await comm.wait(timeout=5)
+    await closed_by_the_server(comm, 4408)
 
 
 @override_settings(VOICECONV={"VALIDATE_TWILIO_SIGNATURE": True, "ALLOW_UNSIGNED_STREAMS": True,
@@ -48,7 +66,7 @@ async def test_bad_frames_before_start_do_not_start_the_stream() -> None:
         await comm.send_to(text_data=text)
     closed = await comm.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 4408}
-    await comm.wait(timeout=5)
+    await closed_by_the_server(comm, 4408)
 
 
 @override_settings(VOICECONV={"PUBLIC_URL": ""})

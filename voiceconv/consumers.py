@@ -71,6 +71,8 @@ logger = logging.getLogger("voiceconv.consumers")
 
 #: Longest wait at the end of a call for transcripts of the caller's last words (seconds).
 LAST_TRANSCRIPT_WAIT = 0.7
+#: Longest wait at the end of a call for the control-message loop to stop (seconds).
+LAYER_STOP_WAIT = 2.0
 APOLOGY_AUDIO = Path(__file__).parent / "data" / "apology.ulaw"
 
 
@@ -116,6 +118,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finished: asyncio.Future[None] | None = None
         self._closed = False
+        self._layer_stopping = False
         self._end_reason: str | None = None
         #: New Realtime sessions opened after a drop (voiceconv.metrics reads it).
         self.reconnects = 0
@@ -168,9 +171,24 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 self.log.warning("server shutting down: ending the call")
         finally:
             if layer_task is not None:
-                layer_task.cancel()
-                await asyncio.gather(layer_task, return_exceptions=True)
+                await self._stop_layer_loop(layer_task)
             await self._finish_uncancellable(self._end_reason or "caller_hung_up")
+
+    async def _stop_layer_loop(self, task: asyncio.Task[None]) -> None:
+        """Stop the control-message loop, waiting for it at most ``LAYER_STOP_WAIT``.
+
+        The Redis client can swallow a cancellation that meets its own read timeout; the loop
+        then sees the stop flag at its next turn. Finishing the call never waits on it longer.
+        """
+        self._layer_stopping = True
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=LAYER_STOP_WAIT)
+        if not done:
+            self.log.warning("channel layer receive did not stop within %s s; going on "
+                             "(it stops at its next turn)", LAYER_STOP_WAIT)
+            task.cancel()
+        elif not task.cancelled() and (error := task.exception()) is not None:
+            self.log.debug("channel layer loop ended with %s", _describe(error))
 
     async def _finish_uncancellable(self, reason: str) -> None:
         """Finish the call even if the server cancels us meanwhile (shutdown, or its close
@@ -195,7 +213,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         """Control messages from the channel layer; a layer hiccup never touches the call."""
         assert self.channel_layer is not None
         failures = 0
-        while True:
+        while not self._layer_stopping:
             try:
                 message = await self.channel_layer.receive(self.channel_name)
             except asyncio.CancelledError:

@@ -30,6 +30,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.writer import get_writer
 
 logger = logging.getLogger("voiceconv.health")
 
@@ -149,17 +150,50 @@ def _install(loop: asyncio.AbstractEventLoop) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+#: Longest wait at shutdown for the records still queued to be written (seconds).
+SHUTDOWN_WRITE_TIMEOUT = 30.0
+
+
+async def write_pending_records(timeout: float = SHUTDOWN_WRITE_TIMEOUT) -> int:
+    """Write every call's records still queued, trying for ``timeout`` seconds; returns how
+    many could not be written (each logged at ERROR by the writer)."""
+    writer = get_writer()
+    if not writer.pending:
+        return 0
+    logger.warning("shutdown: writing the %d record(s) still queued", writer.pending)
+    return await asyncio.to_thread(writer.stop, timeout)
+
+
 class DrainingMiddleware:
     """ASGI middleware that makes SIGTERM drain the process (see the module docstring).
 
     ``application = DrainingMiddleware(ProtocolTypeRouter({...}))``. The handler is put in
     place at the first connection, after the server has installed its own.
+
+    It also answers the ASGI ``lifespan`` protocol: at ``lifespan.shutdown`` (after the server
+    has closed every connection and finalised the calls) it writes the records still queued
+    before answering. This matters under uvicorn, which ends the process by re-raising SIGTERM
+    once it is done, so nothing registered with ``atexit`` runs; keep uvicorn's lifespan on.
     """
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if scope.get("type") == "lifespan":
+            return await self._lifespan(receive, send)
         if _installed_pid != os.getpid():
             _install(asyncio.get_running_loop())
         return await self.app(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await write_pending_records()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -55,6 +55,10 @@ MAX_BATCH = 1000
 #: A transaction takes no more records once it has run this long (seconds): on SQLite it
 #: holds the database's one write lock, which the webhooks and stream starts also need.
 MAX_TRANSACTION_SECONDS = 0.02
+#: The same bound elsewhere (PostgreSQL: row locks only, nobody else waits on the batch).
+MAX_TRANSACTION_SECONDS_MVCC = 0.5
+#: Pause between batches while a backlog remains, on SQLite (lets the other writers in).
+BACKLOG_PAUSE_SQLITE = 0.005
 #: Retry back-off while the database is unavailable (seconds).
 RETRY_MIN_DELAY = 0.1
 RETRY_MAX_DELAY = 2.0
@@ -176,6 +180,7 @@ class RecordWriter:
     def _run(self) -> None:
         delay = RETRY_MIN_DELAY
         attempts = 0
+        backlog = False
         try:
             while True:
                 with self._cond:
@@ -185,9 +190,14 @@ class RecordWriter:
                         return
                     stopping = self._stopping
                 if not stopping and not attempts:
-                    # Gather what the other calls hand over meanwhile (and, after a batch cut
-                    # short by MAX_TRANSACTION_SECONDS, leave the database to others a while).
-                    time.sleep(self.tick)
+                    if backlog:
+                        # A batch was cut short by the transaction bound: go on at once (on
+                        # SQLite after a short pause, so the webhooks get the write lock).
+                        if self._single_writer():
+                            time.sleep(BACKLOG_PAUSE_SQLITE)
+                    else:
+                        # Gather what the other calls hand over meanwhile.
+                        time.sleep(self.tick)
                 batch = self._take()
                 try:
                     try:
@@ -225,6 +235,7 @@ class RecordWriter:
                     )
                 attempts = 0
                 delay = RETRY_MIN_DELAY
+                backlog = sum(count for count, _ in results) < sum(len(i) for _, i in batch)
                 self._done(batch, results)
         except BaseException:  # pragma: no cover - a bug in the writer itself
             logger.exception("the record writer failed; records left: %d", self._pending)
@@ -258,7 +269,9 @@ class RecordWriter:
         close_old_connections()
         try:
             results: list[tuple[int, list[Any]]] = []
-            deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
+            bound = MAX_TRANSACTION_SECONDS if self._single_writer() else (
+                MAX_TRANSACTION_SECONDS_MVCC)
+            deadline = time.monotonic() + bound
             with db_transaction.atomic() if not each else contextlib.nullcontext():
                 for source, items in batch:
                     dispatches: list[Any] = []
@@ -274,6 +287,11 @@ class RecordWriter:
             return results
         finally:
             close_old_connections()
+
+    @staticmethod
+    def _single_writer() -> bool:
+        """The database takes one writer at a time (SQLite): keep its transactions short."""
+        return connections["default"].vendor == "sqlite"
 
     @staticmethod
     def _apply_one(source: Source, item: Any) -> list[Any]:

@@ -11,6 +11,7 @@ stand-in through ``OPENAI_BASE_URL``. :class:`ServerProcess` starts one and stop
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -75,7 +76,7 @@ class ServerProcess:
         if self.server == "uvicorn":
             cmd = [sys.executable, "-m", "uvicorn", self.application, "--host", "127.0.0.1",
                    "--port", str(self.port), "--log-level", "warning", "--ws", self.uvicorn_ws,
-                   "--lifespan", "off"]
+                   "--lifespan", "auto"]
         else:
             cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
                    self.application]
@@ -87,6 +88,7 @@ class ServerProcess:
         env = {**os.environ, **self.env}
         env.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONFAULTHANDLER"] = "1"  # a server that hangs on stop dumps its threads (stop())
         self.process = subprocess.Popen(
             self.command(), cwd=self.cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -105,7 +107,11 @@ class ServerProcess:
                            f"{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code.
+
+        A server still running after ``timeout`` is first sent SIGABRT, so that Python's fault
+        handler writes every thread's stack to the log (:meth:`log_tail` shows where it hung).
+        """
         proc = self.process
         if proc is None:
             return None
@@ -114,6 +120,9 @@ class ServerProcess:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5.0)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self._log.close()
