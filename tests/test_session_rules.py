@@ -14,6 +14,7 @@ from voiceconv.session import (
     Log,
     RunTools,
     SendToRealtime,
+    ToolOutcome,
     Transfer,
 )
 
@@ -182,7 +183,11 @@ def test_create_response_true_leaves_answering_to_the_server() -> None:
     assert creates(c.rt({"type": "input_audio_buffer.committed", "item_id": "u1"})) == []
 
 
-# ------------------------------------------------------------ 6. collisions
+# ------------------------------------------------------------ 6. tools, collisions and hang-ups
+
+COLLISION = {"type": "error", "error": {"type": "invalid_request_error",
+                                        "code": "conversation_already_has_active_response",
+                                        "message": "Conversation already has an active response"}}
 
 
 def test_a_tool_output_that_met_a_response_collision_is_answered_after_it() -> None:
@@ -191,11 +196,69 @@ def test_a_tool_output_that_met_a_response_collision_is_answered_after_it() -> N
     actions = c.s.tool_results([out("call_a", "lookup", "{}")])
     assert len(creates(actions)) == 1
     # the server had started a response we had not seen yet
-    c.rt({"type": "error", "error": {"type": "invalid_request_error",
-                                     "code": "conversation_already_has_active_response"}})
+    assert creates(c.rt(COLLISION)) == []
     c.rt({"type": "response.created", "response": {"id": "r_other"}})
+    assert creates(c.rt({"type": "response.output_item.added", "response_id": "r_other",
+                         "item": {"id": "i_o", "type": "message", "role": "assistant"}})) == []
     assert len(creates(done(c, "r_other"))) == 1  # asked again once it is done
+    c.rt({"type": "response.created", "response": {"id": "r_again"}})
     assert creates(done(c, "r_again")) == []  # and only once
+
+
+def test_a_collision_seen_after_the_other_response_was_created_is_answered_when_it_ends() -> None:
+    c = Call()
+    done(c, "r1", [function_call("call_a")])
+    c.rt({"type": "response.created", "response": {"id": "r_vad"}})  # the caller's turn
+    assert len(creates(c.s.tool_results([out("call_a", "lookup", "{}")]))) == 0  # queued
+    c.rt(COLLISION)  # nothing was sent, nothing to ask again
+    resent = c.rt({"type": "response.done", "response": {
+        "id": "r_vad", "status": "cancelled", "output": [],
+        "status_details": {"type": "cancelled", "reason": "turn_detected"}}})
+    assert len(creates(resent)) == 1  # the output is answered once that one ends
+    c2 = Call()
+    done(c2, "r1", [function_call("call_b")])
+    assert len(creates(c2.s.tool_results([out("call_b", "lookup", "{}")]))) == 1
+    c2.rt({"type": "response.created", "response": {"id": "r_vad"}})  # seen before the error
+    c2.rt(COLLISION)
+    assert len(creates(done(c2, "r_vad"))) == 1
+
+
+def test_a_holding_line_that_met_a_collision_is_dropped_and_the_answer_still_comes() -> None:
+    c = Call()
+    done(c, "r1", [function_call("call_a")])
+    assert len(creates(c.s.holding_line("One moment please."))) == 1
+    c.rt(COLLISION)  # the model is talking anyway: no holding line after the answer
+    c.rt({"type": "response.created", "response": {"id": "r_other"}})
+    assert creates(c.s.tool_results([out("call_a", "lookup", "{}")])) == []
+    asked = creates(done(c, "r_other"))
+    assert asked == [{"type": "response.create"}]  # the answer, not the holding line
+    c.rt({"type": "response.created", "response": {"id": "r_answer"}})
+    assert creates(done(c, "r_answer")) == []
+
+
+def test_a_call_hung_up_while_a_tool_runs_records_the_invocation_as_cancelled() -> None:
+    c = Call()
+    done(c, "r1", [function_call("call_a"), function_call("call_b", "book")])
+    assert c.s.state.tools_running == 2
+    assert [r.call_id for r in c.s.cancelled_tools()] == ["call_a", "call_b"]
+    c.s.handle_twilio({"event": "stop", "streamSid": SID})
+    (a, b) = turns(c.s.finish())
+    assert (a.role, a.item_id) == ("tool", "fc_call_a")
+    assert a.text.startswith("lookup({}) → cancelled")
+    assert b.text.startswith("book({}) → cancelled")
+    assert c.s.state.tools_running == 0
+    assert turns(c.s.finish()) == []  # once
+
+
+def test_a_tool_that_finished_as_the_call_ended_is_recorded_with_its_output() -> None:
+    c = Call()
+    done(c, "r1", [function_call("call_a"), function_call("call_b")])
+    ended = c.s.tools_ended([out("call_a", "lookup", '{"ok":true}'),
+                             ToolOutcome("call_b", "lookup", "{}", "x", error="cancelled")])
+    assert [t.text for t in turns(ended)] == ['lookup({}) → {"ok":true}',
+                                              "lookup({}) → cancelled"]
+    assert realtime_texts(ended) == []  # nothing goes to OpenAI any more
+    assert turns(c.s.finish()) == []  # each recorded once
 
 
 # ------------------------------------------------------------ 7. limits hold

@@ -31,6 +31,7 @@ from voiceconv.session.actions import (
     RecordTurn,
     SendToRealtime,
     StartStream,
+    ToolCall,
 )
 from voiceconv.session.control import RESPONSE_CREATE, Control
 from voiceconv.session.limits import NEVER, LimitClock, Limits
@@ -111,6 +112,10 @@ class CallSession(Control, RealtimeSide):
         #: ``response.create`` texts owed once the active response is done, in order.
         self._queued: deque[str] = deque()
         self._last_request = ""
+        #: The last request sent may wait behind an active response (see ``Control._create``).
+        self._last_request_queued = False
+        #: Function calls asked for and not answered yet (by call id).
+        self._running: dict[str, ToolCall] = {}
         #: Function calls of this call → (call time asked, function_call item id); their
         #: outputs are accepted after a reconnect too.
         self._known_calls: dict[str, tuple[int, str | None]] = {}
@@ -416,9 +421,10 @@ class CallSession(Control, RealtimeSide):
     # ----------------------------------------------------------------- end of call
 
     def finish(self) -> list[Action]:
-        """The call is over: record every assistant turn not yet recorded, as heard so far."""
+        """The call is over: record every assistant turn not yet recorded, as heard so far,
+        and every function call still running, as ``cancelled``."""
         self.playback.settle(self.state.now_ms)
-        actions: list[Action] = []
+        actions: list[Action] = self.tools_ended(self.cancelled_tools())
         for item in self.playback.items.values():
             item.audio_done = item.transcript_done = True
             actions.extend(self._maybe_record_item(item))

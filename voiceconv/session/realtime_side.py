@@ -73,7 +73,9 @@ class RealtimeSide:
     hold_greeting: bool
     _reconnecting: bool
     _known_calls: dict[str, tuple[int, str | None]]
+    _running: dict[str, ToolCall]
     _turn_unanswered: bool
+    _last_request: str
     auto_response: bool
 
     # Provided by Control (turn-taking), the other part of the session.
@@ -214,6 +216,8 @@ class RealtimeSide:
         if self.instructions:
             instructions = self.instructions + "\n\n" + self.greeting
         st.response_active = True  # owed: the server will answer with response.created
+        # Not asked again if it meets a response already under way (the caller spoke first).
+        self._last_request = ""
         return [
             SendToRealtime(
                 dumps({"type": "response.create", "response": {"instructions": instructions}})
@@ -396,6 +400,7 @@ class RealtimeSide:
                 actions.extend(self._maybe_record_item(item))
         if calls:
             for c in calls:
+                self._running[c.call_id] = c
                 self._open_calls.add(c.call_id)
                 self._known_calls[c.call_id] = (st.now_ms, c.item_id)
                 self.history.append(("function_call", dumps(
