@@ -8,7 +8,9 @@ from typing import Any
 from tests.test_call import SID, Call, out, realtime_texts, run_until, turns, twilio_texts
 from voiceconv.session import (
     ArmHangupDeadline,
+    CallSession,
     EndCall,
+    FlushEarlyAudio,
     HangUp,
     Limits,
     Log,
@@ -335,3 +337,50 @@ def test_without_a_pause_each_key_goes_at_once() -> None:
     assert any(isinstance(a, SendToRealtime) for a in actions)
     assert not any(isinstance(a, RunTools) for a in actions)
     assert twilio_texts(actions) == []
+
+
+# ------------------------------------------------------------ 13. early audio stays in order
+
+
+def test_live_audio_arriving_while_early_audio_is_sent_queues_behind_it() -> None:
+    s = CallSession(early_audio_frames=50)
+    s.handle_twilio({"event": "start", "streamSid": SID, "start": {
+        "streamSid": SID, "callSid": "CA1", "accountSid": "AC1", "customParameters": {}}})
+    sent: list[str] = []  # what reaches OpenAI, in order
+    for n in range(5):
+        assert s.twilio_media(f"E{n}AA", 20 * (n + 1)) is None  # the session is not ready
+    flush = s.handle_realtime({"type": "session.updated", "session": {}})
+    assert flush[-1] == FlushEarlyAudio()
+    # The consumer awaits each send: live frames arrive before the flush is through.
+    for action in flush[:2]:
+        sent.append(json.loads(action.text)["audio"])
+    for n in range(3):
+        assert s.twilio_media(f"L{n}AA", 120 + 20 * n) is None  # not ahead of the early audio
+    sent += [json.loads(a.text)["audio"] for a in flush[2:-1]]
+    more = s.early_audio_sent()  # the FlushEarlyAudio action
+    assert more[-1] == FlushEarlyAudio()
+    assert s.twilio_media("L3AA", 180) is None  # still flushing: it joins the queue
+    sent += [json.loads(a.text)["audio"] for a in more[:-1]]
+    rest = s.early_audio_sent()
+    sent += [json.loads(a.text)["audio"] for a in rest if isinstance(a, SendToRealtime)]
+    assert s.early_audio_sent() == []  # drained: live frames take the fast path again
+    live = s.twilio_media("L4AA", 200)
+    assert live is not None
+    sent.append(json.loads(live)["audio"])
+    assert sent == ["E0AA", "E1AA", "E2AA", "E3AA", "E4AA", "L0AA", "L1AA", "L2AA", "L3AA",
+                    "L4AA"]
+
+
+def test_a_drop_during_the_flush_keeps_the_rest_for_the_next_session() -> None:
+    s = CallSession(early_audio_frames=50)
+    s.handle_twilio({"event": "start", "streamSid": SID, "start": {
+        "streamSid": SID, "callSid": "CA1", "accountSid": "AC1", "customParameters": {}}})
+    s.twilio_media("E0AA", 20)
+    s.handle_realtime({"type": "session.updated", "session": {}})
+    assert s.twilio_media("L0AA", 40) is None
+    s.realtime_lost()
+    assert s.early_audio_sent() == []  # nothing sent into a closed connection
+    assert s.twilio_media("L1AA", 60) is None
+    again = s.handle_realtime({"type": "session.updated", "session": {}})
+    assert [json.loads(a.text)["audio"] for a in again if isinstance(a, SendToRealtime)
+            and "append" in a.text] == ["L0AA", "L1AA"]

@@ -49,6 +49,7 @@ from voiceconv.session import (
     CallSession,
     CloseStream,
     EndCall,
+    FlushEarlyAudio,
     HangUp,
     Limits,
     Log,
@@ -635,6 +636,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                     self.spawn(self.transfer(target))
                 case EndCall(reason=reason, error=error, apologise=apologise):
                     self.spawn(self.fail(reason, error) if apologise else self.end(reason, error))
+                case FlushEarlyAudio():
+                    await self.run_actions(self.session.early_audio_sent())
                 case ApologyHeard():
                     if self._apology_mark is not None:
                         self._apology_mark.set()

@@ -68,6 +68,8 @@ class CallSession(Control, RealtimeSide):
         #: Bad Twilio input of this call, counted by kind (each kind is logged once).
         self.bad_input: dict[str, int] = {}
         self._early: deque[str] = deque(maxlen=1)
+        #: Buffered caller audio is being sent: live frames queue behind it (in order).
+        self._flushing = False
         self.configure(
             greeting=greeting,
             instructions=instructions,
@@ -200,7 +202,7 @@ class CallSession(Control, RealtimeSide):
         st = self.state
         st.now_ms = timestamp
         st.frames_in += 1
-        if st.realtime_ready:
+        if st.realtime_ready and not self._flushing:
             if self._input_origin_ms is None:
                 self._input_origin_ms = timestamp
             return msgs.APPEND_PREFIX + payload + '"}'
@@ -401,6 +403,7 @@ class CallSession(Control, RealtimeSide):
         self._open_calls.clear()
         self._input_origin_ms = None
         self._last_speech_stop_ms = None
+        self._flushing = False
         self._reconnecting = True
         return []
 

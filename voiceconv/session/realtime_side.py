@@ -19,6 +19,7 @@ from voiceconv.session import messages as msgs
 from voiceconv.session.actions import (
     Action,
     EndCall,
+    FlushEarlyAudio,
     Log,
     RecordFirstAudio,
     RecordTurn,
@@ -72,6 +73,7 @@ class RealtimeSide:
     _greeted: bool
     hold_greeting: bool
     _reconnecting: bool
+    _flushing: bool
     _known_calls: dict[str, tuple[int, str | None]]
     _running: dict[str, ToolCall]
     _turn_unanswered: bool
@@ -196,14 +198,29 @@ class RealtimeSide:
         actions: list[Action] = []
         if self._early:
             self._input_origin_ms = st.now_ms - 20 * (len(self._early) - 1)
-        for payload in self._early:
-            actions.append(SendToRealtime(msgs.APPEND_PREFIX + payload + '"}'))
-        self._early.clear()
+            actions.extend(self.early_audio_sent())
         if not self.hold_greeting:
             actions.extend(self.greet())
         if self._reconnecting:
             self._reconnecting = False
             actions.extend(self._resume())
+        return actions
+
+    def early_audio_sent(self) -> list[Action]:
+        """Send the caller audio buffered so far, oldest first, then :class:`FlushEarlyAudio`;
+        once nothing is buffered any more, live frames take the fast path again."""
+        if not self.state.realtime_ready:
+            self._flushing = False  # the connection went: the rest waits for the next one
+            return []
+        if not self._early:
+            self._flushing = False
+            return []
+        self._flushing = True
+        actions: list[Action] = [
+            SendToRealtime(msgs.APPEND_PREFIX + payload + '"}') for payload in self._early
+        ]
+        self._early.clear()
+        actions.append(FlushEarlyAudio())
         return actions
 
     def greet(self) -> list[Action]:
