@@ -13,8 +13,8 @@ from voiceconv.session import (
     CallSession,
     CloseStream,
     EndCall,
-    Log,
     FlushEarlyAudio,
+    Log,
     SendToRealtime,
     StartStream,
 )
