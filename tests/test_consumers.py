@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -150,3 +151,68 @@ async def test_a_hanging_database_at_start_stalls_neither_another_call_nor_itsel
         _HangingDatabase.release.set()
         for comm in (slow, fast):
             await comm.disconnect()
+
+
+# ------------------------------------------------------------ rule 7: reconnect attempts
+
+
+class _FlakyRealtime:
+    """A Realtime connection that is ready, then drops; every later connect is refused."""
+
+    connects: ClassVar[int] = 0
+
+    def __init__(self) -> None:
+        self._events: list[str] = []
+
+    @property
+    def connection(self) -> Any:
+        return None
+
+    async def connect(self) -> None:
+        _FlakyRealtime.connects += 1
+        if _FlakyRealtime.connects > 1:
+            raise ConnectionRefusedError("refused")
+        self._events = [json.dumps({"type": "session.updated", "session": {}})]
+
+    async def send(self, text: str) -> None:
+        return None
+
+    async def recv(self) -> str:
+        if self._events:
+            return self._events.pop(0)
+        await asyncio.sleep(0.05)
+        raise ConnectionResetError("dropped")
+
+    async def close(self) -> None:
+        return None
+
+
+class _NoRecords(_HangingDatabase):
+    """The consumer with the flaky connection and a quick start (no database, no records)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, backend_factory=lambda _c: _FlakyRealtime(), **kwargs)
+
+    realtime_loop = MediaStreamConsumer.realtime_loop
+
+
+@pytest.mark.parametrize(("attempts", "connects"), [(0, 1), (1, 2), (3, 4)])
+async def test_reconnect_attempts_mean_what_they_say(
+    attempts: int, connects: int, tmp_path: Path
+) -> None:
+    _FlakyRealtime.connects = 0
+    apology = tmp_path / "apology.ulaw"
+    apology.write_bytes(b"\xff" * 160)  # a short one: nobody echoes its mark here
+    with override_settings(VOICECONV={
+        "REQUIRE_STREAM_TOKEN": False, "ALLOW_UNSIGNED_STREAMS": True,
+        "REALTIME_RECONNECT_ATTEMPTS": attempts, "APOLOGY_AUDIO": str(apology),
+    }):
+        comm = WebsocketCommunicator(_NoRecords.as_asgi(), PATH)
+        assert (await comm.connect(timeout=5))[0]
+        await comm.send_to(text_data=start_frame("CA_flaky"))
+        while True:  # the apology plays, then the stream is closed
+            out = await comm.receive_output(timeout=30)
+            if out["type"] == "websocket.close":
+                break
+        await comm.disconnect(timeout=10)  # Twilio's side of the close
+    assert _FlakyRealtime.connects == connects  # 0: no reconnect; N: N attempts
