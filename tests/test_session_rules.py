@@ -312,6 +312,20 @@ def test_errors_that_end_the_call_ask_for_the_apology() -> None:
         assert ends and ends[0].apologise and ends[0].reason == "openai_error"
 
 
+def test_a_bad_session_option_at_start_plays_the_apology_but_not_mid_call() -> None:
+    s = CallSession()
+    s.handle_twilio({"event": "start", "streamSid": SID, "start": {
+        "streamSid": SID, "callSid": "CA1", "accountSid": "AC1", "customParameters": {}}})
+    bad = {"type": "error", "error": {"type": "invalid_request_error", "code": "unknown_parameter",
+                                      "message": "Unknown parameter: 'session.voicee'.",
+                                      "param": "session.voicee"}}
+    ends = [a for a in s.handle_realtime(bad) if isinstance(a, EndCall)]
+    assert ends == [EndCall("openai_error", ends[0].error, apologise=True)]
+    assert "voicee" in ends[0].error
+    c = Call()  # once the session is ready, a refused option of a later event is logged only
+    assert not any(isinstance(a, EndCall) for a in c.rt(bad))
+
+
 # ------------------------------------------------------------ 9. key presses
 
 
