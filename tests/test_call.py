@@ -165,6 +165,7 @@ def test_caller_audio_is_buffered_until_session_updated_then_flushed_in_order() 
     appends = realtime_texts(actions)
     assert [a["audio"] for a in appends if a["type"] == "input_audio_buffer.append"] == [
         "AAAB", "AAAC", "AAAD"]
+    assert s.early_audio_sent() == []  # the buffer is sent: nothing more queued
     # afterwards every frame passes straight through, the same base64 string
     out = s.twilio_media("//79/Q==", 100)
     assert out is not None

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
@@ -88,3 +94,142 @@ def test_the_consumer_and_the_views_derive_the_public_origin_the_same_way() -> N
 async def test_no_consumer_is_left_running() -> None:
     await asyncio.sleep(0)
     assert MediaStreamConsumer.active_calls() == 0
+
+
+# ------------------------------------------------------------ rule 12: the call's start
+
+
+class _HangingDatabase(MediaStreamConsumer):
+    """The stream claim hangs for call ``CA_slow`` (a database that does not answer) until the
+    test ends, well past ``START_DATABASE_TIMEOUT``; no
+    OpenAI session, no telephony, no records: only the start is under test."""
+
+    release = threading.Event()
+    started_calls: ClassVar[list[str]] = []
+
+    def _claim_call_sync(self) -> Any:
+        assert self.info is not None
+        if self.info.call_sid == "CA_slow":
+            self.release.wait(30)
+        return None, None, {}
+
+    async def start_telephony(self) -> Any:
+        return None
+
+    def make_recorder(self) -> Any:
+        return None
+
+    async def realtime_loop(self) -> None:
+        assert self.info is not None
+        self.started_calls.append(self.info.call_sid)
+        await asyncio.Event().wait()
+
+
+async def until(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def start_frame(call_sid: str) -> str:
+    sid = "MZ" + call_sid
+    return json.dumps({"event": "start", "streamSid": sid, "start": {
+        "streamSid": sid, "callSid": call_sid, "accountSid": "AC1", "customParameters": {}}})
+
+
+@override_settings(VOICECONV={"REQUIRE_STREAM_TOKEN": False, "ALLOW_UNSIGNED_STREAMS": True,
+                              "START_DATABASE_TIMEOUT": 3.0, "STREAM_START_TIMEOUT": 60})
+async def test_a_hanging_database_at_start_stalls_neither_another_call_nor_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _HangingDatabase.started_calls.clear()
+    _HangingDatabase.release.clear()
+    slow = WebsocketCommunicator(_HangingDatabase.as_asgi(), PATH)
+    fast = WebsocketCommunicator(_HangingDatabase.as_asgi(), PATH)
+    try:
+        assert (await slow.connect(timeout=5))[0] and (await fast.connect(timeout=5))[0]
+        with caplog.at_level(logging.INFO, logger="voiceconv.consumers"):
+            await slow.send_to(text_data=start_frame("CA_slow"))
+            await asyncio.sleep(0.1)  # the slow claim is hanging in its thread now
+            await fast.send_to(text_data=start_frame("CA_fast"))
+            # The single shared thread of sync_to_async is free meanwhile...
+            assert await sync_to_async(lambda: 42)() == 42
+            # ... and the second call starts while the first one's claim still hangs.
+            await until(lambda: bool(_HangingDatabase.started_calls), 20)
+            assert _HangingDatabase.started_calls == ["CA_fast"]
+            # The slow call goes on with the defaults once the timeout passes, and says why.
+            await until(lambda: len(_HangingDatabase.started_calls) == 2, 20)
+            assert _HangingDatabase.started_calls == ["CA_fast", "CA_slow"]
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert lines == ["call CA_slow: database did not answer within 3.0 s at stream start; "
+                         "going on with the defaults and no tools"], lines
+    finally:
+        _HangingDatabase.release.set()
+        for comm in (slow, fast):
+            await comm.disconnect()
+
+
+# ------------------------------------------------------------ rule 7: reconnect attempts
+
+
+class _FlakyRealtime:
+    """A Realtime connection that is ready, then drops; every later connect is refused."""
+
+    connects: ClassVar[int] = 0
+
+    def __init__(self) -> None:
+        self._events: list[str] = []
+
+    @property
+    def connection(self) -> Any:
+        return None
+
+    async def connect(self) -> None:
+        _FlakyRealtime.connects += 1
+        if _FlakyRealtime.connects > 1:
+            raise ConnectionRefusedError("refused")
+        self._events = [json.dumps({"type": "session.updated", "session": {}})]
+
+    async def send(self, text: str) -> None:
+        return None
+
+    async def recv(self) -> str:
+        if self._events:
+            return self._events.pop(0)
+        await asyncio.sleep(0.05)
+        raise ConnectionResetError("dropped")
+
+    async def close(self) -> None:
+        return None
+
+
+class _NoRecords(_HangingDatabase):
+    """The consumer with the flaky connection and a quick start (no database, no records)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, backend_factory=lambda _c: _FlakyRealtime(), **kwargs)
+
+    realtime_loop = MediaStreamConsumer.realtime_loop
+
+
+@pytest.mark.parametrize(("attempts", "connects"), [(0, 1), (1, 2), (3, 4)])
+async def test_reconnect_attempts_mean_what_they_say(
+    attempts: int, connects: int, tmp_path: Path
+) -> None:
+    _FlakyRealtime.connects = 0
+    apology = tmp_path / "apology.ulaw"
+    apology.write_bytes(b"\xff" * 160)  # a short one: nobody echoes its mark here
+    with override_settings(VOICECONV={
+        "REQUIRE_STREAM_TOKEN": False, "ALLOW_UNSIGNED_STREAMS": True,
+        "REALTIME_RECONNECT_ATTEMPTS": attempts, "APOLOGY_AUDIO": str(apology),
+    }):
+        comm = WebsocketCommunicator(_NoRecords.as_asgi(), PATH)
+        assert (await comm.connect(timeout=5))[0]
+        await comm.send_to(text_data=start_frame("CA_flaky"))
+        while True:  # the apology plays, then the stream is closed
+            out = await comm.receive_output(timeout=30)
+            if out["type"] == "websocket.close":
+                break
+        await comm.disconnect(timeout=10)  # Twilio's side of the close
+    assert _FlakyRealtime.connects == connects  # 0: no reconnect; N: N attempts

@@ -226,6 +226,8 @@ class Harness:
                 self.check_realtime(event)
             elif isinstance(action, core.RunTools):
                 self.tool_calls.extend(action.calls)
+            elif isinstance(action, core.FlushEarlyAudio):
+                self.check(self.session.early_audio_sent())  # as the consumer runs it
         self.check_playback()
 
     def check_realtime(self, event: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from voiceconv.session import (
     CallSession,
     CloseStream,
     EndCall,
+    FlushEarlyAudio,
     Log,
     SendToRealtime,
     StartStream,
@@ -95,7 +96,9 @@ def test_media_is_buffered_before_the_realtime_session_is_ready() -> None:
     s = started()
     assert s.receive_twilio(media()) == ""
     appends = s.handle_realtime({"type": "session.updated", "session": {}})
-    assert appends == [SendToRealtime('{"type":"input_audio_buffer.append","audio":"//8="}')]
+    assert appends == [SendToRealtime('{"type":"input_audio_buffer.append","audio":"//8="}'),
+                       FlushEarlyAudio()]
+    assert s.early_audio_sent() == []
 
 
 @pytest.mark.parametrize(

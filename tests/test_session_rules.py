@@ -8,12 +8,15 @@ from typing import Any
 from tests.test_call import SID, Call, out, realtime_texts, run_until, turns, twilio_texts
 from voiceconv.session import (
     ArmHangupDeadline,
+    CallSession,
     EndCall,
+    FlushEarlyAudio,
     HangUp,
     Limits,
     Log,
     RunTools,
     SendToRealtime,
+    ToolOutcome,
     Transfer,
 )
 
@@ -182,7 +185,11 @@ def test_create_response_true_leaves_answering_to_the_server() -> None:
     assert creates(c.rt({"type": "input_audio_buffer.committed", "item_id": "u1"})) == []
 
 
-# ------------------------------------------------------------ 6. collisions
+# ------------------------------------------------------------ 6. tools, collisions and hang-ups
+
+COLLISION = {"type": "error", "error": {"type": "invalid_request_error",
+                                        "code": "conversation_already_has_active_response",
+                                        "message": "Conversation already has an active response"}}
 
 
 def test_a_tool_output_that_met_a_response_collision_is_answered_after_it() -> None:
@@ -191,11 +198,69 @@ def test_a_tool_output_that_met_a_response_collision_is_answered_after_it() -> N
     actions = c.s.tool_results([out("call_a", "lookup", "{}")])
     assert len(creates(actions)) == 1
     # the server had started a response we had not seen yet
-    c.rt({"type": "error", "error": {"type": "invalid_request_error",
-                                     "code": "conversation_already_has_active_response"}})
+    assert creates(c.rt(COLLISION)) == []
     c.rt({"type": "response.created", "response": {"id": "r_other"}})
+    assert creates(c.rt({"type": "response.output_item.added", "response_id": "r_other",
+                         "item": {"id": "i_o", "type": "message", "role": "assistant"}})) == []
     assert len(creates(done(c, "r_other"))) == 1  # asked again once it is done
+    c.rt({"type": "response.created", "response": {"id": "r_again"}})
     assert creates(done(c, "r_again")) == []  # and only once
+
+
+def test_a_collision_seen_after_the_other_response_was_created_is_answered_when_it_ends() -> None:
+    c = Call()
+    done(c, "r1", [function_call("call_a")])
+    c.rt({"type": "response.created", "response": {"id": "r_vad"}})  # the caller's turn
+    assert len(creates(c.s.tool_results([out("call_a", "lookup", "{}")]))) == 0  # queued
+    c.rt(COLLISION)  # nothing was sent, nothing to ask again
+    resent = c.rt({"type": "response.done", "response": {
+        "id": "r_vad", "status": "cancelled", "output": [],
+        "status_details": {"type": "cancelled", "reason": "turn_detected"}}})
+    assert len(creates(resent)) == 1  # the output is answered once that one ends
+    c2 = Call()
+    done(c2, "r1", [function_call("call_b")])
+    assert len(creates(c2.s.tool_results([out("call_b", "lookup", "{}")]))) == 1
+    c2.rt({"type": "response.created", "response": {"id": "r_vad"}})  # seen before the error
+    c2.rt(COLLISION)
+    assert len(creates(done(c2, "r_vad"))) == 1
+
+
+def test_a_holding_line_that_met_a_collision_is_dropped_and_the_answer_still_comes() -> None:
+    c = Call()
+    done(c, "r1", [function_call("call_a")])
+    assert len(creates(c.s.holding_line("One moment please."))) == 1
+    c.rt(COLLISION)  # the model is talking anyway: no holding line after the answer
+    c.rt({"type": "response.created", "response": {"id": "r_other"}})
+    assert creates(c.s.tool_results([out("call_a", "lookup", "{}")])) == []
+    asked = creates(done(c, "r_other"))
+    assert asked == [{"type": "response.create"}]  # the answer, not the holding line
+    c.rt({"type": "response.created", "response": {"id": "r_answer"}})
+    assert creates(done(c, "r_answer")) == []
+
+
+def test_a_call_hung_up_while_a_tool_runs_records_the_invocation_as_cancelled() -> None:
+    c = Call()
+    done(c, "r1", [function_call("call_a"), function_call("call_b", "book")])
+    assert c.s.state.tools_running == 2
+    assert [r.call_id for r in c.s.cancelled_tools()] == ["call_a", "call_b"]
+    c.s.handle_twilio({"event": "stop", "streamSid": SID})
+    (a, b) = turns(c.s.finish())
+    assert (a.role, a.item_id) == ("tool", "fc_call_a")
+    assert a.text.startswith("lookup({}) → cancelled")
+    assert b.text.startswith("book({}) → cancelled")
+    assert c.s.state.tools_running == 0
+    assert turns(c.s.finish()) == []  # once
+
+
+def test_a_tool_that_finished_as_the_call_ended_is_recorded_with_its_output() -> None:
+    c = Call()
+    done(c, "r1", [function_call("call_a"), function_call("call_b")])
+    ended = c.s.tools_ended([out("call_a", "lookup", '{"ok":true}'),
+                             ToolOutcome("call_b", "lookup", "{}", "x", error="cancelled")])
+    assert [t.text for t in turns(ended)] == ['lookup({}) → {"ok":true}',
+                                              "lookup({}) → cancelled"]
+    assert realtime_texts(ended) == []  # nothing goes to OpenAI any more
+    assert turns(c.s.finish()) == []  # each recorded once
 
 
 # ------------------------------------------------------------ 7. limits hold
@@ -247,6 +312,20 @@ def test_errors_that_end_the_call_ask_for_the_apology() -> None:
         assert ends and ends[0].apologise and ends[0].reason == "openai_error"
 
 
+def test_a_bad_session_option_at_start_plays_the_apology_but_not_mid_call() -> None:
+    s = CallSession()
+    s.handle_twilio({"event": "start", "streamSid": SID, "start": {
+        "streamSid": SID, "callSid": "CA1", "accountSid": "AC1", "customParameters": {}}})
+    bad = {"type": "error", "error": {"type": "invalid_request_error", "code": "unknown_parameter",
+                                      "message": "Unknown parameter: 'session.voicee'.",
+                                      "param": "session.voicee"}}
+    ends = [a for a in s.handle_realtime(bad) if isinstance(a, EndCall)]
+    assert ends == [EndCall("openai_error", ends[0].error, apologise=True)]
+    assert "voicee" in ends[0].error
+    c = Call()  # once the session is ready, a refused option of a later event is logged only
+    assert not any(isinstance(a, EndCall) for a in c.rt(bad))
+
+
 # ------------------------------------------------------------ 9. key presses
 
 
@@ -272,3 +351,50 @@ def test_without_a_pause_each_key_goes_at_once() -> None:
     assert any(isinstance(a, SendToRealtime) for a in actions)
     assert not any(isinstance(a, RunTools) for a in actions)
     assert twilio_texts(actions) == []
+
+
+# ------------------------------------------------------------ 13. early audio stays in order
+
+
+def test_live_audio_arriving_while_early_audio_is_sent_queues_behind_it() -> None:
+    s = CallSession(early_audio_frames=50)
+    s.handle_twilio({"event": "start", "streamSid": SID, "start": {
+        "streamSid": SID, "callSid": "CA1", "accountSid": "AC1", "customParameters": {}}})
+    sent: list[str] = []  # what reaches OpenAI, in order
+    for n in range(5):
+        assert s.twilio_media(f"E{n}AA", 20 * (n + 1)) is None  # the session is not ready
+    flush = s.handle_realtime({"type": "session.updated", "session": {}})
+    assert flush[-1] == FlushEarlyAudio()
+    # The consumer awaits each send: live frames arrive before the flush is through.
+    for action in flush[:2]:
+        sent.append(json.loads(action.text)["audio"])
+    for n in range(3):
+        assert s.twilio_media(f"L{n}AA", 120 + 20 * n) is None  # not ahead of the early audio
+    sent += [json.loads(a.text)["audio"] for a in flush[2:-1]]
+    more = s.early_audio_sent()  # the FlushEarlyAudio action
+    assert more[-1] == FlushEarlyAudio()
+    assert s.twilio_media("L3AA", 180) is None  # still flushing: it joins the queue
+    sent += [json.loads(a.text)["audio"] for a in more[:-1]]
+    rest = s.early_audio_sent()
+    sent += [json.loads(a.text)["audio"] for a in rest if isinstance(a, SendToRealtime)]
+    assert s.early_audio_sent() == []  # drained: live frames take the fast path again
+    live = s.twilio_media("L4AA", 200)
+    assert live is not None
+    sent.append(json.loads(live)["audio"])
+    assert sent == ["E0AA", "E1AA", "E2AA", "E3AA", "E4AA", "L0AA", "L1AA", "L2AA", "L3AA",
+                    "L4AA"]
+
+
+def test_a_drop_during_the_flush_keeps_the_rest_for_the_next_session() -> None:
+    s = CallSession(early_audio_frames=50)
+    s.handle_twilio({"event": "start", "streamSid": SID, "start": {
+        "streamSid": SID, "callSid": "CA1", "accountSid": "AC1", "customParameters": {}}})
+    s.twilio_media("E0AA", 20)
+    s.handle_realtime({"type": "session.updated", "session": {}})
+    assert s.twilio_media("L0AA", 40) is None
+    s.realtime_lost()
+    assert s.early_audio_sent() == []  # nothing sent into a closed connection
+    assert s.twilio_media("L1AA", 60) is None
+    again = s.handle_realtime({"type": "session.updated", "session": {}})
+    assert [json.loads(a.text)["audio"] for a in again if isinstance(a, SendToRealtime)
+            and "append" in a.text] == ["L0AA", "L1AA"]

@@ -49,6 +49,7 @@ from voiceconv.session import (
     CallSession,
     CloseStream,
     EndCall,
+    FlushEarlyAudio,
     HangUp,
     Limits,
     Log,
@@ -65,6 +66,7 @@ from voiceconv.session import (
     Transfer,
     dumps,
 )
+from voiceconv.session.control import TOOL_CANCELLED_OUTPUT
 from voiceconv.session.messages import apology_frames
 
 logger = logging.getLogger("voiceconv.consumers")
@@ -652,6 +654,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                     self.spawn(self.transfer(target))
                 case EndCall(reason=reason, error=error, apologise=apologise):
                     self.spawn(self.fail(reason, error) if apologise else self.end(reason, error))
+                case FlushEarlyAudio():
+                    await self.run_actions(self.session.early_audio_sent())
                 case ApologyHeard():
                     if self._apology_mark is not None:
                         self._apology_mark.set()
@@ -724,20 +728,33 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     def _record_cancelled_tools(
         self, calls: tuple[ToolCall, ...], jobs: Sequence[asyncio.Future[Any]], started_at: Any
     ) -> None:
+        """The call ended while these tools ran: each invocation is recorded with its outcome
+        (``cancelled`` for one cut short), and the core records its transcript entry."""
         from voiceconv.tools.runtime import ToolResult
 
-        if self.recorder is None:
-            return
         elapsed = int((timezone.now() - started_at).total_seconds() * 1000)
+        results: list[ToolResult] = []
         for call, job in zip(calls, jobs, strict=True):
             if job.done() and not job.cancelled() and job.exception() is None:
-                self.recorder.tool_invocation(job.result())
+                results.append(job.result())
                 continue
-            self.recorder.tool_invocation(ToolResult(
+            results.append(ToolResult(
                 call_id=call.call_id, name=call.name, arguments=call.arguments,
-                output=dumps({"error": "cancelled: the call ended"}),
-                started_at=started_at, duration_ms=elapsed, error="cancelled",
+                output=TOOL_CANCELLED_OUTPUT, started_at=started_at, duration_ms=elapsed,
+                error="cancelled",
             ))
+        self.log.info("call ended while %d tool call(s) ran: recorded as %s", len(results),
+                      ", ".join(f"{r.name} {r.error or 'ok'}" for r in results))
+        turns = self.session.tools_ended([
+            ToolOutcome(r.call_id, r.name, r.arguments, r.output, r.error) for r in results
+        ])
+        if self.recorder is None:
+            return
+        for result in results:
+            self.recorder.tool_invocation(result)
+        for action in turns:
+            if isinstance(action, RecordTurn):
+                self.recorder.turn(action.turn)
 
     # ------------------------------------------------------------------ control
 

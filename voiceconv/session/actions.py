@@ -131,6 +131,17 @@ class ApologyHeard:
 
 
 @dataclass(frozen=True, slots=True)
+class FlushEarlyAudio:
+    """The buffered caller audio before this action has been sent: run the actions of
+    :meth:`CallSession.early_audio_sent` (audio buffered meanwhile, in order) next.
+
+    Until the buffer is empty, live caller frames join it instead of taking the fast path, so
+    early and live audio never reach OpenAI out of order, however the sends interleave."""
+
+    type: Literal["flush_early_audio"] = "flush_early_audio"
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     level: Literal["debug", "info", "warning", "error"]
     message: str
@@ -151,5 +162,6 @@ Action = (
     | Transfer
     | EndCall
     | ApologyHeard
+    | FlushEarlyAudio
     | Log
 )

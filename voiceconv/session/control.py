@@ -20,6 +20,7 @@ from voiceconv.session.actions import (
     Log,
     RecordTurn,
     SendToRealtime,
+    ToolCall,
     ToolOutcome,
     Transfer,
 )
@@ -29,6 +30,8 @@ from voiceconv.session.state import CallState
 
 #: The plain ``response.create``: answer the conversation as it stands.
 RESPONSE_CREATE = '{"type":"response.create"}'
+#: The output recorded for a function call cut short by the end of the call.
+TOOL_CANCELLED_OUTPUT = '{"error":"cancelled: the call ended"}'
 #: How a holding line is asked for while a slow tool runs.
 HOLDING_TEMPLATE = "Say only this, briefly, in your own voice: {message}"
 #: Asked of a new session when the line dropped after the caller's turn was committed but
@@ -47,6 +50,8 @@ class Control:
     history: deque[tuple[str, str]]
     _queued: deque[str]
     _last_request: str
+    _last_request_queued: bool
+    _running: dict[str, ToolCall]
     _open_calls: set[str]
     _known_calls: dict[str, tuple[int, str | None]]
     _turn_unanswered: bool
@@ -63,6 +68,7 @@ class Control:
             return []
         st.response_active = True
         self._last_request = text
+        self._last_request_queued = queue
         return [SendToRealtime(text)]
 
     def _request_response(self) -> list[Action]:
@@ -78,12 +84,21 @@ class Control:
         return self._create(text, queue=True)
 
     def _collided(self) -> list[Action]:
-        """Our ``response.create`` met a response we had not seen yet: ask again after it."""
-        if self._last_request:
-            self._queued.appendleft(self._last_request)
-            self._last_request = ""
+        """Our ``response.create`` met a response we had not seen yet: ask again after it.
+
+        A request that may be queued (an answer to the caller or to a tool's output, the
+        end-of-call warning and goodbye) is sent again, first, once that response is done; a
+        holding line is dropped (the model is talking anyway). Either way the server has a
+        response active, so nothing else is sent until it is done.
+        """
+        text = self._last_request
+        self._last_request = ""
+        self.state.response_active = True  # the server has one active
+        if text and self._last_request_queued:
+            self._queued.appendleft(text)
             self.state.response_create_owed = True
-            self.state.response_active = True  # the server has one active
+            return [Log("info", "response request met an active response: asking again "
+                                "once it is done")]
         return []
 
     def _resume(self) -> list[Action]:
@@ -128,18 +143,7 @@ class Control:
         st.tools_running = max(0, st.tools_running - len(results))
         actions: list[Action] = []
         for r in results:
-            # A tool's entry sits where it was called, on its function_call item.
-            called_ms, item_id = self._known_calls.get(r.call_id, (st.now_ms, None))
-            actions.append(
-                RecordTurn(
-                    TranscriptTurn(
-                        role="tool",
-                        text=f"{r.name}({r.arguments}) → {r.error or r.output}",
-                        item_id=item_id,
-                        offset_ms=called_ms,
-                    )
-                )
-            )
+            actions.append(self._tool_turn(r))
             if r.call_id not in self._known_calls:
                 actions.append(Log("warning", f"output of {r.name} ({r.call_id}) dropped: "
                                               "no Realtime session asked for it"))
@@ -155,6 +159,33 @@ class Control:
             actions.extend(self._request_response())
         actions.extend(self._maybe_hang_up())
         return actions
+
+    def _tool_turn(self, r: ToolOutcome) -> RecordTurn:
+        """The transcript entry of one function call, where it was called (its item)."""
+        self._running.pop(r.call_id, None)
+        called_ms, item_id = self._known_calls.get(r.call_id, (self.state.now_ms, None))
+        return RecordTurn(
+            TranscriptTurn(
+                role="tool",
+                text=f"{r.name}({r.arguments}) → {r.error or r.output}",
+                item_id=item_id,
+                offset_ms=called_ms,
+            )
+        )
+
+    def tools_ended(self, results: list[ToolOutcome]) -> list[Action]:
+        """The call ends while these function calls run (or just gave their outputs): each is
+        recorded with its outcome (``error="cancelled"`` for one cut short); nothing is sent."""
+        self.state.tools_running = max(0, self.state.tools_running - len(results))
+        return [self._tool_turn(r) for r in results]
+
+    def cancelled_tools(self) -> list[ToolOutcome]:
+        """Function calls still running: their outcome is ``cancelled`` (the call ended)."""
+        return [
+            ToolOutcome(c.call_id, c.name, c.arguments, output=TOOL_CANCELLED_OUTPUT,
+                        error="cancelled")
+            for c in self._running.values()
+        ]
 
     # ----------------------------------------------------------------- the end
 

@@ -31,6 +31,7 @@ from voiceconv.session.actions import (
     RecordTurn,
     SendToRealtime,
     StartStream,
+    ToolCall,
 )
 from voiceconv.session.control import RESPONSE_CREATE, Control
 from voiceconv.session.limits import NEVER, LimitClock, Limits
@@ -67,6 +68,8 @@ class CallSession(Control, RealtimeSide):
         #: Bad Twilio input of this call, counted by kind (each kind is logged once).
         self.bad_input: dict[str, int] = {}
         self._early: deque[str] = deque(maxlen=1)
+        #: Buffered caller audio is being sent: live frames queue behind it (in order).
+        self._flushing = False
         self.configure(
             greeting=greeting,
             instructions=instructions,
@@ -111,6 +114,10 @@ class CallSession(Control, RealtimeSide):
         #: ``response.create`` texts owed once the active response is done, in order.
         self._queued: deque[str] = deque()
         self._last_request = ""
+        #: The last request sent may wait behind an active response (see ``Control._create``).
+        self._last_request_queued = False
+        #: Function calls asked for and not answered yet (by call id).
+        self._running: dict[str, ToolCall] = {}
         #: Function calls of this call → (call time asked, function_call item id); their
         #: outputs are accepted after a reconnect too.
         self._known_calls: dict[str, tuple[int, str | None]] = {}
@@ -195,7 +202,7 @@ class CallSession(Control, RealtimeSide):
         st = self.state
         st.now_ms = timestamp
         st.frames_in += 1
-        if st.realtime_ready:
+        if st.realtime_ready and not self._flushing:
             if self._input_origin_ms is None:
                 self._input_origin_ms = timestamp
             return msgs.APPEND_PREFIX + payload + '"}'
@@ -396,6 +403,7 @@ class CallSession(Control, RealtimeSide):
         self._open_calls.clear()
         self._input_origin_ms = None
         self._last_speech_stop_ms = None
+        self._flushing = False
         self._reconnecting = True
         return []
 
@@ -416,9 +424,10 @@ class CallSession(Control, RealtimeSide):
     # ----------------------------------------------------------------- end of call
 
     def finish(self) -> list[Action]:
-        """The call is over: record every assistant turn not yet recorded, as heard so far."""
+        """The call is over: record every assistant turn not yet recorded, as heard so far,
+        and every function call still running, as ``cancelled``."""
         self.playback.settle(self.state.now_ms)
-        actions: list[Action] = []
+        actions: list[Action] = self.tools_ended(self.cancelled_tools())
         for item in self.playback.items.values():
             item.audio_done = item.transcript_done = True
             actions.extend(self._maybe_record_item(item))

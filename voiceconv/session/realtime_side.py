@@ -19,6 +19,7 @@ from voiceconv.session import messages as msgs
 from voiceconv.session.actions import (
     Action,
     EndCall,
+    FlushEarlyAudio,
     Log,
     RecordFirstAudio,
     RecordTurn,
@@ -72,8 +73,11 @@ class RealtimeSide:
     _greeted: bool
     hold_greeting: bool
     _reconnecting: bool
+    _flushing: bool
     _known_calls: dict[str, tuple[int, str | None]]
+    _running: dict[str, ToolCall]
     _turn_unanswered: bool
+    _last_request: str
     auto_response: bool
 
     # Provided by Control (turn-taking), the other part of the session.
@@ -194,14 +198,29 @@ class RealtimeSide:
         actions: list[Action] = []
         if self._early:
             self._input_origin_ms = st.now_ms - 20 * (len(self._early) - 1)
-        for payload in self._early:
-            actions.append(SendToRealtime(msgs.APPEND_PREFIX + payload + '"}'))
-        self._early.clear()
+            actions.extend(self.early_audio_sent())
         if not self.hold_greeting:
             actions.extend(self.greet())
         if self._reconnecting:
             self._reconnecting = False
             actions.extend(self._resume())
+        return actions
+
+    def early_audio_sent(self) -> list[Action]:
+        """Send the caller audio buffered so far, oldest first, then :class:`FlushEarlyAudio`;
+        once nothing is buffered any more, live frames take the fast path again."""
+        if not self.state.realtime_ready:
+            self._flushing = False  # the connection went: the rest waits for the next one
+            return []
+        if not self._early:
+            self._flushing = False
+            return []
+        self._flushing = True
+        actions: list[Action] = [
+            SendToRealtime(msgs.APPEND_PREFIX + payload + '"}') for payload in self._early
+        ]
+        self._early.clear()
+        actions.append(FlushEarlyAudio())
         return actions
 
     def greet(self) -> list[Action]:
@@ -214,6 +233,8 @@ class RealtimeSide:
         if self.instructions:
             instructions = self.instructions + "\n\n" + self.greeting
         st.response_active = True  # owed: the server will answer with response.created
+        # Not asked again if it meets a response already under way (the caller spoke first).
+        self._last_request = ""
         return [
             SendToRealtime(
                 dumps({"type": "response.create", "response": {"instructions": instructions}})
@@ -396,6 +417,7 @@ class RealtimeSide:
                 actions.extend(self._maybe_record_item(item))
         if calls:
             for c in calls:
+                self._running[c.call_id] = c
                 self._open_calls.add(c.call_id)
                 self._known_calls[c.call_id] = (st.now_ms, c.item_id)
                 self.history.append(("function_call", dumps(
