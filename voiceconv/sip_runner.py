@@ -32,6 +32,10 @@ RUNNING: set[asyncio.Task[None]] = set()
 _ENDED_BY_PEER = frozenset({"caller_hung_up", "transferred"})
 
 
+async def _nowhere(text: str) -> None:
+    """Where Twilio-bound text would go: there is no Twilio socket on a SIP call."""
+
+
 class SipCallRunner(MediaStreamConsumer):
     """One SIP call's sideband ⇄ the call core. Built and started by the webhook view.
 
@@ -47,6 +51,7 @@ class SipCallRunner(MediaStreamConsumer):
         self.log = _CallLog(logger, {"call_sid": incoming.call_id})
         # There is no Twilio socket: nothing is ever sent to one, nothing to close.
         self._closed = True
+        self._send_text = _nowhere
         self._hung_up = False
         self._call_pk: int | None = None
         self.session.begin_without_media(incoming.call_id, incoming.custom_parameters())
