@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -191,3 +192,58 @@ async def test_a_call_nobody_answers_is_rejected(
         assert row.end_reason == "refused"
     finally:
         await Agent.objects.filter(is_default=True).aupdate(enabled=True)
+
+
+async def test_transfer_call_refers_the_caller(
+    sip_server: ServerProcess, sip_standin: RealtimeStandIn
+) -> None:
+    from voiceconv.models import Call
+
+    await sync_to_async(offer)("transfer_call")
+    sip_standin.responses.extend([
+        ScriptedResponse(text="", function_calls=[
+            ScriptedFunctionCall("transfer_call", {"target": "+14155550199"})]),
+        ScriptedResponse(text="Transferring you now."),
+    ])
+    call = sip_standin.new_sip_call(CALLER, NUMBER)
+    status, _ = await send_call_incoming(webhook_url(sip_server), call, SECRET)
+    assert status == 200
+    assert await call.wait_for("referred", "hung_up", "rejected", timeout=20) == "referred"
+    assert call.refer_target == "tel:+14155550199"
+    row = await wait_for_call(call.call_id, ended=True)
+    assert isinstance(row, Call)
+    assert row.end_reason == "transferred"
+    assert call.verbs() == ["accept", "refer"]
+    assert call.protocol_violations == []
+
+
+@pytest.mark.skipif(not (os.environ.get("REDIS_URL") and os.environ.get("DATABASE_URL")),
+                    reason="the control API reaches the server process through Redis")
+async def test_the_control_api_hangs_up_a_sip_call(
+    sip_server: ServerProcess, sip_standin: RealtimeStandIn
+) -> None:
+    from voiceconv import control
+
+    sip_standin.default_response = ScriptedResponse(text="Hello.")
+    call = sip_standin.new_sip_call(CALLER, NUMBER)
+    status, _ = await send_call_incoming(webhook_url(sip_server), call, SECRET)
+    assert status == 200
+    session = await sip_standin.wait_for_session(0, timeout=10)
+    await eventually(lambda: "output_audio_buffer.stopped" in session.sent_types(), 10)
+    await wait_for_call(call.call_id)
+
+    async def started() -> bool:
+        from voiceconv.models import Call
+
+        return await Call.objects.filter(openai_call_id=call.call_id,
+                                         stream_started_at__isnull=False).aexists()
+
+    for _ in range(100):
+        if await started():
+            break
+        await asyncio.sleep(0.05)
+    result = await control.ahang_up(call.call_id, reason="operator", by="test")
+    assert result, result.detail
+    assert await call.wait_for("hung_up", timeout=10) == "hung_up"
+    row = await wait_for_call(call.call_id, ended=True)
+    assert getattr(row, "end_reason", None) == "operator"

@@ -13,6 +13,7 @@ sideband closing when the caller does) and how it is transferred (SIP ``REFER``)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from typing import Any, cast
 
@@ -70,7 +71,10 @@ class SipCallRunner(MediaStreamConsumer):
 
     def start(self, call_pk: int | None) -> asyncio.Task[None]:
         """Run the call in a task of the server's event loop (the webhook has answered)."""
-        task = asyncio.ensure_future(self.run(call_pk))
+        # A fresh context: the webhook request's (its sync_to_async executor, which ends with
+        # the response) must not be inherited by a call that outlives it.
+        task = asyncio.get_running_loop().create_task(self.run(call_pk),
+                                                      context=contextvars.Context())
         RUNNING.add(task)
         task.add_done_callback(RUNNING.discard)
         return task
