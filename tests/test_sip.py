@@ -74,3 +74,14 @@ def test_call_time_arrives_by_tick() -> None:
     assert session.state.now_ms == 5000
     session.tick(1000)
     assert session.state.now_ms == 5000
+
+
+def test_a_key_pressed_on_a_sip_call_follows_the_dtmf_rule() -> None:
+    from voiceconv.session import RecordTurn
+
+    session = _ready_session()
+    actions = session.handle_realtime({"type": "input_audio_buffer.dtmf_event_received",
+                                       "event": "5", "received_at": 1_750_000_000})
+    turns = [a.turn for a in actions if isinstance(a, RecordTurn)]
+    assert [(t.role, t.text) for t in turns] == [("dtmf", "5")]
+    assert any(isinstance(a, SendToRealtime) and "pressed the key 5" in a.text for a in actions)

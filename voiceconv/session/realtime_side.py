@@ -96,6 +96,9 @@ class RealtimeSide:
     def _maybe_hang_up(self) -> list[Action]:
         raise NotImplementedError
 
+    def handle_twilio_dtmf(self, msg: dict[str, Any]) -> list[Action]:
+        raise NotImplementedError
+
     def realtime_audio_delta(
         self, item_id: str, response_id: str, delta: str
     ) -> tuple[str, str] | None:
@@ -424,6 +427,11 @@ class RealtimeSide:
         self.clock.last_activity_ms = st.now_ms
         return self._maybe_hang_up()
 
+    def handle_input_audio_buffer_dtmf_event_received(self, event: dict[str, Any]) -> list[Action]:
+        """SIP: a key the caller pressed, reported by the service; the same rule as Twilio's
+        ``dtmf`` (recorded, grouped, told to the model)."""
+        return self.handle_twilio_dtmf({"dtmf": {"digit": str(event.get("event") or "")}})
+
     def _maybe_record_item(self, item: AssistantItem) -> list[Action]:
         if item.recorded:
             return []
@@ -481,6 +489,8 @@ REALTIME_HANDLERS: dict[str, Handler] = {
     "response.output_audio.done": RealtimeSide.handle_response_output_audio_done,
     "response.done": RealtimeSide.handle_response_done,
     "output_audio_buffer.started": RealtimeSide.handle_output_audio_buffer_started,
+    "input_audio_buffer.dtmf_event_received":
+        RealtimeSide.handle_input_audio_buffer_dtmf_event_received,
     "output_audio_buffer.stopped": RealtimeSide.handle_output_audio_buffer_stopped,
     "output_audio_buffer.cleared": RealtimeSide.handle_output_audio_buffer_stopped,
 }
