@@ -170,6 +170,15 @@ DEFAULTS: dict[str, Any] = {
     # Transfer targets every agent may use unless it has its own list (numbers, sip: URIs,
     # "+1415*" prefixes); empty = any valid target.
     "TRANSFER_ALLOW_LIST": [],
+    # --- the SIP path (a SIP trunk pointed at OpenAI; no audio through this server) -------
+    # Secret of the OpenAI project webhook (whsec_...) that signs realtime.call.incoming;
+    # "" = the OPENAI_WEBHOOK_SECRET environment variable. Without one, every webhook is
+    # refused.
+    "OPENAI_WEBHOOK_SECRET": "",
+    # SIP status answered when no agent takes the call (no enabled agent for the number and
+    # no default agent) and when MAX_CONCURRENT_CALLS calls are in progress.
+    "SIP_REJECT_NO_AGENT_STATUS": 404,
+    "SIP_REJECT_BUSY_STATUS": 486,
     # --- extension points -----------------------------------------------------------------
     # Callables or dotted paths, sync or async, run off the audio path for every finished turn:
     # fn(text), fn(text, info) or fn(text, info, consumer); info is a voiceconv.events.CallInfo.
@@ -274,6 +283,9 @@ class VoiceconvSettings:
     VOICEMAIL_MESSAGE: str
     RECORDING_ANNOUNCEMENT: str
     TRANSFER_ALLOW_LIST: list[str]
+    OPENAI_WEBHOOK_SECRET: str
+    SIP_REJECT_NO_AGENT_STATUS: int
+    SIP_REJECT_BUSY_STATUS: int
     ON_USER_MESSAGE: Callable[..., Any] | None
     ON_ASSISTANT_MESSAGE: Callable[..., Any] | None
     OPENAI_CLIENT_FACTORY: Callable[..., Any] | None

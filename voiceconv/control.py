@@ -176,7 +176,7 @@ def _check_live_sync(call_sid: str) -> None:
             f"call {call_sid} ended at {call.ended_at:%Y-%m-%d %H:%M:%S} "
             f"({call.end_reason or call.status})"
         )
-    if not call.twilio_stream_sid:
+    if not call.twilio_stream_sid and call.transport != Call.Transport.SIP:
         raise CallNotLiveError(f"call {call_sid} has no media stream (status {call.status})")
     if not live_calls().filter(pk=call.pk).exists():
         raise CallNotLiveError(

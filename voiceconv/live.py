@@ -82,7 +82,7 @@ def live_calls(now: dt.datetime | None = None) -> Any:
     cutoff = _cutoff(now)
     return (
         Call.objects.filter(ended_at__isnull=True, stream_started_at__isnull=False)
-        .exclude(twilio_stream_sid="")
+        .filter(~Q(twilio_stream_sid="") | Q(transport="sip"))
         .filter(Q(heartbeat_at__gte=cutoff) | Q(heartbeat_at__isnull=True,
                                                  stream_started_at__gte=cutoff))
         .select_related("agent")
@@ -97,7 +97,7 @@ def sweep_lost_calls(now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
     lost = (
         Call.objects.filter(ended_at__isnull=True, stream_started_at__isnull=False)
-        .exclude(twilio_stream_sid="")
+        .filter(~Q(twilio_stream_sid="") | Q(transport="sip"))
         .annotate(last_seen=Coalesce("heartbeat_at", "stream_started_at"))
         .filter(last_seen__lt=_cutoff(now))
     )

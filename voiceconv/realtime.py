@@ -126,9 +126,11 @@ class OpenAIRealtimeBackend:
     #: and with any extension negotiated, through ``websockets``' own ``send``.
     prebuilt_frames: bool = True
 
-    def __init__(self, client: Any, model: str) -> None:
+    def __init__(self, client: Any, model: str, *, call_id: str | None = None) -> None:
         self.client = client
         self.model = model
+        #: Attach to this call's sideband (OpenAI's SIP path) instead of opening a session.
+        self.call_id = call_id
         self._manager: Any = None
         self._conn: Any = None
         self._ws: Any = None
@@ -139,7 +141,10 @@ class OpenAIRealtimeBackend:
         return self._conn
 
     async def connect(self) -> None:
-        self._manager = self.client.realtime.connect(model=self.model)
+        if self.call_id:
+            self._manager = self.client.realtime.connect(call_id=self.call_id)
+        else:
+            self._manager = self.client.realtime.connect(model=self.model)
         self._conn = await self._manager.enter()
         ws = getattr(self._conn, "_connection", None)
         # The websockets connection under the SDK's, where this SDK version exposes it.

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from voiceconv import health, metrics, recordings, telephony_views, views
+from voiceconv import health, metrics, recordings, sip_views, telephony_views, views
 
 app_name = "voiceconv"
 
@@ -14,5 +14,6 @@ urlpatterns = [
     path("outbound/answer/", telephony_views.outbound_answer, name="outbound-answer"),
     path("outbound/amd/", telephony_views.amd_status, name="amd-status"),
     path("recording/status/", recordings.recording_status, name="recording-status"),
+    path("sip/openai/", sip_views.incoming_sip_call, name="sip-incoming"),
     path("recording/<int:pk>/audio/", recordings.recording_audio, name="recording-audio"),
 ]

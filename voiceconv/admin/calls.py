@@ -56,9 +56,9 @@ class CallAdmin(admin.ModelAdmin[Call]):
         "median_latency", "cost",
     )
     list_display_links = ("started", "parties")
-    list_filter = ("status", "agent", "direction", "created_at", "end_reason")
+    list_filter = ("status", "agent", "direction", "transport", "created_at", "end_reason")
     search_fields = (
-        "twilio_call_sid", "twilio_stream_sid", "from_number", "to_number",
+        "twilio_call_sid", "twilio_stream_sid", "openai_call_id", "from_number", "to_number",
         "transcript_entries__text",
     )
     list_select_related = ("agent",)
@@ -66,10 +66,11 @@ class CallAdmin(admin.ModelAdmin[Call]):
     actions = ("export_jsonl", "export_text")
     fieldsets = (
         (None, {"fields": (
-            ("from_number", "to_number", "direction"),
+            ("from_number", "to_number", "direction", "transport"),
             ("agent", "model"),
             ("status", "end_reason", "answered_by"),
             ("twilio_call_sid", "twilio_stream_sid", "twilio_account_sid"),
+            ("openai_call_id", "openai_webhook_id"),
             "custom_parameters",
         )}),
         (_("Timings"), {

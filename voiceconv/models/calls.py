@@ -453,6 +453,34 @@ class CallManager(models.Manager["Call"]):
                 setattr(call, name, value)
         return call, created
 
+    def record_sip_call(self, incoming: Any) -> tuple[Call, Agent | None, bool]:
+        """OpenAI's ``realtime.call.incoming`` webhook (a
+        :class:`voiceconv.sip.IncomingSipCall`): record the call once per OpenAI call id and
+        pick the agent answering the number called.
+
+        Returns the row, its agent and whether this delivery created it (``False``: a retry
+        of a webhook already handled, which must not be answered twice).
+        """
+        from django.utils import timezone
+
+        agent = Agent.objects.for_number(incoming.to_number)
+        call, created = self.get_or_create(
+            twilio_call_sid=incoming.call_id,
+            defaults={
+                "transport": Call.Transport.SIP,
+                "openai_call_id": incoming.call_id,
+                "openai_webhook_id": incoming.webhook_id,
+                "agent": agent,
+                "direction": Call.Direction.INBOUND,
+                "from_number": incoming.from_number,
+                "to_number": incoming.to_number,
+                "custom_parameters": incoming.custom_parameters(),
+                "status": Call.Status.RINGING,
+                "webhook_received_at": timezone.now(),
+            },
+        )
+        return call, (agent if created else call.agent), created
+
     def claim_stream(self, info: CallInfo) -> tuple[Call, Agent | None] | str:
         """Claim the call ``info`` describes for its media stream (sync; at stream start).
 
@@ -522,6 +550,12 @@ class Call(models.Model):
         OUTBOUND_DIAL = "outbound-dial", _("outbound (dial)")
         BROWSER = "browser", _("browser softphone")
 
+    class Transport(models.TextChoices):
+        """How the call's audio reaches the model."""
+
+        MEDIA_STREAM = "media_stream", _("Twilio media stream (through this server)")
+        SIP = "sip", _("SIP to OpenAI (audio does not pass through this server)")
+
     #: Twilio's final call statuses (no status follows them).
     FINAL_STATUSES = frozenset({"completed", "failed", "busy", "no-answer", "canceled"})
 
@@ -539,6 +573,17 @@ class Call(models.Model):
     )
     direction = models.CharField(
         _("direction"), max_length=32, blank=True, choices=Direction.choices
+    )
+    transport = models.CharField(
+        _("transport"), max_length=16, choices=Transport.choices, default=Transport.MEDIA_STREAM,
+    )
+    openai_call_id = models.CharField(
+        _("OpenAI call id"), max_length=64, blank=True, db_index=True,
+        help_text=_("SIP calls: the Realtime call id (rtc_...) from OpenAI's webhook."),
+    )
+    openai_webhook_id = models.CharField(
+        _("OpenAI webhook id"), max_length=128, blank=True,
+        help_text=_("SIP calls: the webhook-id of the realtime.call.incoming delivery."),
     )
     from_number = models.CharField(_("from"), max_length=128, blank=True, db_index=True)
     to_number = models.CharField(_("to"), max_length=128, blank=True, db_index=True)

@@ -222,7 +222,7 @@ class Control:
         st = self.state
         if st.hangup_reason is None or st.ended:
             return []
-        if self.playback.playing() or st.tools_running:
+        if self.playback.playing() or st.server_playing or st.tools_running:
             return []
         if st.response_active or st.response_create_owed or self._queued:
             return []
@@ -234,5 +234,5 @@ class Control:
     def busy(self) -> bool:
         """The agent is talking, about to, or waiting on a tool."""
         st = self.state
-        return bool(self.playback.playing() or st.response_active or st.response_create_owed
-                    or self._queued or st.tools_running)
+        return bool(self.playback.playing() or st.server_playing or st.response_active
+                    or st.response_create_owed or self._queued or st.tools_running)

@@ -63,6 +63,8 @@ class CallSession(Control, RealtimeSide):
         auto_response: bool = True,
     ) -> None:
         self.state = CallState()
+        #: Caller and assistant audio pass through this core (False: :meth:`begin_without_media`).
+        self.media = True
         self._digits: list[str] = []
         self._digits_due_ms = NEVER
         #: Bad Twilio input of this call, counted by kind (each kind is logged once).
@@ -268,6 +270,32 @@ class CallSession(Control, RealtimeSide):
         self._media_prefix = msgs.media_prefix(start.stream_sid)
         self._mark_prefix = msgs.mark_prefix(start.stream_sid)
         return [StartStream(start)]
+
+    # ----------------------------------------------------------------- no media (SIP)
+
+    def begin_without_media(
+        self, call_sid: str, custom_parameters: dict[str, str] | None = None
+    ) -> None:
+        """Start a call whose audio never reaches us (OpenAI's SIP path, a sideband socket).
+
+        The call is started without a Twilio ``start``: there is no stream to play to, so
+        nothing is ever sent to Twilio, no marks are kept (the service plays audio and
+        truncates interrupted answers itself) and call time arrives through :meth:`tick`.
+        Everything else (turns, tools, transcripts, hang-up and transfer rules) is the same.
+        """
+        st = self.state
+        st.call_sid = call_sid
+        st.custom_parameters = dict(custom_parameters or {})
+        st.started = True
+        self.media = False
+
+    def tick(self, now_ms: int) -> list[Action]:
+        """Call time without media frames (ms since the call started): limits and key presses."""
+        st = self.state
+        st.now_ms = max(st.now_ms, now_ms)
+        if st.now_ms < self.deadline_ms:
+            return []
+        return self.on_clock()
 
     def handle_twilio_mark(self, msg: dict[str, Any]) -> list[Action]:
         mark = msg.get("mark")

@@ -60,6 +60,7 @@ class RealtimeSide:
     pending_transcripts: set[str]
     history: deque[tuple[str, str]]
     _early: deque[str]
+    media: bool
     _media_prefix: str
     _mark_prefix: str
     _input_origin_ms: int | None
@@ -99,6 +100,9 @@ class RealtimeSide:
     def _maybe_hang_up(self) -> list[Action]:
         raise NotImplementedError
 
+    def handle_twilio_dtmf(self, msg: dict[str, Any]) -> list[Action]:
+        raise NotImplementedError
+
     def realtime_audio_delta(
         self, item_id: str, response_id: str, delta: str
     ) -> tuple[str, str] | None:
@@ -133,6 +137,8 @@ class RealtimeSide:
             return [Log("warning", f"malformed Realtime event ignored: {text[:120]!r}")]
         if etype != "response.output_audio.delta":
             return self.handle_realtime(event)
+        if not self.media:
+            return [Log("debug", "assistant audio on a call without media ignored")]
         try:
             delta = event["delta"]
             item_id = event["item_id"]
@@ -156,6 +162,8 @@ class RealtimeSide:
             return [Log("warning", "Realtime event that is not an object ignored")]
         etype = event.get("type")
         if etype == "response.output_audio.delta":
+            if not self.media:
+                return [Log("debug", "assistant audio on a call without media ignored")]
             delta = event.get("delta")
             if type(delta) is not str or not msgs.is_base64(delta):
                 return [Log("warning", "Realtime audio delta that is not base64 dropped")]
@@ -429,6 +437,23 @@ class RealtimeSide:
         actions.extend(self._maybe_hang_up())
         return actions
 
+    def handle_output_audio_buffer_started(self, event: dict[str, Any]) -> list[Action]:
+        """SIP/WebRTC: the service started playing an answer to the caller itself."""
+        self.state.server_playing = True
+        return []
+
+    def handle_output_audio_buffer_stopped(self, event: dict[str, Any]) -> list[Action]:
+        """SIP/WebRTC: the service's playback drained (or was cleared): the answer was heard."""
+        st = self.state
+        st.server_playing = False
+        self.clock.last_activity_ms = st.now_ms
+        return self._maybe_hang_up()
+
+    def handle_input_audio_buffer_dtmf_event_received(self, event: dict[str, Any]) -> list[Action]:
+        """SIP: a key the caller pressed, reported by the service; the same rule as Twilio's
+        ``dtmf`` (recorded, grouped, told to the model)."""
+        return self.handle_twilio_dtmf({"dtmf": {"digit": str(event.get("event") or "")}})
+
     def _maybe_record_item(self, item: AssistantItem) -> list[Action]:
         if item.recorded:
             return []
@@ -485,5 +510,10 @@ REALTIME_HANDLERS: dict[str, Handler] = {
         RealtimeSide.handle_response_output_audio_transcript_done,
     "response.output_audio.done": RealtimeSide.handle_response_output_audio_done,
     "response.done": RealtimeSide.handle_response_done,
+    "output_audio_buffer.started": RealtimeSide.handle_output_audio_buffer_started,
+    "input_audio_buffer.dtmf_event_received":
+        RealtimeSide.handle_input_audio_buffer_dtmf_event_received,
+    "output_audio_buffer.stopped": RealtimeSide.handle_output_audio_buffer_stopped,
+    "output_audio_buffer.cleared": RealtimeSide.handle_output_audio_buffer_stopped,
 }
 

@@ -25,6 +25,9 @@ class CallState:
     tools_running: int = 0
     #: Between ``speech_started`` and ``speech_stopped``: the caller is talking.
     caller_speaking: bool = False
+    #: Calls without media: the service is playing assistant audio to the caller
+    #: (between ``output_audio_buffer.started`` and ``.stopped``/``.cleared``).
+    server_playing: bool = False
     hangup_reason: str | None = None
     transfer_target: str | None = None
     frames_in: int = 0

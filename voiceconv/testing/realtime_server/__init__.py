@@ -19,6 +19,7 @@ Also runnable as a process: ``python -m voiceconv.testing.realtime_server --port
 prints the base URL once listening and serves until SIGTERM.
 """
 
+from voiceconv.testing.realtime_server.calls import SipCall, send_call_incoming, sign_webhook
 from voiceconv.testing.realtime_server.config import DEFAULT_INSTRUCTIONS, default_session_config
 from voiceconv.testing.realtime_server.protocol import validate_client_event, validate_server_event
 from voiceconv.testing.realtime_server.script import ScriptedFunctionCall, ScriptedResponse
@@ -31,8 +32,11 @@ __all__ = [
     "RealtimeStandIn",
     "ScriptedFunctionCall",
     "ScriptedResponse",
+    "SipCall",
     "StandInSession",
     "default_session_config",
+    "send_call_incoming",
+    "sign_webhook",
     "validate_client_event",
     "validate_server_event",
 ]

@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from voiceconv.testing.realtime_server.calls import SipCall, SipFront, new_call
+from voiceconv.testing.realtime_server.config import _merge_session
 from voiceconv.testing.realtime_server.protocol import _tables
 from voiceconv.testing.realtime_server.script import ScriptedResponse
 from voiceconv.testing.realtime_server.session import StandInSession
@@ -59,6 +61,7 @@ class RealtimeStandIn:
         caller_transcripts: Iterable[str] = (),
         default_caller_transcript: str = "hello",
         ssl_context: ssl.SSLContext | None = None,
+        sip: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -84,6 +87,12 @@ class RealtimeStandIn:
         #: ``response.create``: ``conversation_already_has_active_response``).
         self.auto_response_created_delay_ms = 0
         self.handshakes: list[dict[str, Any]] = []
+        #: Serve OpenAI's SIP control surface too (:mod:`.calls`): the REST call verbs on the
+        #: public port, in front of the socket server.
+        self.sip = sip
+        #: SIP calls by call id (:meth:`new_sip_call`).
+        self.calls: dict[str, SipCall] = {}
+        self._front: SipFront | None = None
         self._server: Server | None = None
         self._new_session: asyncio.Event | None = None
 
@@ -126,15 +135,28 @@ class RealtimeStandIn:
         self._server = await serve(
             self._handler,
             self.host,
-            self.port,
+            0 if self.sip else self.port,
             process_request=self._process_request,
             max_size=16 * 1024 * 1024,
             compression=None,
             ping_interval=None,
             ssl=self.ssl_context,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        ws_port = self._server.sockets[0].getsockname()[1]
+        if self.sip:
+            self._front = SipFront(self.calls, self.host, self.port, ws_port)
+            await self._front.start()
+            self.port = self._front.port
+        else:
+            self.port = ws_port
         return self
+
+    def new_sip_call(self, from_number: str, to_number: str, **kwargs: Any) -> SipCall:
+        """A call arriving over the SIP trunk: send its webhook with
+        :func:`~voiceconv.testing.realtime_server.calls.send_call_incoming`."""
+        call = new_call(from_number, to_number, **kwargs)
+        self.calls[call.call_id] = call
+        return call
 
     async def stop(self, close_timeout: float | None = None) -> None:
         """Close every connection (1001) and stop listening.
@@ -142,6 +164,9 @@ class RealtimeStandIn:
         ``close_timeout`` bounds the wait for each client's answer to the close frame
         (default: the websockets default, 10 s).
         """
+        if self._front is not None:
+            await self._front.stop()
+            self._front = None
         if self._server is not None:
             if close_timeout is not None:
                 for connection in self._server.connections:
@@ -231,6 +256,13 @@ class RealtimeStandIn:
                 "Missing required parameter: 'model'.",
                 "missing_required_parameter",
             )
+        if "call_id" in query:
+            call = self.calls.get(query["call_id"][0])
+            if call is None or call.status != "accepted":
+                return self._json_response(
+                    connection, 404,
+                    f"Call '{query['call_id'][0]}' not found or not active.", "call_not_found"
+                )
         if request.headers.get("OpenAI-Beta"):
             logger.info("stand-in: client sent OpenAI-Beta; the GA service closes such sockets")
         return None
@@ -239,7 +271,16 @@ class RealtimeStandIn:
         assert ws.request is not None
         query = parse_qs(urlsplit(ws.request.path).query)
         model = (query.get("model") or ["gpt-realtime-2.1"])[0]
+        call = self.calls.get((query.get("call_id") or [""])[0])
+        if call is not None and call.accept is not None:
+            model = str(call.accept.get("model") or model)
         session = self.session_class(self, ws, model=model)
+        if call is not None and call.accept is not None:
+            # The sideband of an accepted SIP call: the accept configured its session.
+            session.call_id = call.call_id
+            accepted = {k: v for k, v in call.accept.items() if k != "model"}
+            session.config = _merge_session(session.config, accepted)
+            call.session = session
         if self.stall_new_sessions:
             session.stall()
         if ws.request.headers.get("OpenAI-Beta"):

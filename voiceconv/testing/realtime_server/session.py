@@ -97,6 +97,8 @@ class _ResponseRun:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     generating: bool = True
     audio_ms_generated: int = 0
+    #: SIP sideband: ``output_audio_buffer.started`` was sent for this response.
+    server_playing: bool = False
 
 
 class StandInSession:
@@ -116,6 +118,10 @@ class StandInSession:
         self.ws = ws
         self.model = model
         self.config: dict[str, Any] = default_session_config(model)
+        #: A SIP call's sideband (``?call_id=``): the service plays the audio itself, so no
+        #: audio crosses this socket in either direction (``voiceconv.testing.realtime_server
+        #: .calls``).
+        self.call_id: str | None = None
         self.received: list[dict[str, Any]] = []
         self.appends: list[tuple[float, str]] = []
         self.input_audio = bytearray()
@@ -535,6 +541,8 @@ class StandInSession:
     # ---- input audio and VAD ---------------------------------------------------------
 
     async def _handle_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
+        if self.call_id is not None:
+            self.protocol_violations.append("client: audio appended on a SIP call's sideband")
         audio = event.get("audio")
         if not isinstance(audio, str):
             self.protocol_violations.append("client: append without an audio string")
@@ -1123,7 +1131,14 @@ class StandInSession:
             chunk_ms = message.plan[index]
             message.next_chunk += 1
             sent += 1
-            if not message.text_mode:
+            if self.call_id is not None and not message.text_mode:
+                # A SIP call: the service plays the audio to the caller, not on this socket.
+                if not run.server_playing:
+                    run.server_playing = True
+                    await self._emit({"type": "output_audio_buffer.started",
+                                      "response_id": run.id})
+                run.audio_ms_generated += chunk_ms
+            elif not message.text_mode:
                 audio = self._audio_chunk(
                     chunk_ms, seed=message.seq * 1_000_003 + index, bpm=message.bpm
                 )
@@ -1271,6 +1286,9 @@ class StandInSession:
                 ),
             }
         )
+        if run.server_playing:
+            kind = "cleared" if status == "cancelled" else "stopped"
+            await self._emit({"type": f"output_audio_buffer.{kind}", "response_id": run.id})
         td = self.turn_detection
         if td and td.get("idle_timeout_ms") and status == "completed":
             self._idle_deadline_ms = self.input_ms + audio_ms + int(td["idle_timeout_ms"])
