@@ -30,7 +30,9 @@ def build_session_config(
 ) -> dict[str, Any]:
     """The GA ``session`` object for ``session.update``: settings, then the agent's overrides.
 
-    μ-law (``audio/pcmu``) in and out, so Twilio's payloads pass straight through.
+    μ-law (``audio/pcmu``) in and out, so Twilio's payloads pass straight through. The GA
+    shape and its rules (one unknown key rejects the whole update) are in
+    ``docs/protocols.md`` §R2.
     """
     o = overrides or {}
     audio_input: dict[str, Any] = {"format": {"type": "audio/pcmu"}}

@@ -113,9 +113,10 @@ def validate_request_signature(request: HttpRequest) -> bool:
 def validate_websocket_signature(scope: Mapping[str, Any], origin: str) -> bool:
     """Check Twilio's ``x-twilio-signature`` on a websocket upgrade.
 
-    Twilio signs the ``wss://`` URL from the TwiML with no body parameters; ``origin`` is the
-    public ``https://`` origin (converted here; an ``http://`` origin is checked as ``wss://``
-    too, as the TwiML view always hands Twilio a ``wss://`` stream URL).
+    Twilio signs the ``wss://`` URL from the TwiML with no body parameters
+    (``docs/protocols.md`` §T5); ``origin`` is the public ``https://`` origin (converted here;
+    an ``http://`` origin is checked as ``wss://`` too, as the TwiML view always hands Twilio a
+    ``wss://`` stream URL).
     """
     token = auth_token()
     headers: Iterable[tuple[bytes, bytes]] = scope.get("headers") or []

@@ -2,8 +2,8 @@
 
 Nothing here keeps state: each function takes a message (text or parsed JSON) and returns
 what it means, or raises :class:`BadInput` naming the kind of problem (so the session can log
-each kind once per call). The checks follow ``protocols.md`` B3: a known ``event`` name, the
-call's ``streamSid``, base64 media payloads and integer timestamps within range.
+each kind once per call). The checks follow ``docs/protocols.md`` §T2: a known ``event``
+name, the call's ``streamSid``, base64 media payloads and integer timestamps within range.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _dumpable(msg: Any) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class StreamStart:
-    """What Twilio's ``start`` message says about the call (``protocols.md`` B3)."""
+    """What Twilio's ``start`` message says about the call (``docs/protocols.md`` §T2)."""
 
     stream_sid: str
     call_sid: str
@@ -146,7 +146,7 @@ def parse_start(msg: dict[str, Any]) -> StreamStart:
 
 
 def clear_message(stream_sid: str) -> str:
-    """Twilio ``clear``: drop the audio queued for the caller."""
+    """Twilio ``clear``: drop the audio queued for the caller (``docs/protocols.md`` §T3)."""
     return '{"event":"clear","streamSid":' + json.dumps(stream_sid) + "}"
 
 
@@ -169,7 +169,10 @@ APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 
 
 def truncate_event(item_id: str, audio_end_ms: int) -> str:
-    """Realtime ``conversation.item.truncate`` of an assistant item at what was heard."""
+    """Realtime ``conversation.item.truncate`` of an assistant item at what was heard.
+
+    ``audio_end_ms`` never exceeds the audio sent (``docs/protocols.md`` §R5).
+    """
     return dumps(
         {
             "type": "conversation.item.truncate",

@@ -1,7 +1,7 @@
 """The Realtime side of the call core: server events in, actions out.
 
 :class:`RealtimeSide` is a part of :class:`~voiceconv.session.core.CallSession`: it turns the
-OpenAI Realtime server events of ``protocols.md`` C into actions (assistant audio with its
+OpenAI Realtime server events of ``docs/protocols.md`` §R3 into actions (assistant audio with its
 marks, barge-in, turns, responses and function calls). Only the names in
 :data:`REALTIME_HANDLERS` are ever dispatched: an event named like a Twilio message or like a
 method of the core is an event the call does not know.
@@ -221,6 +221,7 @@ class RealtimeSide:
         ]
 
     def handle_error(self, event: dict[str, Any]) -> list[Action]:
+        """A Realtime ``error`` event, by code (``docs/protocols.md`` §R7)."""
         err = obj(event.get("error"))
         code = err.get("code")
         code = code if isinstance(code, str) else None
@@ -248,7 +249,10 @@ class RealtimeSide:
         return self.barge_in()
 
     def barge_in(self) -> list[Action]:
-        """The caller started speaking: stop what they are hearing, truncate at what they heard."""
+        """The caller started speaking: stop what they are hearing, truncate at what they heard.
+
+        See ``docs/protocols.md`` §R5.
+        """
         st = self.state
         actions: list[Action] = []
         if not self.interrupt_response:
