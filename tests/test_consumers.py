@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
+import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
@@ -70,3 +72,23 @@ def test_the_consumer_and_the_views_derive_the_public_origin_the_same_way() -> N
 async def test_no_consumer_is_left_running() -> None:
     await asyncio.sleep(0)
     assert MediaStreamConsumer.active_calls() == 0
+
+
+@override_settings(VOICECONV={"VALIDATE_TWILIO_SIGNATURE": True, "ALLOW_UNSIGNED_STREAMS": True})
+async def test_consumer_lines_name_the_call(caplog: pytest.LogCaptureFixture) -> None:
+    """Once ``start`` names the call, every line about it says which call, also as a field."""
+    comm = communicator()
+    connected, _ = await comm.connect(timeout=5)
+    assert connected
+    start = {"event": "start", "streamSid": "MZ" + "1" * 32,
+             "start": {"callSid": "CA" + "2" * 32, "streamSid": "MZ" + "1" * 32,
+                       "customParameters": {}}}
+    with caplog.at_level(logging.WARNING, logger="voiceconv.consumers"):
+        await comm.send_to(text_data=json.dumps({"event": "connected", "protocol": "Call"}))
+        await comm.send_to(text_data=json.dumps(start))
+        closed = await comm.receive_output(timeout=5)
+        await comm.wait(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4403}
+    (refused,) = [r for r in caplog.records if "stream refused" in r.getMessage()]
+    assert refused.getMessage().startswith(f"call CA{'2' * 32}: stream refused")
+    assert refused.call_sid == "CA" + "2" * 32

@@ -30,6 +30,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from voiceconv import active_calls, security
+from voiceconv.calllog import CallLog
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo
 from voiceconv.layers import redis_timeout_problem
@@ -74,11 +75,6 @@ LAST_TRANSCRIPT_WAIT = 0.7
 APOLOGY_AUDIO = Path(__file__).parent / "data" / "apology.ulaw"
 
 
-class _CallLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"call {self.extra['call_sid'] if self.extra else '?'}: {msg}", kwargs
-
-
 class MediaStreamConsumer(AsyncWebsocketConsumer):
     """One Twilio media stream ⇄ one Realtime session.
 
@@ -111,7 +107,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.session_config: dict[str, Any] = {}
         #: Outbound calls, answering machines, recording (voiceconv.telephony.CallTelephony).
         self.telephony: Any = None
-        self.log: logging.LoggerAdapter = _CallLog(logger, {"call_sid": "?"})  # type: ignore[type-arg]
+        self.log = CallLog(logger)
         self._realtime_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finished: asyncio.Future[None] | None = None
@@ -309,7 +305,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         """The stream started: check its token, claim the call, then configure the core."""
         call_sid = start.call_sid
         params = start.custom_parameters
-        self.log = _CallLog(logger, {"call_sid": call_sid})
+        self.log = CallLog(logger, call_sid)
         problem = self.start_refusal(start)
         if problem:
             self.log.warning("stream refused: %s", problem)

@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from voiceconv import signals
+from voiceconv.calllog import CallLog
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo, TranscriptTurn, Usage
 from voiceconv.transcripts import estimate_heard_text
@@ -136,6 +137,7 @@ class CallRecorder:
         writer: RecordWriter | None = None,
     ) -> None:
         self.info = info
+        self.log = CallLog(logger, info.call_sid)
         self.sender = sender
         self.context = context
         self.on_user_message = _resolve_callback(on_user_message)
@@ -169,15 +171,13 @@ class CallRecorder:
     def _put(self, kind: str, payload: Any) -> None:
         item = _Item(kind, payload)
         if self._closed:
-            logger.error(
-                "call %s: recorder already closed, item lost: %r", self.info.call_sid, item
-            )
+            self.log.error("recorder already closed, item lost: %r", item)
             return
         if len(self._items) + self.writer.pending_for(self) >= self.max_queue:
             self.dropped += 1
-            logger.error(
-                "call %s: recorder queue full (%d items), dropped item #%d: %r",
-                self.info.call_sid, self.max_queue, self.dropped, item,
+            self.log.error(
+                "recorder queue full (%d items), dropped item #%d: %r",
+                self.max_queue, self.dropped, item,
             )
             return
         self._items.append(item)
@@ -194,10 +194,10 @@ class CallRecorder:
         self._all_written.clear()
         for item in self.writer.submit(self, items):
             self.dropped += 1
-            logger.error(
-                "call %s: %d records already wait for the database in this process "
+            self.log.error(
+                "%d records already wait for the database in this process "
                 "(RECORDS_MAX_PENDING); dropped item #%d: %r",
-                self.info.call_sid, self.writer.max_pending, self.dropped, item,
+                self.writer.max_pending, self.dropped, item,
             )
 
     def stream_started(self, at: dt.datetime) -> None:
@@ -276,18 +276,15 @@ class CallRecorder:
                 await asyncio.wait_for(self._all_written.wait(), max(deadline - loop.time(), 0))
             except TimeoutError:
                 self._detached = True
-                logger.warning(
-                    "call %s: %d record(s) not written before the recorder closed (database "
+                self.log.warning(
+                    "%d record(s) not written before the recorder closed (database "
                     "unavailable); the process-wide writer keeps them and keeps retrying",
-                    self.info.call_sid, self.pending,
+                    self.pending,
                 )
         self._dispatch_ready.set()
         if not await self._finish(self._dispatcher, deadline):
             for job in self._dispatches:
-                logger.error(
-                    "call %s: signal/callback not run before the recorder closed: %r",
-                    self.info.call_sid, job,
-                )
+                self.log.error("signal/callback not run before the recorder closed: %r", job)
             self._dispatches.clear()
         self._detached = True
         self._closed = True
@@ -327,10 +324,10 @@ class CallRecorder:
 
     def _written_late(self, count: int, dispatches: list[_Dispatch], remaining: int) -> None:
         self._late_written += count
-        logger.warning(
-            "call %s: %d record(s) written after the call's recorder closed (%d so far, %d "
+        self.log.warning(
+            "%d record(s) written after the call's recorder closed (%d so far, %d "
             "still waiting)%s",
-            self.info.call_sid, count, self._late_written, remaining,
+            count, self._late_written, remaining,
             f"; signals/callbacks not run any more: {_names(dispatches)}" if dispatches else "",
         )
 
@@ -373,9 +370,7 @@ class CallRecorder:
                 twilio_call_sid=self.info.call_sid, defaults=self._call_defaults()
             )
             if created:
-                logger.info(
-                    "call %s: no Call row from the webhook; created one", call.twilio_call_sid
-                )
+                self.log.info("no Call row from the webhook; created one")
             self._call = call
             self.info.call_pk = call.pk
         return self._call
@@ -536,21 +531,19 @@ class CallRecorder:
         try:
             responses = await job.signal.asend_robust(sender=self.sender, **job.kwargs)
         except Exception:
-            logger.exception("call %s: sending %r failed", self.info.call_sid, job)
+            self.log.exception("sending %r failed", job)
             responses = []
         for receiver, response in responses:
             if isinstance(response, Exception):
-                logger.error(
-                    "call %s: signal receiver %r raised %s: %s",
-                    self.info.call_sid, receiver, type(response).__name__, response,
+                self.log.error(
+                    "signal receiver %r raised %s: %s",
+                    receiver, type(response).__name__, response,
                 )
         if job.callback is not None:
             await self._run_callback(job.callback, job.text)
         elapsed = loop.time() - started
         if elapsed > SLOW_CALLBACK_SECONDS:
-            logger.warning(
-                "call %s: receivers/callbacks for %r took %.1f s", self.info.call_sid, job, elapsed
-            )
+            self.log.warning("receivers/callbacks for %r took %.1f s", job, elapsed)
 
     async def _run_callback(self, fn: Callable[..., Any], text: str) -> None:
         args: tuple[Any, ...] = (text, self.info, self.context)[: max(_positional_arity(fn), 1)]
@@ -564,4 +557,4 @@ class CallRecorder:
                 if inspect.isawaitable(result):
                     await result
         except Exception:
-            logger.exception("call %s: callback %r failed", self.info.call_sid, fn)
+            self.log.exception("callback %r failed", fn)
