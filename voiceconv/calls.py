@@ -226,8 +226,8 @@ def _reserve(
         cap = telephony.concurrent_limit()
         if cap:
             # Rows older than the longest possible call cannot be live any more.
-            horizon = float(voiceconv_settings.MAX_CALL_SECONDS or 0) or 4 * 3600.0
-            horizon += float(voiceconv_settings.OUTBOUND_RING_TIMEOUT or 60) + 60
+            horizon = voiceconv_settings.MAX_CALL_SECONDS or 4 * 3600.0
+            horizon += (voiceconv_settings.OUTBOUND_RING_TIMEOUT or 60) + 60
             active = outbound.filter(
                 ended_at__isnull=True,
                 status__in=[Call.Status.RINGING, Call.Status.IN_PROGRESS],
@@ -263,7 +263,7 @@ def _reserve(
         "from_": caller_id,
         "url": _absolute(origin, "voiceconv:outbound-answer", call=call.pk),
         "method": "POST",
-        "timeout": int(voiceconv_settings.OUTBOUND_RING_TIMEOUT or 60),
+        "timeout": voiceconv_settings.OUTBOUND_RING_TIMEOUT or 60,
     }
     if status_callback:
         create["status_callback"] = (

@@ -72,7 +72,7 @@ def held_calls() -> dict[str, Any]:
 
 def _cutoff(now: dt.datetime | None = None) -> dt.datetime:
     now = now or timezone.now()
-    return now - dt.timedelta(seconds=float(voiceconv_settings.LIVE_TIMEOUT_SECONDS))
+    return now - dt.timedelta(seconds=voiceconv_settings.timeouts.live)
 
 
 def live_calls(now: dt.datetime | None = None) -> Any:
@@ -138,7 +138,7 @@ async def _heartbeat_loop() -> None:
 
     failures = 0
     while True:
-        await asyncio.sleep(float(voiceconv_settings.HEARTBEAT_SECONDS))
+        await asyncio.sleep(voiceconv_settings.timeouts.heartbeat)
         for consumer in list(_held.values()):
             metrics.observe_consumer(consumer)
         try:

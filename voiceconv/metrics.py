@@ -158,7 +158,7 @@ def registry() -> CollectorRegistry:
 
 def allowed(request: HttpRequest) -> bool:
     """Staff users, or the bearer token of ``VOICECONV["METRICS_TOKEN"]``."""
-    token = str(voiceconv_settings.METRICS_TOKEN or "")
+    token = voiceconv_settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     if token and header.startswith("Bearer "):
         return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())

@@ -398,7 +398,7 @@ class CallRecorder:
                     Agent.objects.filter(pk=agent_id).values_list("model", flat=True).first()
                     or ""
                 )
-            updates["model"] = agent_model or str(voiceconv_settings.MODEL)
+            updates["model"] = agent_model or voiceconv_settings.MODEL
         Call.objects.filter(pk=call.pk).update(**updates, updated_at=timezone.now())
         call.refresh_from_db()
         if self.info.agent_pk is None and call.agent_id:

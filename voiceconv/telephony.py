@@ -148,7 +148,7 @@ class CallTelephony:
         assert info is not None and session is not None
         self.consumer.spawn(asyncio.to_thread(start_recording, info.call_sid))
         if self.settings.announce_recording:
-            announcement = str(voiceconv_settings.RECORDING_ANNOUNCEMENT or "")
+            announcement = voiceconv_settings.RECORDING_ANNOUNCEMENT
             if announcement:
                 first = f'First say exactly: "{announcement}"'
                 session.greeting = (
@@ -219,7 +219,7 @@ class CallTelephony:
     async def _ready(self) -> bool:
         """Wait (bounded) until the Realtime session is ready; False if it never is."""
         session = self.consumer.session
-        deadline = asyncio.get_running_loop().time() + float(voiceconv_settings.CONNECT_TIMEOUT)
+        deadline = asyncio.get_running_loop().time() + voiceconv_settings.timeouts.connect
         while session is not None and not session.state.realtime_ready:
             if session.state.ended or asyncio.get_running_loop().time() > deadline:
                 return False

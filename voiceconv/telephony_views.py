@@ -81,7 +81,7 @@ def _outbound_answer(request: HttpRequest) -> HttpResponse:
     parameters["call_token"] = security.make_stream_token(call_sid)
     origin = security.public_origin(request)
     stream_url = security.websocket_origin(origin).replace("ws://", "wss://", 1)
-    stream_url += str(voiceconv_settings.STREAM_PATH)
+    stream_url += voiceconv_settings.STREAM_PATH
     logger.info("call %s: %s answered, connecting stream", call_sid, call.to_number)
     return xml_response(twiml.connect_stream(stream_url, parameters))
 

@@ -130,7 +130,7 @@ async def incoming_call(request: HttpRequest) -> HttpResponse:
     if draining():
         logger.warning("call %s refused: this process is draining (shutting down)", call_sid)
         return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
-    limit = int(voiceconv_settings.MAX_CONCURRENT_CALLS or 0)
+    limit = voiceconv_settings.MAX_CONCURRENT_CALLS
     if limit and active_calls.count() >= limit:
         logger.warning("call %s refused: %d calls in progress (limit %d)", call_sid,
                        active_calls.count(), limit)
@@ -158,7 +158,7 @@ async def incoming_call(request: HttpRequest) -> HttpResponse:
 
     origin = security.public_origin(request)
     stream_url = security.websocket_origin(origin).replace("ws://", "wss://", 1)
-    stream_url += str(voiceconv_settings.STREAM_PATH)
+    stream_url += voiceconv_settings.STREAM_PATH
     logger.info("call %s from %s to %s: connecting stream", call_sid, incoming.from_number,
                 incoming.to_number)
     return xml_response(twiml.connect_stream(stream_url, parameters))

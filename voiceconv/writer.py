@@ -111,7 +111,7 @@ class RecordWriter:
             return self._max_pending
         from voiceconv.conf import voiceconv_settings
 
-        return int(voiceconv_settings.RECORDS_MAX_PENDING)
+        return voiceconv_settings.RECORDS_MAX_PENDING
 
     def submit(self, source: Source, items: list[Any]) -> list[Any]:
         """Take ``items`` (in order) for writing; returns those refused for want of room."""

@@ -625,7 +625,7 @@ class Call(models.Model):
             return self.model
         if self.agent_id and self.agent and self.agent.model:
             return self.agent.model
-        return str(voiceconv_settings.MODEL)
+        return voiceconv_settings.MODEL
 
     def add_usage(self, usage: Any) -> None:
         """Add one ``response.done``'s :class:`~voiceconv.events.Usage` (in memory)."""

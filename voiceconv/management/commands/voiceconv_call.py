@@ -97,7 +97,7 @@ class Command(BaseCommand):
         from voiceconv.testing.conversation import Conversation, write_wav
 
         token = str(getattr(settings, "TWILIO_AUTH_TOKEN", "") or "")
-        public_url = str(voiceconv_settings.PUBLIC_URL or "") or None
+        public_url = voiceconv_settings.PUBLIC_URL or None
         standin = None
         server = None
         try:
