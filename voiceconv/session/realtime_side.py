@@ -9,7 +9,6 @@ method of the core is an event the call does not know.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +28,7 @@ from voiceconv.session.actions import (
     ToolCall,
 )
 from voiceconv.session.limits import LimitClock
-from voiceconv.session.messages import dumps, obj
+from voiceconv.session.messages import BadEvent, dumps, obj
 from voiceconv.session.playback import AssistantItem, Playback, estimate_heard
 from voiceconv.session.state import CallState
 
@@ -122,22 +121,13 @@ class RealtimeSide:
         the actions to run.
         """
         try:
-            event = json.loads(data)
-            etype = event["type"]
-        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
-            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
-            return [Log("warning", f"malformed Realtime event ignored: {text[:120]!r}")]
-        if etype != "response.output_audio.delta":
-            return self.handle_realtime(event)
-        try:
-            delta = event["delta"]
-            item_id = event["item_id"]
-            response_id = event["response_id"]
-        except (KeyError, TypeError):
-            return [Log("warning", "malformed Realtime audio delta ignored")]
-        if type(delta) is not str or not msgs.is_base64(delta):
-            return [Log("warning", "Realtime audio delta that is not base64 dropped")]
-        out = self.realtime_audio_delta(str(item_id), str(response_id), delta)
+            event = msgs.parse_realtime(data)
+            if event["type"] != "response.output_audio.delta":
+                return self.handle_realtime(event)
+            delta, item_id, response_id = msgs.audio_delta_fields(event)
+        except BadEvent as bad:
+            return [Log("warning", str(bad))]
+        out = self.realtime_audio_delta(item_id, response_id, delta)
         if out is None:
             return []
         if self._first_audio_recorded and self._last_speech_stop_ms is None:
