@@ -9,9 +9,15 @@
 
 from voiceconv.testing.twilio_client.client import TwilioStreamClient
 from voiceconv.testing.twilio_client.records import (
-    FRAME_MS,
-    MAX_BUFFER_BYTES,
-    TWILIO_USER_AGENT,
+    FRAME_MS as FRAME_MS,
+)
+from voiceconv.testing.twilio_client.records import (
+    MAX_BUFFER_BYTES as MAX_BUFFER_BYTES,
+)
+from voiceconv.testing.twilio_client.records import (
+    TWILIO_USER_AGENT as TWILIO_USER_AGENT,
+)
+from voiceconv.testing.twilio_client.records import (
     ClearRecord,
     MarkRecord,
     MediaRecord,
@@ -20,10 +26,9 @@ from voiceconv.testing.twilio_client.records import (
     new_sid,
 )
 
+# FRAME_MS, MAX_BUFFER_BYTES and TWILIO_USER_AGENT are importable from here as before, but
+# are not part of the kit's public names.
 __all__ = [
-    "FRAME_MS",
-    "MAX_BUFFER_BYTES",
-    "TWILIO_USER_AGENT",
     "ClearRecord",
     "MarkRecord",
     "MediaRecord",
