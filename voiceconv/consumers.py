@@ -406,6 +406,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         return None
 
     def _claim_call_sync(self) -> str | tuple[int, Any, dict[str, Any]]:
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import Call
 
         assert self.info is not None
@@ -442,6 +444,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     def get_tools(self) -> dict[str, Any]:
         """The tools offered to the model (runs in a thread at call start; may use the DB)."""
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.tools.binding import tools_for_agent
 
         return dict(tools_for_agent(self.agent))
@@ -483,6 +487,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         assert self.info is not None
         cls = self.recorder_class
         if cls is None:
+            # Imported here, not at the top: the models need Django's app registry, and this module
+            # is importable before it is ready.
             from voiceconv.recorder import CallRecorder
 
             cls = CallRecorder

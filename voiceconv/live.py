@@ -77,6 +77,8 @@ def _cutoff(now: dt.datetime | None = None) -> dt.datetime:
 
 def live_calls(now: dt.datetime | None = None) -> Any:
     """The calls live right now across all processes (a ``Call`` queryset, oldest first)."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     cutoff = _cutoff(now)
@@ -92,6 +94,8 @@ def live_calls(now: dt.datetime | None = None) -> Any:
 
 def sweep_lost_calls(now: dt.datetime | None = None) -> int:
     """Mark ended the calls whose process stopped sending heartbeats; returns how many."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     now = now or timezone.now()
@@ -124,6 +128,8 @@ def sweep_lost_calls(now: dt.datetime | None = None) -> int:
 
 
 def _beat(call_sids: list[str], now: dt.datetime) -> None:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     if call_sids:
@@ -224,6 +230,8 @@ async def publish(call_sid: str, event: dict[str, Any], *, to_list: bool = False
 
 
 def _mark_live(pk: int) -> Any:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     Call.objects.filter(pk=pk, ended_at__isnull=True).update(

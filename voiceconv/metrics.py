@@ -148,6 +148,7 @@ class LiveCallsCollector(Collector):
 def registry() -> CollectorRegistry:
     """This process's registry, or every process's in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Imported here: only multiprocess mode (PROMETHEUS_MULTIPROC_DIR) uses it.
         from prometheus_client import multiprocess
 
         reg = CollectorRegistry()

@@ -13,6 +13,8 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from django.conf import settings
+
 from voiceconv.conf import voiceconv_settings
 
 logger = logging.getLogger("voiceconv.realtime")
@@ -228,9 +230,8 @@ def default_openai_client() -> Any:
     factory = voiceconv_settings.OPENAI_CLIENT_FACTORY
     if factory is not None:
         return factory()
-    import os
-
-    from django.conf import settings
+    # Imported when the first client is built: importing voiceconv (settings, checks, the
+    # test kit) does not pay for the openai SDK, and a project's own factory never needs it.
     from openai import AsyncOpenAI
 
     key = os.environ.get("OPENAI_API_KEY") or getattr(settings, "OPENAI_API_KEY", "") or None

@@ -38,6 +38,8 @@ async def outbound_answer(request: HttpRequest) -> HttpResponse:
 
 
 def _outbound_answer(request: HttpRequest) -> HttpResponse:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     form = request.POST
@@ -113,6 +115,8 @@ async def amd_status(request: HttpRequest) -> HttpResponse:
 
 
 def _record_verdict(call_sid: str, answered_by: str, duration_ms: int | None) -> None:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     try:

@@ -118,6 +118,8 @@ class IncomingCall:
 @twilio_signed
 async def incoming_call(request: HttpRequest) -> HttpResponse:
     """Answer an incoming (or outbound-API) call with ``<Connect><Stream>``."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     incoming = IncomingCall.parse(request.POST)
@@ -181,6 +183,8 @@ class StatusCallback:
 
     @classmethod
     def parse(cls, form: Any) -> StatusCallback | None:
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import Call
 
         call_sid = form.get("CallSid", "").strip()
@@ -220,6 +224,8 @@ async def call_status(request: HttpRequest) -> HttpResponse:
     400 without CallSid; 503 while the database is unavailable (Twilio retries on 5xx when
     configured to).
     """
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     update = StatusCallback.parse(request.POST)
@@ -256,6 +262,8 @@ async def call_status(request: HttpRequest) -> HttpResponse:
 
 async def _send(signal: Any, **kwargs: Any) -> None:
     """Send ``signal`` (sender: the ``Call`` class); a failing receiver is logged, not raised."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     for receiver, response in await signal.asend_robust(sender=Call, **kwargs):

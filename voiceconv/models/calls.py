@@ -15,6 +15,7 @@ from typing import Any
 
 from django.db import models, transaction
 from django.db.models import F, Max, Min, Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.conf import voiceconv_settings
@@ -48,8 +49,6 @@ class CallManager(models.Manager["Call"]):
 
         Returns the row and the agent (``None``: the default configuration).
         """
-        from django.utils import timezone
-
         agent = Agent.objects.for_number(our_number(direction, from_number, to_number))
         call, _created = self.update_or_create(
             twilio_call_sid=call_sid,
@@ -81,8 +80,6 @@ class CallManager(models.Manager["Call"]):
         A callback for a call never seen creates the row, so every billed call is on record.
         Returns the row (as updated) and whether it was created.
         """
-        from django.utils import timezone
-
         call, created = self.get_or_create(
             twilio_call_sid=call_sid,
             defaults={
@@ -114,8 +111,6 @@ class CallManager(models.Manager["Call"]):
         and sets ``twilio_stream_sid`` only where it is empty. Returns the call and its agent,
         or the reason to refuse the stream (another stream has the call).
         """
-        from django.utils import timezone
-
         call = self.filter(twilio_call_sid=info.call_sid).select_related("agent").first()
         if call is None:
             call = self.create(

@@ -74,6 +74,8 @@ class Command(BaseCommand):
 
     def agent_number(self, slug: str | None) -> str:
         """The number to dial for the agent (the default agent answers any other number)."""
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import Agent
 
         if not slug:
