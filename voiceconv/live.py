@@ -34,7 +34,7 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from voiceconv import signals
+from voiceconv import metrics, signals
 from voiceconv.conf import voiceconv_settings
 
 logger = logging.getLogger("voiceconv.live")
@@ -140,8 +140,6 @@ def _beat(call_sids: list[str], now: dt.datetime) -> None:
 
 
 async def _heartbeat_loop() -> None:
-    from voiceconv import metrics
-
     failures = 0
     while True:
         await asyncio.sleep(voiceconv_settings.timeouts.heartbeat)
@@ -250,8 +248,6 @@ def _consumer_for(info: Any) -> Any:
 
 
 async def on_call_started(sender: Any, call: Any, info: Any = None, **kwargs: Any) -> None:
-    from voiceconv import metrics
-
     consumer = _consumer_for(info)
     if consumer is not None:
         _held[call.twilio_call_sid] = consumer
@@ -263,8 +259,6 @@ async def on_call_started(sender: Any, call: Any, info: Any = None, **kwargs: An
 
 
 async def on_call_ended(sender: Any, call: Any, reason: str = "", **kwargs: Any) -> None:
-    from voiceconv import metrics
-
     consumer = _held.pop(call.twilio_call_sid, None)
     if consumer is not None:
         metrics.observe_consumer(consumer, final=True)
@@ -275,8 +269,6 @@ async def on_call_ended(sender: Any, call: Any, reason: str = "", **kwargs: Any)
 
 
 async def on_transcript_entry(sender: Any, call: Any, entry: Any, **kwargs: Any) -> None:
-    from voiceconv import metrics
-
     metrics.turn_recorded(entry)
     event = entry_event(entry)
     if call.first_audio_at is not None and call.stream_started_at is not None:
@@ -287,8 +279,6 @@ async def on_transcript_entry(sender: Any, call: Any, entry: Any, **kwargs: Any)
 
 
 async def on_tool_invoked(sender: Any, call: Any, invocation: Any, **kwargs: Any) -> None:
-    from voiceconv import metrics
-
     metrics.tool_invoked(invocation)
 
 

@@ -134,6 +134,7 @@ class LiveCallsCollector(Collector):
     """``voiceconv_calls_live``: the live calls across all processes, from the database."""
 
     def collect(self) -> Iterator[Metric]:
+        # Imported here, not at the top: voiceconv.live imports this module.
         from voiceconv.live import live_calls
 
         gauge = GaugeMetricFamily("voiceconv_calls_live", "Calls live right now (all processes).")

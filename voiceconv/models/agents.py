@@ -15,6 +15,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from voiceconv.checks import TURN_DETECTION_HINT, TURN_DETECTION_OFF
 from voiceconv.conf import voiceconv_settings
 from voiceconv.exceptions import InvalidPhoneNumberError
 from voiceconv.phone import normalize_number, number_key
@@ -200,8 +201,6 @@ class Agent(models.Model):
         if self.session_extra is not None and not isinstance(self.session_extra, dict):
             raise ValidationError({"session_extra": _("Must be a JSON object.")})
         if self.turn_detection_type == self.TurnDetection.NONE:
-            from voiceconv.checks import TURN_DETECTION_HINT, TURN_DETECTION_OFF
-
             raise ValidationError(
                 {"turn_detection_type": f"{TURN_DETECTION_OFF} {TURN_DETECTION_HINT}"}
             )
