@@ -43,6 +43,8 @@ class Command(BaseCommand):
                             help="longest wait for an answer (s)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Imported here: voiceconv.testing needs the test dependencies (pytest-asyncio), so the
+        # command's module (and its --help) loads without them.
         from voiceconv.testing.conversation import WavError, read_wav
 
         if options["server"] and options["standin"]:
@@ -95,6 +97,8 @@ class Command(BaseCommand):
 
     async def call(self, options: dict[str, Any], wavs: list[tuple[str, bytes]],
                    number: str) -> None:
+        # Imported here: voiceconv.testing needs the test dependencies (pytest-asyncio), so the
+        # command's module (and its --help) loads without them.
         from voiceconv.testing import RealtimeStandIn, ScriptedResponse, ServerProcess
         from voiceconv.testing.conversation import Conversation, write_wav
 
@@ -135,6 +139,8 @@ class Command(BaseCommand):
             try:
                 result = await conversation.run()
             except Exception as exc:
+                # Imported here: voiceconv.testing needs the test dependencies (pytest-asyncio),
+                # so the command's module (and its --help) loads without them.
                 from voiceconv.testing import TwilioWebhookError
 
                 if isinstance(exc, TwilioWebhookError):
