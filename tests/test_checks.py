@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 from django.core.checks import Error, Warning, run_checks
 from django.test import override_settings
 
+from tests.conftest import ROOT
 from voiceconv.checks import check_security, check_settings
 
 SECURE: dict[str, Any] = {"DEBUG": False, "TWILIO_AUTH_TOKEN": "secret", "VOICECONV": {}}
@@ -104,3 +108,23 @@ def test_checks_are_registered_with_django() -> None:
         security_only = ids(run_checks(tags=["security"]))
     assert "voiceconv.W001" in found
     assert "voiceconv.W001" in security_only
+
+
+@pytest.mark.parametrize(
+    ("extra", "check_id"),
+    [
+        ({"TWILIO_AUTH_TOKEN": ""}, "voiceconv.W002"),
+        ({"DEBUG": "0", "VOICECONV_VALIDATE_TWILIO_SIGNATURE": "false"}, "voiceconv.W001"),
+    ],
+)
+def test_manage_py_check_prints_each_warning_once(extra: dict[str, str], check_id: str) -> None:
+    """The example project's ``manage.py check``: a setup problem is said once, not per caller."""
+    env = {**os.environ, "SECRET_KEY": "test-" + "x" * 40, "ALLOWED_HOSTS": "127.0.0.1", **extra}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "manage.py", "check"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert output.count(check_id) == 1, output
+    assert "InsecureSetupWarning" not in output or output.count("InsecureSetupWarning") == 1

@@ -93,13 +93,14 @@ def test_limits_and_timeouts_are_typed_objects_built_once() -> None:
         limits = voiceconv_settings.limits
         assert limits == CallLimits(
             max_call_ms=90_000, end_warning_ms=15_000, idle_reprompt_ms=7_500,
-            idle_hangup_ms=0, early_audio_ms=2000,
+            idle_hangup_ms=0, early_audio_ms=2000, dtmf_pause_ms=1000,
         )
         assert voiceconv_settings.limits is limits  # built once
         timeouts = voiceconv_settings.timeouts
         assert timeouts == Timeouts(
             connect=4.0, hangup_grace=10.0, tool_holding=1.5, tool=3.0,
-            stream_token_max_age=120.0,
+            stream_token_max_age=120.0, stream_start=5.0, start_database=5.0, control=5.0,
+            drain=0.0, heartbeat=10.0, live=45.0,
         )
         assert voiceconv_settings.timeouts is timeouts
     with override_settings(VOICECONV={"CONNECT_TIMEOUT": 1}):

@@ -233,3 +233,23 @@ async def test_reconnect_attempts_mean_what_they_say(
                 break
         await comm.disconnect(timeout=10)  # Twilio's side of the close
     assert _FlakyRealtime.connects == connects  # 0: no reconnect; N: N attempts
+
+
+@override_settings(VOICECONV={"VALIDATE_TWILIO_SIGNATURE": True, "ALLOW_UNSIGNED_STREAMS": True})
+async def test_consumer_lines_name_the_call(caplog: pytest.LogCaptureFixture) -> None:
+    """Once ``start`` names the call, every line about it says which call, also as a field."""
+    comm = communicator()
+    connected, _ = await comm.connect(timeout=5)
+    assert connected
+    start = {"event": "start", "streamSid": "MZ" + "1" * 32,
+             "start": {"callSid": "CA" + "2" * 32, "streamSid": "MZ" + "1" * 32,
+                       "customParameters": {}}}
+    with caplog.at_level(logging.WARNING, logger="voiceconv.consumers"):
+        await comm.send_to(text_data=json.dumps({"event": "connected", "protocol": "Call"}))
+        await comm.send_to(text_data=json.dumps(start))
+        closed = await comm.receive_output(timeout=5)
+        await closed_by_the_server(comm, 4403)
+    assert closed == {"type": "websocket.close", "code": 4403}
+    (refused,) = [r for r in caplog.records if "stream refused" in r.getMessage()]
+    assert refused.getMessage().startswith(f"call CA{'2' * 32}: stream refused")
+    assert refused.call_sid == "CA" + "2" * 32

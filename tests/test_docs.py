@@ -25,3 +25,21 @@ def test_readme_opens_with_the_two_commands() -> None:
     ]
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "\nuv run pytest\n" in ci
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_protocols_section_the_code_cites_exists() -> None:
+    sections = set(
+        re.findall(r"^##+ ([A-Z][0-9]*)\. ", (ROOT / "docs" / "protocols.md").read_text(), re.M)
+    )
+    cited: dict[str, set[str]] = {}
+    for path in [*(ROOT / "voiceconv").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        for ref in re.findall(r"protocols\.md``? (?:\(?)(§[A-Z][0-9]*(?:(?:,| and) §[A-Z][0-9]*)*)",
+                              path.read_text()):
+            for name in re.findall(r"§([A-Z][0-9]*)", ref):
+                cited.setdefault(name, set()).add(path.name)
+    assert cited, "no docstring cites docs/protocols.md"
+    missing = {name: files for name, files in cited.items() if name not in sections}
+    assert not missing, missing

@@ -132,3 +132,30 @@ async def test_tool_errors_are_logged_through_the_call_log(
     (record,) = [r for r in caplog.records if r.name == "voiceconv.tools"]
     assert record.getMessage() == f"call {sid}: tool call c9: Unknown tool 'missing'"
     assert record.call_sid == sid  # type: ignore[attr-defined]
+
+
+def _webhook_asks() -> bool:
+    return security.signature_checks_enabled()
+
+
+def _stream_asks() -> bool:
+    return security.signature_checks_enabled() and security.stream_token_required()
+
+
+def test_an_insecure_setup_is_warned_about_once_per_process_however_many_places_ask() -> None:
+    off = override_settings(
+        DEBUG=False,
+        VOICECONV={"VALIDATE_TWILIO_SIGNATURE": False, "REQUIRE_STREAM_TOKEN": False},
+    )
+    with off, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # even so: once per setting
+        for _ in range(3):
+            _webhook_asks()
+            _stream_asks()
+            security.stream_token_required()
+    insecure = [str(w.message) for w in caught if issubclass(w.category, InsecureSetupWarning)]
+    assert len(insecure) == 2, insecure
+    assert "VALIDATE_TWILIO_SIGNATURE" in insecure[0] and "REQUIRE_STREAM_TOKEN" in insecure[1]
+    # A new setup (settings changed, as in another process) is warned about again.
+    with off, pytest.warns(InsecureSetupWarning, match="VALIDATE_TWILIO_SIGNATURE"):
+        _webhook_asks()

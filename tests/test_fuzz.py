@@ -420,7 +420,7 @@ def test_say_before_the_session_is_ready_never_doubles_response_create() -> None
 
 def valid_media(text: str) -> str | None:
     """The payload of ``text`` if it is a media frame the core must pass on (an independent
-    statement of B3's rules), else None."""
+    statement of the rules of docs/protocols.md §T2), else None."""
     try:
         msg = json.loads(text)
         media = msg["media"]

@@ -436,6 +436,18 @@ async def test_items_after_close_are_logged(caplog: pytest.LogCaptureFixture) ->
     assert any("too late" in r.getMessage() for r in caplog.records)
 
 
+async def test_recorder_lines_name_the_call(caplog: pytest.LogCaptureFixture) -> None:
+    """The recorder logs through the shared per-call adapter: prefix and ``call_sid`` field."""
+    rec = make_recorder()
+    rec.start()
+    await rec.aclose()
+    with caplog.at_level(logging.ERROR, logger="voiceconv.recorder"):
+        rec.turn(caller("too late"))
+    (record,) = [r for r in caplog.records if "too late" in r.getMessage()]
+    assert record.getMessage().startswith(f"call {rec.info.call_sid}: recorder already closed")
+    assert record.call_sid == rec.info.call_sid  # type: ignore[attr-defined]
+
+
 async def test_overflow_drops_loudly(caplog: pytest.LogCaptureFixture) -> None:
     rec = make_recorder(max_queue=3)
     with caplog.at_level(logging.ERROR, logger="voiceconv.recorder"):

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from voiceconv.exceptions import LocalProtocolError, OpenAIProtocolError, TwilioProtocolError
 from voiceconv.session import (
     REALTIME_HANDLERS,
     TWILIO_HANDLERS,
@@ -128,3 +129,65 @@ def test_apology_frames_clear_play_then_mark() -> None:
     assert frames[0] == {"event": "clear", "streamSid": SID}
     assert [len(f["media"]["payload"]) for f in frames[1:-1]] == [10668, 5336]
     assert frames[-1] == {"event": "mark", "streamSid": SID, "mark": {"name": "apology"}}
+
+
+# ------------------------------------------------------------------ whose fault it is
+
+
+@pytest.mark.parametrize(
+    "text", ["not json", '{"event": "clear"}', "x" * (m.MAX_MESSAGE_BYTES + 1), "[1]"]
+)
+def test_a_frame_twilio_should_not_send_is_twilios_fault(text: str) -> None:
+    with pytest.raises(TwilioProtocolError) as caught:
+        m.parse_twilio(text)
+    assert caught.value.fault == "twilio"
+    assert isinstance(caught.value, m.BadInput) and caught.value.kind
+
+
+def test_a_start_without_sids_and_bad_media_are_twilios_fault() -> None:
+    with pytest.raises(TwilioProtocolError):
+        m.parse_start({"event": "start", "start": {}})
+    with pytest.raises(TwilioProtocolError):
+        m.media_fields({"event": "media", "media": {"payload": "!!", "timestamp": "5"}})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\xff not json", "malformed Realtime event ignored"),
+        ('{"no": "type"}', "malformed Realtime event ignored"),
+    ],
+)
+def test_a_realtime_event_we_cannot_read_is_openais_fault(data: str | bytes, message: str) -> None:
+    with pytest.raises(OpenAIProtocolError, match=message) as caught:
+        m.parse_realtime(data)
+    assert caught.value.fault == "openai"
+
+
+def test_an_audio_delta_we_cannot_play_is_openais_fault() -> None:
+    with pytest.raises(OpenAIProtocolError, match="malformed Realtime audio delta"):
+        m.audio_delta_fields({"type": "response.output_audio.delta", "delta": "AAAA"})
+    with pytest.raises(OpenAIProtocolError, match="not base64"):
+        m.audio_delta_fields({"delta": "<oops>", "item_id": "i", "response_id": "r"})
+    assert m.audio_delta_fields({"delta": "AAAA", "item_id": "i", "response_id": "r"}) == (
+        "AAAA", "i", "r",
+    )
+
+
+def test_the_core_logs_openais_fault_and_keeps_the_call() -> None:
+    session = CallSession()
+    for data in (b"\xff", '{"type": "response.output_audio.delta", "delta": 5}'):
+        out = session.receive_realtime(data)
+        assert isinstance(out, list) and len(out) == 1
+        assert isinstance(out[0], Log) and out[0].level == "warning"
+    assert not session.state.ended
+
+
+def test_a_message_the_protocol_forbids_is_our_fault() -> None:
+    for build in (m.clear_message, m.media_prefix, m.mark_prefix):
+        with pytest.raises(LocalProtocolError) as caught:
+            build("")
+        assert caught.value.fault == "voiceconv"
+    with pytest.raises(LocalProtocolError):
+        m.truncate_event("item_1", -1)
+    assert json.loads(m.truncate_event("item_1", 0))["audio_end_ms"] == 0

@@ -10,6 +10,8 @@ from django.db import DatabaseError
 from django.db.models.signals import post_migrate
 from django.utils.module_loading import autodiscover_modules
 
+from voiceconv.tools.registry import registry
+
 logger = logging.getLogger("voiceconv.setup")
 
 DEFAULT_AGENT_SLUG = "default"
@@ -17,8 +19,6 @@ DEFAULT_AGENT_SLUG = "default"
 
 def project_tool_names() -> list[str]:
     """Registered tools that the project wrote (not voiceconv's built-in call control)."""
-    from voiceconv.tools.registry import registry
-
     return sorted(
         t.name for t in registry.all() if not getattr(t.func, "__module__", "").startswith(
             "voiceconv."

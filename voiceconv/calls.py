@@ -123,6 +123,8 @@ class _Plan:
 
 
 def _resolve_agent(agent: Agent | int | str | None) -> Agent | None:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Agent
 
     if agent is None:
@@ -144,6 +146,8 @@ def _resolve_agent(agent: Agent | int | str | None) -> Agent | None:
 def _machine_detection(value: str | bool | None, telephony: AgentTelephony) -> str:
     """Twilio's ``MachineDetection`` value, or "" for none."""
     if value is None:
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import AgentTelephony
 
         needed = (
@@ -180,6 +184,8 @@ def _reserve(
     status_callback: bool | str,
 ) -> _Plan:
     """Validate, check the agent's limits and record the call (in one transaction)."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Agent, AgentTelephony, Call
 
     try:
@@ -226,8 +232,8 @@ def _reserve(
         cap = telephony.concurrent_limit()
         if cap:
             # Rows older than the longest possible call cannot be live any more.
-            horizon = float(voiceconv_settings.MAX_CALL_SECONDS or 0) or 4 * 3600.0
-            horizon += float(voiceconv_settings.OUTBOUND_RING_TIMEOUT or 60) + 60
+            horizon = voiceconv_settings.MAX_CALL_SECONDS or 4 * 3600.0
+            horizon += (voiceconv_settings.OUTBOUND_RING_TIMEOUT or 60) + 60
             active = outbound.filter(
                 ended_at__isnull=True,
                 status__in=[Call.Status.RINGING, Call.Status.IN_PROGRESS],
@@ -263,7 +269,7 @@ def _reserve(
         "from_": caller_id,
         "url": _absolute(origin, "voiceconv:outbound-answer", call=call.pk),
         "method": "POST",
-        "timeout": int(voiceconv_settings.OUTBOUND_RING_TIMEOUT or 60),
+        "timeout": voiceconv_settings.OUTBOUND_RING_TIMEOUT or 60,
     }
     if status_callback:
         create["status_callback"] = (
@@ -308,6 +314,8 @@ def _create_remote(plan: _Plan) -> tuple[str | None, OutboundCallError | None]:
 
 
 def _record_result(plan: _Plan, sid: str | None, error: OutboundCallError | None) -> Call:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     call: Call = Call.objects.get(pk=plan.call_pk)

@@ -39,6 +39,8 @@ def check_default_agent(
     """A call to a number no agent lists goes to the default agent: there should be one."""
     if not databases:
         return []
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Agent
 
     messages: list[CheckMessage] = []

@@ -22,6 +22,8 @@ def check_tool_definitions(
     """Orphaned definitions (no ``@tool`` function) and unusable parameter overrides."""
     if app_configs is not None and not any(c.name == "voiceconv" for c in app_configs):
         return []
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import ToolDefinition
 
     try:

@@ -205,6 +205,8 @@ class CallLimits:
     idle_hangup_ms: int
     #: Caller audio buffered while the Realtime session opens.
     early_audio_ms: int
+    #: Key presses closer together than this are sent to the model as one group.
+    dtmf_pause_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +223,18 @@ class Timeouts:
     tool: float
     #: For the stream to present the webhook's token.
     stream_token_max_age: float
+    #: For Twilio's ``start`` message once the stream's socket is open.
+    stream_start: float
+    #: For the database at stream start (claiming the call, loading its agent).
+    start_database: float
+    #: For a live call to acknowledge a control request.
+    control: float
+    #: For live calls to end on SIGTERM before the server stops (0 = do not wait).
+    drain: float
+    #: Between a live call's heartbeats.
+    heartbeat: float
+    #: Without a heartbeat before a call counts as lost.
+    live: float
 
 
 def _seconds_to_ms(seconds: float) -> int:
@@ -331,6 +345,7 @@ class VoiceconvSettings:
                 idle_reprompt_ms=_seconds_to_ms(self.IDLE_REPROMPT_SECONDS),
                 idle_hangup_ms=_seconds_to_ms(self.IDLE_HANGUP_SECONDS),
                 early_audio_ms=max(0, self.EARLY_AUDIO_BUFFER_MS),
+                dtmf_pause_ms=_seconds_to_ms(self.DTMF_PAUSE_SECONDS),
             )
         return self._limits
 
@@ -344,6 +359,12 @@ class VoiceconvSettings:
                 tool_holding=self.TOOL_HOLDING_DELAY,
                 tool=self.TOOL_TIMEOUT,
                 stream_token_max_age=self.STREAM_TOKEN_MAX_AGE,
+                stream_start=self.STREAM_START_TIMEOUT,
+                start_database=self.START_DATABASE_TIMEOUT,
+                control=self.CONTROL_TIMEOUT,
+                drain=self.DRAIN_SECONDS,
+                heartbeat=self.HEARTBEAT_SECONDS,
+                live=self.LIVE_TIMEOUT_SECONDS,
             )
         return self._timeouts
 

@@ -30,6 +30,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from voiceconv import active_calls, security
+from voiceconv.calllog import CallLog
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo
 from voiceconv.layers import redis_timeout_problem
@@ -78,11 +79,6 @@ LAYER_STOP_WAIT = 2.0
 APOLOGY_AUDIO = Path(__file__).parent / "data" / "apology.ulaw"
 
 
-class _CallLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"call {self.extra['call_sid'] if self.extra else '?'}: {msg}", kwargs
-
-
 class MediaStreamConsumer(AsyncWebsocketConsumer):
     """One Twilio media stream ⇄ one Realtime session.
 
@@ -115,7 +111,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.session_config: dict[str, Any] = {}
         #: Outbound calls, answering machines, recording (voiceconv.telephony.CallTelephony).
         self.telephony: Any = None
-        self.log: logging.LoggerAdapter = _CallLog(logger, {"call_sid": "?"})  # type: ignore[type-arg]
+        self.log = CallLog(logger)
         self._realtime_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finished: asyncio.Future[None] | None = None
@@ -272,7 +268,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def _start_deadline(self) -> None:
         """A stream that never sends ``start`` is closed (it holds a socket and a slot)."""
-        await asyncio.sleep(float(voiceconv_settings.STREAM_START_TIMEOUT))
+        await asyncio.sleep(voiceconv_settings.timeouts.stream_start)
         if not self.session.state.started and not self._closed:
             self.log.warning("no start message within %s s: closing the stream",
                              voiceconv_settings.STREAM_START_TIMEOUT)
@@ -329,7 +325,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         """The stream started: check its token, claim the call, then configure the core."""
         call_sid = start.call_sid
         params = start.custom_parameters
-        self.log = _CallLog(logger, {"call_sid": call_sid})
+        self.log = CallLog(logger, call_sid)
         problem = self.start_refusal(start)
         if problem:
             self.log.warning("stream refused: %s", problem)
@@ -357,12 +353,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.session.configure(
             greeting=self.get_greeting(),
             instructions=str(self.session_config.get("instructions") or ""),
-            forward_dtmf=bool(voiceconv_settings.FORWARD_DTMF),
-            dtmf_template=str(voiceconv_settings.DTMF_TEMPLATE),
-            early_audio_frames=max(1, int(voiceconv_settings.EARLY_AUDIO_BUFFER_MS) // 20),
+            forward_dtmf=voiceconv_settings.FORWARD_DTMF,
+            dtmf_template=voiceconv_settings.DTMF_TEMPLATE,
+            early_audio_frames=max(1, voiceconv_settings.limits.early_audio_ms // 20),
             interrupt_response=interrupt_response_enabled(self.session_config),
             auto_response=create_response_enabled(self.session_config),
-            dtmf_pause_ms=int(float(voiceconv_settings.DTMF_PAUSE_SECONDS) * 1000),
+            dtmf_pause_ms=voiceconv_settings.limits.dtmf_pause_ms,
             limits=self.get_limits(),
             transcription=bool(
                 ((self.session_config.get("audio") or {}).get("input") or {}).get("transcription")
@@ -409,7 +405,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         goes on with the default configuration.
         """
         assert self.info is not None
-        timeout = float(voiceconv_settings.START_DATABASE_TIMEOUT)
+        timeout = voiceconv_settings.timeouts.start_database
         work = DatabaseSyncToAsync(self._claim_call_sync, thread_sensitive=False)
         try:
             claim = await asyncio.wait_for(work(), timeout)
@@ -430,6 +426,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         return None
 
     def _claim_call_sync(self) -> str | tuple[int, Any, dict[str, Any]]:
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import Call
 
         assert self.info is not None
@@ -466,6 +464,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     def get_tools(self) -> dict[str, Any]:
         """The tools offered to the model (runs in a thread at call start; may use the DB)."""
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.tools.binding import tools_for_agent
 
         return dict(tools_for_agent(self.agent))
@@ -481,12 +481,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     def get_limits(self) -> Limits:
         """Call-length and idle-caller limits (from the VOICECONV settings)."""
-        s = voiceconv_settings
+        lim = voiceconv_settings.limits
         return Limits(
-            max_call_ms=int(float(s.MAX_CALL_SECONDS) * 1000),
-            warning_ms=int(float(s.CALL_END_WARNING_SECONDS) * 1000),
-            idle_reprompt_ms=int(float(s.IDLE_REPROMPT_SECONDS) * 1000),
-            idle_hangup_ms=int(float(s.IDLE_HANGUP_SECONDS) * 1000),
+            max_call_ms=lim.max_call_ms,
+            warning_ms=lim.end_warning_ms,
+            idle_reprompt_ms=lim.idle_reprompt_ms,
+            idle_hangup_ms=lim.idle_hangup_ms,
         )
 
     def get_model(self) -> str:
@@ -507,6 +507,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         assert self.info is not None
         cls = self.recorder_class
         if cls is None:
+            # Imported here, not at the top: the models need Django's app registry, and this module
+            # is importable before it is ready.
             from voiceconv.recorder import CallRecorder
 
             cls = CallRecorder
@@ -534,14 +536,14 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         one, re-seeded with the conversation so far; caller audio is buffered meanwhile.
         """
         session = self.session
-        attempts = int(voiceconv_settings.REALTIME_RECONNECT_ATTEMPTS)
+        attempts = voiceconv_settings.REALTIME_RECONNECT_ATTEMPTS
         failures = 0
         first = True
         while True:
             backend = self.get_backend()
             try:
                 await asyncio.wait_for(
-                    backend.connect(), float(voiceconv_settings.CONNECT_TIMEOUT)
+                    backend.connect(), voiceconv_settings.timeouts.connect
                 )
                 update = {"type": "session.update", "session": self.session_config}
                 await backend.send(dumps(update))
@@ -593,7 +595,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def _ready_watchdog(self, backend: RealtimeBackend) -> None:
         """End the call if the session never becomes ready (OpenAI stalls at start)."""
-        await asyncio.sleep(float(voiceconv_settings.CONNECT_TIMEOUT))
+        await asyncio.sleep(voiceconv_settings.timeouts.connect)
         if not self.session.state.realtime_ready and self.backend is backend:
             self.log.error("no session.updated within %s s", voiceconv_settings.CONNECT_TIMEOUT)
             await backend.close()
@@ -705,7 +707,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             holding = [self.tools[c.name].holding_message for c in calls if c.name in self.tools]
             holding = [h for h in holding if h]
             if holding:
-                delay = float(voiceconv_settings.TOOL_HOLDING_DELAY)
+                delay = voiceconv_settings.timeouts.tool_holding
                 done, _ = await asyncio.wait(jobs, timeout=delay)
                 if len(done) < len(jobs):
                     await self.run_actions(session.holding_line(holding[0]))
@@ -769,7 +771,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         await self.run_actions(self.session.request_transfer(target))
 
     async def _hangup_deadline(self) -> None:
-        await asyncio.sleep(float(voiceconv_settings.HANGUP_GRACE_SECONDS))
+        await asyncio.sleep(voiceconv_settings.timeouts.hangup_grace)
         if self._end_reason is None:
             await self.run_actions(self.session.hangup_overdue())
 

@@ -199,7 +199,7 @@ async def arequest(
     layer = get_channel_layer()
     if layer is None:
         raise ControlError("no channel layer is configured (settings.CHANNEL_LAYERS)")
-    wait = float(voiceconv_settings.CONTROL_TIMEOUT if timeout is None else timeout)
+    wait = voiceconv_settings.timeouts.control if timeout is None else float(timeout)
     reply_to = await layer.new_channel()
     request_id = uuid.uuid4().hex
     await layer.group_send(

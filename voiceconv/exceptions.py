@@ -11,7 +11,7 @@
 - :class:`ToolArgumentsError` and :class:`InvalidPhoneNumberError` are bad values (``ValueError``
   too): the model's tool arguments, a phone number or transfer target.
 - :class:`InsecureSetupWarning` flags a setup that lets strangers in (signature checks or the
-  stream token switched off); it is a ``UserWarning``, shown once per place by default.
+  stream token switched off); it is a ``UserWarning``, given once per switch and process.
 """
 
 from __future__ import annotations

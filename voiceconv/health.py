@@ -132,7 +132,7 @@ def _install(loop: asyncio.AbstractEventLoop) -> None:
             os.kill(os.getpid(), signum)
 
     async def drain_then_stop(signum: int) -> None:
-        deadline = time.monotonic() + float(voiceconv_settings.DRAIN_SECONDS)
+        deadline = time.monotonic() + voiceconv_settings.timeouts.drain
         while _live_here() and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
         left = _live_here()
@@ -140,7 +140,7 @@ def _install(loop: asyncio.AbstractEventLoop) -> None:
         pass_on(signum, None)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        if draining() or float(voiceconv_settings.DRAIN_SECONDS) <= 0 or not _live_here():
+        if draining() or voiceconv_settings.timeouts.drain <= 0 or not _live_here():
             start_draining()
             pass_on(signum, frame)
             return

@@ -22,6 +22,7 @@ def redis_timeout_problem(layer: Any) -> str | None:
     hosts = getattr(layer, "hosts", None)
     if not isinstance(blocking, int | float) or not hosts:
         return None
+    # Imported here: redis comes with channels_redis, which a project on another layer may lack.
     try:
         from redis.asyncio import ConnectionPool
     except ImportError:

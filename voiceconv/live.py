@@ -34,7 +34,7 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from voiceconv import signals
+from voiceconv import metrics, signals
 from voiceconv.conf import voiceconv_settings
 
 logger = logging.getLogger("voiceconv.live")
@@ -72,11 +72,13 @@ def held_calls() -> dict[str, Any]:
 
 def _cutoff(now: dt.datetime | None = None) -> dt.datetime:
     now = now or timezone.now()
-    return now - dt.timedelta(seconds=float(voiceconv_settings.LIVE_TIMEOUT_SECONDS))
+    return now - dt.timedelta(seconds=voiceconv_settings.timeouts.live)
 
 
 def live_calls(now: dt.datetime | None = None) -> Any:
     """The calls live right now across all processes (a ``Call`` queryset, oldest first)."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     cutoff = _cutoff(now)
@@ -92,6 +94,8 @@ def live_calls(now: dt.datetime | None = None) -> Any:
 
 def sweep_lost_calls(now: dt.datetime | None = None) -> int:
     """Mark ended the calls whose process stopped sending heartbeats; returns how many."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     now = now or timezone.now()
@@ -124,6 +128,8 @@ def sweep_lost_calls(now: dt.datetime | None = None) -> int:
 
 
 def _beat(call_sids: list[str], now: dt.datetime) -> None:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     if call_sids:
@@ -134,11 +140,9 @@ def _beat(call_sids: list[str], now: dt.datetime) -> None:
 
 
 async def _heartbeat_loop() -> None:
-    from voiceconv import metrics
-
     failures = 0
     while True:
-        await asyncio.sleep(float(voiceconv_settings.HEARTBEAT_SECONDS))
+        await asyncio.sleep(voiceconv_settings.timeouts.heartbeat)
         for consumer in list(_held.values()):
             metrics.observe_consumer(consumer)
         try:
@@ -224,6 +228,8 @@ async def publish(call_sid: str, event: dict[str, Any], *, to_list: bool = False
 
 
 def _mark_live(pk: int) -> Any:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     Call.objects.filter(pk=pk, ended_at__isnull=True).update(
@@ -242,8 +248,6 @@ def _consumer_for(info: Any) -> Any:
 
 
 async def on_call_started(sender: Any, call: Any, info: Any = None, **kwargs: Any) -> None:
-    from voiceconv import metrics
-
     consumer = _consumer_for(info)
     if consumer is not None:
         _held[call.twilio_call_sid] = consumer
@@ -255,8 +259,6 @@ async def on_call_started(sender: Any, call: Any, info: Any = None, **kwargs: An
 
 
 async def on_call_ended(sender: Any, call: Any, reason: str = "", **kwargs: Any) -> None:
-    from voiceconv import metrics
-
     consumer = _held.pop(call.twilio_call_sid, None)
     if consumer is not None:
         metrics.observe_consumer(consumer, final=True)
@@ -267,8 +269,6 @@ async def on_call_ended(sender: Any, call: Any, reason: str = "", **kwargs: Any)
 
 
 async def on_transcript_entry(sender: Any, call: Any, entry: Any, **kwargs: Any) -> None:
-    from voiceconv import metrics
-
     metrics.turn_recorded(entry)
     event = entry_event(entry)
     if call.first_audio_at is not None and call.stream_started_at is not None:
@@ -279,8 +279,6 @@ async def on_transcript_entry(sender: Any, call: Any, entry: Any, **kwargs: Any)
 
 
 async def on_tool_invoked(sender: Any, call: Any, invocation: Any, **kwargs: Any) -> None:
-    from voiceconv import metrics
-
     metrics.tool_invoked(invocation)
 
 

@@ -169,6 +169,8 @@ async def _update_session(consumer: Any, changes: dict[str, Any]) -> None:
 
 
 def _bind_tools(names: list[str]) -> dict[str, Any]:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import ToolDefinition
     from voiceconv.tools.binding import bind_definition
     from voiceconv.tools.registry import registry

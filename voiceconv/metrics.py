@@ -134,6 +134,7 @@ class LiveCallsCollector(Collector):
     """``voiceconv_calls_live``: the live calls across all processes, from the database."""
 
     def collect(self) -> Iterator[Metric]:
+        # Imported here, not at the top: voiceconv.live imports this module.
         from voiceconv.live import live_calls
 
         gauge = GaugeMetricFamily("voiceconv_calls_live", "Calls live right now (all processes).")
@@ -148,6 +149,7 @@ class LiveCallsCollector(Collector):
 def registry() -> CollectorRegistry:
     """This process's registry, or every process's in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Imported here: only multiprocess mode (PROMETHEUS_MULTIPROC_DIR) uses it.
         from prometheus_client import multiprocess
 
         reg = CollectorRegistry()
@@ -158,7 +160,7 @@ def registry() -> CollectorRegistry:
 
 def allowed(request: HttpRequest) -> bool:
     """Staff users, or the bearer token of ``VOICECONV["METRICS_TOKEN"]``."""
-    token = str(voiceconv_settings.METRICS_TOKEN or "")
+    token = voiceconv_settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     if token and header.startswith("Bearer "):
         return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())

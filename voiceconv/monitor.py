@@ -60,6 +60,8 @@ def allowed_transfer_targets(call: Any) -> list[str]:
 
 
 def _snapshot(call_sid: str | None) -> dict[str, Any]:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     if call_sid is None:
@@ -143,6 +145,8 @@ class LiveMonitorConsumer(AsyncJsonWebsocketConsumer):
         await answer(result.accepted, result.detail or (_("Done.") if result else ""))
 
     def _targets(self) -> list[str]:
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import Call
 
         return allowed_transfer_targets(

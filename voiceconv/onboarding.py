@@ -42,14 +42,14 @@ def _reverse(name: str, fallback: str) -> str:
 
 def twilio_console_urls(request: HttpRequest | None = None) -> TwilioConsoleURLs:
     """The webhook and status-callback URLs for this server's public origin."""
-    configured = bool(str(voiceconv_settings.PUBLIC_URL or "").strip())
+    configured = bool(voiceconv_settings.PUBLIC_URL.strip())
     origin = public_origin(request)
     ws_origin = origin.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     return TwilioConsoleURLs(
         origin=origin,
         incoming=origin + _reverse("voiceconv:incoming-call", "/twilio/incoming/"),
         status=origin + _reverse("voiceconv:call-status", "/twilio/status/"),
-        stream=ws_origin + str(voiceconv_settings.STREAM_PATH or "/twilio/stream/"),
+        stream=ws_origin + (voiceconv_settings.STREAM_PATH or "/twilio/stream/"),
         configured=configured,
     )
 

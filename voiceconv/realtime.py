@@ -13,6 +13,8 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from django.conf import settings
+
 from voiceconv.conf import voiceconv_settings
 
 logger = logging.getLogger("voiceconv.realtime")
@@ -30,7 +32,9 @@ def build_session_config(
 ) -> dict[str, Any]:
     """The GA ``session`` object for ``session.update``: settings, then the agent's overrides.
 
-    μ-law (``audio/pcmu``) in and out, so Twilio's payloads pass straight through.
+    μ-law (``audio/pcmu``) in and out, so Twilio's payloads pass straight through. The GA
+    shape and its rules (one unknown key rejects the whole update) are in
+    ``docs/protocols.md`` §R2.
     """
     o = overrides or {}
     audio_input: dict[str, Any] = {"format": {"type": "audio/pcmu"}}
@@ -231,9 +235,8 @@ def default_openai_client() -> Any:
     factory = voiceconv_settings.OPENAI_CLIENT_FACTORY
     if factory is not None:
         return factory()
-    import os
-
-    from django.conf import settings
+    # Imported when the first client is built: importing voiceconv (settings, checks, the
+    # test kit) does not pay for the openai SDK, and a project's own factory never needs it.
     from openai import AsyncOpenAI
 
     key = os.environ.get("OPENAI_API_KEY") or getattr(settings, "OPENAI_API_KEY", "") or None

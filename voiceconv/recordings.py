@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 
+import requests
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
@@ -21,6 +23,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from voiceconv import security
+from voiceconv.conf import voiceconv_settings
+from voiceconv.twilio_rest import REQUEST_TIMEOUT, RebasingHttpClient
 from voiceconv.views import twilio_signed
 
 logger = logging.getLogger("voiceconv.recordings")
@@ -60,6 +64,8 @@ def _int(value: str) -> int | None:
 
 
 def _store(form: dict[str, str]) -> bool:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call, Recording
 
     call = Call.objects.filter(twilio_call_sid=form.get("CallSid", "")).first()
@@ -105,12 +111,6 @@ async def recording_status(request: HttpRequest) -> HttpResponse:
 def fetch_recording_audio(url: str) -> tuple[int, bytes, str]:
     """GET the recording's WAV from Twilio with the account's credentials:
     (status, body, content type). Honours ``VOICECONV["TWILIO_API_BASE"]``."""
-    import requests
-    from django.conf import settings
-
-    from voiceconv.conf import voiceconv_settings
-    from voiceconv.twilio_rest import REQUEST_TIMEOUT, RebasingHttpClient
-
     target = url + ".wav"
     base = voiceconv_settings.TWILIO_API_BASE
     if base:
@@ -125,6 +125,8 @@ def fetch_recording_audio(url: str) -> tuple[int, bytes, str]:
 @require_GET
 def recording_audio(request: HttpRequest, pk: int) -> HttpResponse:
     """The recording's audio for the admin's player (staff only), fetched from Twilio."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Recording
 
     recording = Recording.objects.filter(pk=pk).first()

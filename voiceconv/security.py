@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core import signing
+from django.core.signals import setting_changed
 from django.http import HttpRequest
 from twilio.request_validator import RequestValidator
 
@@ -30,18 +31,42 @@ def auth_token() -> str:
     return str(getattr(settings, "TWILIO_AUTH_TOKEN", "") or "")
 
 
+#: The insecure settings already warned about in this process (re-armed when settings change).
+_warned: set[str] = set()
+
+
+def _warn_insecure(key: str, message: str) -> None:
+    """One :class:`~voiceconv.exceptions.InsecureSetupWarning` per setting and process.
+
+    Every webhook and stream asks; the warning says something about the process's setup, so it
+    is shown once however many places ask (``warnings`` alone shows it once per call site).
+    """
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(message, InsecureSetupWarning, stacklevel=3)
+
+
+def _rearm(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("VOICECONV", "DEBUG"):
+        _warned.clear()
+
+
+setting_changed.connect(_rearm)
+
+
 def signature_checks_enabled() -> bool:
     """Whether ``X-Twilio-Signature`` is checked (``VALIDATE_TWILIO_SIGNATURE``, on by default).
 
-    Off outside ``DEBUG``, it warns (:class:`~voiceconv.exceptions.InsecureSetupWarning`).
+    Off outside ``DEBUG``, it warns once per process
+    (:class:`~voiceconv.exceptions.InsecureSetupWarning`).
     """
     enabled = voiceconv_settings.VALIDATE_TWILIO_SIGNATURE
     if not enabled and not settings.DEBUG:
-        warnings.warn(
+        _warn_insecure(
+            "VALIDATE_TWILIO_SIGNATURE",
             "Twilio signature checks are off (VOICECONV['VALIDATE_TWILIO_SIGNATURE'] = False): "
             "anyone can post to the webhooks and open streams.",
-            InsecureSetupWarning,
-            stacklevel=2,
         )
     return enabled
 
@@ -49,15 +74,15 @@ def signature_checks_enabled() -> bool:
 def stream_token_required() -> bool:
     """Whether a stream must carry the webhook's token (``REQUIRE_STREAM_TOKEN``, on by default).
 
-    Off outside ``DEBUG``, it warns (:class:`~voiceconv.exceptions.InsecureSetupWarning`).
+    Off outside ``DEBUG``, it warns once per process
+    (:class:`~voiceconv.exceptions.InsecureSetupWarning`).
     """
     required = voiceconv_settings.REQUIRE_STREAM_TOKEN
     if not required and not settings.DEBUG:
-        warnings.warn(
+        _warn_insecure(
+            "REQUIRE_STREAM_TOKEN",
             "The per-call stream token is not required (VOICECONV['REQUIRE_STREAM_TOKEN'] = "
             "False): anyone reaching the websocket can open an OpenAI session.",
-            InsecureSetupWarning,
-            stacklevel=2,
         )
     return required
 
@@ -113,9 +138,10 @@ def validate_request_signature(request: HttpRequest) -> bool:
 def validate_websocket_signature(scope: Mapping[str, Any], origin: str) -> bool:
     """Check Twilio's ``x-twilio-signature`` on a websocket upgrade.
 
-    Twilio signs the ``wss://`` URL from the TwiML with no body parameters; ``origin`` is the
-    public ``https://`` origin (converted here; an ``http://`` origin is checked as ``wss://``
-    too, as the TwiML view always hands Twilio a ``wss://`` stream URL).
+    Twilio signs the ``wss://`` URL from the TwiML with no body parameters
+    (``docs/protocols.md`` §T5); ``origin`` is the public ``https://`` origin (converted here;
+    an ``http://`` origin is checked as ``wss://`` too, as the TwiML view always hands Twilio a
+    ``wss://`` stream URL).
     """
     token = auth_token()
     headers: Iterable[tuple[bytes, bytes]] = scope.get("headers") or []

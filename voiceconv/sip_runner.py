@@ -19,7 +19,8 @@ from typing import Any, cast
 
 from channels.layers import get_channel_layer
 
-from voiceconv.consumers import MediaStreamConsumer, _CallLog, _close_quietly, _describe
+from voiceconv.calllog import CallLog
+from voiceconv.consumers import MediaStreamConsumer, _close_quietly, _describe
 from voiceconv.realtime import OpenAIRealtimeBackend, RealtimeBackend
 from voiceconv.session import StreamStart, dumps
 from voiceconv.sip import IncomingSipCall, refer_uri, sip_session
@@ -49,7 +50,7 @@ class SipCallRunner(MediaStreamConsumer):
         self.incoming = incoming
         self.call_id = incoming.call_id
         self.scope = cast(Any, {"type": "sip", "headers": [], "path": ""})
-        self.log = _CallLog(logger, {"call_sid": incoming.call_id})
+        self.log = CallLog(logger, incoming.call_id)
         # There is no Twilio socket: nothing is ever sent to one, nothing to close.
         self._closed = True
         self._send_text = _nowhere

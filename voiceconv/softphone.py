@@ -155,6 +155,8 @@ class BrowserCallConsumer(MediaStreamConsumer):
 
     def create_browser_call(self, call_sid: str, agent_ref: str, params: dict[str, str]) -> Any:
         """Record the call (``direction = browser``) for the agent named by slug or pk."""
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import Agent, Call
 
         agents = Agent.objects.filter(enabled=True)

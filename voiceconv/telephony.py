@@ -77,6 +77,8 @@ def deliver_verdict(call_sid: str, answered_by: str) -> bool:
 
 def voicemail_instructions(telephony: AgentTelephony) -> str:
     """The ``response.create`` instructions that leave the agent's voicemail."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import AgentTelephony
 
     text = telephony.voicemail_text()
@@ -108,6 +110,8 @@ class CallTelephony:
     @classmethod
     async def start(cls, consumer: MediaStreamConsumer) -> CallTelephony:
         """Load the agent's telephony row and prepare the session before it is sent."""
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import AgentTelephony
 
         info = consumer.info
@@ -148,7 +152,7 @@ class CallTelephony:
         assert info is not None and session is not None
         self.consumer.spawn(asyncio.to_thread(start_recording, info.call_sid))
         if self.settings.announce_recording:
-            announcement = str(voiceconv_settings.RECORDING_ANNOUNCEMENT or "")
+            announcement = voiceconv_settings.RECORDING_ANNOUNCEMENT
             if announcement:
                 first = f'First say exactly: "{announcement}"'
                 session.greeting = (
@@ -156,6 +160,8 @@ class CallTelephony:
                 )
 
     def _prepare_outbound(self) -> None:
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import AgentTelephony
 
         session = self.consumer.session
@@ -186,6 +192,8 @@ class CallTelephony:
 
     async def on_verdict(self, answered_by: str) -> None:
         """Follow the agent's policy for Twilio's ``AnsweredBy``."""
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import AgentTelephony
 
         log = self.consumer.log
@@ -219,7 +227,7 @@ class CallTelephony:
     async def _ready(self) -> bool:
         """Wait (bounded) until the Realtime session is ready; False if it never is."""
         session = self.consumer.session
-        deadline = asyncio.get_running_loop().time() + float(voiceconv_settings.CONNECT_TIMEOUT)
+        deadline = asyncio.get_running_loop().time() + voiceconv_settings.timeouts.connect
         while session is not None and not session.state.realtime_ready:
             if session.state.ended or asyncio.get_running_loop().time() > deadline:
                 return False

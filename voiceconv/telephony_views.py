@@ -38,6 +38,8 @@ async def outbound_answer(request: HttpRequest) -> HttpResponse:
 
 
 def _outbound_answer(request: HttpRequest) -> HttpResponse:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     form = request.POST
@@ -81,7 +83,7 @@ def _outbound_answer(request: HttpRequest) -> HttpResponse:
     parameters["call_token"] = security.make_stream_token(call_sid)
     origin = security.public_origin(request)
     stream_url = security.websocket_origin(origin).replace("ws://", "wss://", 1)
-    stream_url += str(voiceconv_settings.STREAM_PATH)
+    stream_url += voiceconv_settings.STREAM_PATH
     logger.info("call %s: %s answered, connecting stream", call_sid, call.to_number)
     return xml_response(twiml.connect_stream(stream_url, parameters))
 
@@ -113,6 +115,8 @@ async def amd_status(request: HttpRequest) -> HttpResponse:
 
 
 def _record_verdict(call_sid: str, answered_by: str, duration_ms: int | None) -> None:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     try:

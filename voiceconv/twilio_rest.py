@@ -21,6 +21,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from voiceconv.conf import voiceconv_settings
 from voiceconv.exceptions import ConfigurationError
 from voiceconv.phone import transfer_target
 from voiceconv.twiml import dial
@@ -74,8 +75,6 @@ def get_twilio_client() -> Client:
             raise ConfigurationError(
                 f"The {key} setting is required to control calls through Twilio's REST API."
             )
-    from voiceconv.conf import voiceconv_settings
-
     base = voiceconv_settings.TWILIO_API_BASE
     http_client: TwilioHttpClient = (
         RebasingHttpClient(base, timeout=REQUEST_TIMEOUT)

@@ -118,6 +118,8 @@ class IncomingCall:
 @twilio_signed
 async def incoming_call(request: HttpRequest) -> HttpResponse:
     """Answer an incoming (or outbound-API) call with ``<Connect><Stream>``."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     incoming = IncomingCall.parse(request.POST)
@@ -130,7 +132,7 @@ async def incoming_call(request: HttpRequest) -> HttpResponse:
     if draining():
         logger.warning("call %s refused: this process is draining (shutting down)", call_sid)
         return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
-    limit = int(voiceconv_settings.MAX_CONCURRENT_CALLS or 0)
+    limit = voiceconv_settings.MAX_CONCURRENT_CALLS
     if limit and active_calls.count() >= limit:
         logger.warning("call %s refused: %d calls in progress (limit %d)", call_sid,
                        active_calls.count(), limit)
@@ -158,7 +160,7 @@ async def incoming_call(request: HttpRequest) -> HttpResponse:
 
     origin = security.public_origin(request)
     stream_url = security.websocket_origin(origin).replace("ws://", "wss://", 1)
-    stream_url += str(voiceconv_settings.STREAM_PATH)
+    stream_url += voiceconv_settings.STREAM_PATH
     logger.info("call %s from %s to %s: connecting stream", call_sid, incoming.from_number,
                 incoming.to_number)
     return xml_response(twiml.connect_stream(stream_url, parameters))
@@ -181,6 +183,8 @@ class StatusCallback:
 
     @classmethod
     def parse(cls, form: Any) -> StatusCallback | None:
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import Call
 
         call_sid = form.get("CallSid", "").strip()
@@ -220,6 +224,8 @@ async def call_status(request: HttpRequest) -> HttpResponse:
     400 without CallSid; 503 while the database is unavailable (Twilio retries on 5xx when
     configured to).
     """
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     update = StatusCallback.parse(request.POST)
@@ -256,6 +262,8 @@ async def call_status(request: HttpRequest) -> HttpResponse:
 
 async def _send(signal: Any, **kwargs: Any) -> None:
     """Send ``signal`` (sender: the ``Call`` class); a failing receiver is logged, not raised."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     for receiver, response in await signal.asend_robust(sender=Call, **kwargs):

@@ -46,6 +46,8 @@ from django.db import (
 )
 from django.db import transaction as db_transaction
 
+from voiceconv.conf import voiceconv_settings
+
 logger = logging.getLogger("voiceconv.recorder")
 
 #: How long the writer gathers records after the first one arrives (seconds).
@@ -113,9 +115,7 @@ class RecordWriter:
     def max_pending(self) -> int:
         if self._max_pending is not None:
             return self._max_pending
-        from voiceconv.conf import voiceconv_settings
-
-        return int(voiceconv_settings.RECORDS_MAX_PENDING)
+        return voiceconv_settings.RECORDS_MAX_PENDING
 
     def submit(self, source: Source, items: list[Any]) -> list[Any]:
         """Take ``items`` (in order) for writing; returns those refused for want of room."""

@@ -14,6 +14,8 @@ from django.utils.translation import gettext_lazy as _
 
 from voiceconv.admin.telephony import AgentTelephonyInline
 from voiceconv.models import Agent
+from voiceconv.realtime import build_session_config, session_model
+from voiceconv.tools.binding import tools_for_agent
 
 logger = logging.getLogger("voiceconv.admin")
 
@@ -71,19 +73,11 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     @admin.display(description=_("effective session config"))
     def effective_session_config(self, obj: Agent | None) -> str:
         """The ``session.update`` session the model receives for this agent, as JSON."""
-        try:
-            from voiceconv.realtime import build_session_config, session_model
-        except ImportError as exc:
-            return format_html(
-                '<p class="help">The session config builder is unavailable ({}).</p>', exc
-            )
         overrides = obj.session_overrides() if obj is not None and obj.pk else {}
         tools: list[dict[str, Any]] = []
         note = ""
         if obj is not None and obj.pk:
             try:
-                from voiceconv.tools.binding import tools_for_agent
-
                 tools = [bound.definition() for bound in tools_for_agent(obj).values()]
             except Exception as exc:
                 logger.warning("agent %s: could not list its tools: %s", obj.pk, exc)

@@ -1,376 +1,30 @@
-"""Agents, calls and their transcripts.
+"""Calls and their transcripts.
 
-An :class:`Agent` is the operator-editable layer of the session configuration (blank fields
-fall back to the ``VOICECONV`` defaults). A :class:`Call` records one phone call from webhook
-to hang-up; its :class:`TranscriptEntry` rows are the conversation, in order, including what
-the caller actually heard of an interrupted assistant turn.
+A :class:`Call` records one phone call from webhook to hang-up; its :class:`TranscriptEntry`
+rows are the conversation, in order, including what the caller actually heard of an
+interrupted assistant turn. The two live together: each needs the other. Agents are in
+:mod:`voiceconv.models.agents`, prices in :mod:`voiceconv.models.pricing` (both importable
+from here too, as before).
 """
 
 from __future__ import annotations
 
-import logging
 import statistics
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import F, Max, Min, Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo, our_number
-from voiceconv.exceptions import InvalidPhoneNumberError
-from voiceconv.phone import normalize_number, number_key
+from voiceconv.models.agents import Agent
+from voiceconv.models.pricing import estimate_cost, prices_for
 
-logger = logging.getLogger("voiceconv.agents")
-
-# --- prices ------------------------------------------------------------------------------------
-
-#: USD per one million tokens, by Realtime model. A project overrides or extends this with the
-#: ``VOICECONV["PRICES"]`` setting (same shape; a model's dict replaces the built-in one;
-#: the ``"default"`` entry prices any model not listed). These are list prices for the
-#: gpt-realtime family as published when this was written: check OpenAI's pricing page and
-#: set ``VOICECONV["PRICES"]`` for your account rather than trusting them for invoices.
-DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
-    "gpt-realtime-2.1": {
-        "input_text": Decimal("4.00"),
-        "input_audio": Decimal("32.00"),
-        "input_cached_text": Decimal("0.40"),
-        "input_cached_audio": Decimal("0.40"),
-        "output_text": Decimal("16.00"),
-        "output_audio": Decimal("64.00"),
-    },
-    "gpt-realtime-2.1-mini": {
-        "input_text": Decimal("0.60"),
-        "input_audio": Decimal("10.00"),
-        "input_cached_text": Decimal("0.06"),
-        "input_cached_audio": Decimal("0.30"),
-        "output_text": Decimal("2.40"),
-        "output_audio": Decimal("20.00"),
-    },
-}
-DEFAULT_PRICES["default"] = DEFAULT_PRICES["gpt-realtime-2.1"]
-
-_MILLION = Decimal(1_000_000)
-_COST_QUANTUM = Decimal("0.000001")
-
-
-def prices_for(model: str) -> dict[str, Decimal]:
-    """The per-1M-token prices for ``model`` (``VOICECONV["PRICES"]`` over the defaults)."""
-    table: dict[str, Any] = dict(DEFAULT_PRICES)
-    user = voiceconv_settings.PRICES
-    if isinstance(user, dict):
-        table.update(user)
-    chosen = table.get(model) or table.get("default") or DEFAULT_PRICES["default"]
-    return {key: Decimal(str(chosen.get(key, 0) or 0)) for key in DEFAULT_PRICES["default"]}
-
-
-def estimate_cost(
-    model: str,
-    *,
-    input_text_tokens: int = 0,
-    input_audio_tokens: int = 0,
-    input_cached_tokens: int = 0,
-    output_text_tokens: int = 0,
-    output_audio_tokens: int = 0,
-) -> Decimal:
-    """Estimated USD cost of the given token counts.
-
-    ``response.done`` reports cached input tokens as one number; they are split between text
-    and audio in proportion to the uncached input counts and priced at the cached rates.
-    """
-    p = prices_for(model)
-    input_total = input_text_tokens + input_audio_tokens
-    cached = min(max(input_cached_tokens, 0), input_total)
-    cached_text = (
-        Decimal(cached) * input_text_tokens / input_total if input_total else Decimal(0)
-    )
-    cached_audio = Decimal(cached) - cached_text
-    cost = (
-        (input_text_tokens - cached_text) * p["input_text"]
-        + (input_audio_tokens - cached_audio) * p["input_audio"]
-        + cached_text * p["input_cached_text"]
-        + cached_audio * p["input_cached_audio"]
-        + output_text_tokens * p["output_text"]
-        + output_audio_tokens * p["output_audio"]
-    ) / _MILLION
-    return cost.quantize(_COST_QUANTUM, rounding=ROUND_HALF_UP)
-
-
-# --- agents ------------------------------------------------------------------------------------
-
-class AgentManager(models.Manager["Agent"]):
-    """Adds :meth:`for_number`."""
-
-    def for_number(self, to: str) -> Agent | None:
-        """The enabled agent answering ``to``, else the enabled default agent, else ``None``."""
-        wanted = number_key(to)
-        agent: Agent | None
-        if wanted:
-            for agent in self.filter(enabled=True).exclude(phone_numbers="").order_by("pk"):
-                if wanted in agent.number_list():
-                    return agent
-        agent = self.filter(enabled=True, is_default=True).order_by("pk").first()
-        if agent is None:
-            logger.warning(
-                "no agent answers %s and there is no enabled default agent: the call runs on "
-                "the VOICECONV defaults with no tools. Create an agent in the admin (Agents) "
-                "and mark it as the default; migrate creates one when there is no agent at all.",
-                to or "an unknown number",
-            )
-        return agent
-
-
-class Agent(models.Model):
-    """A configured phone agent. Blank/null fields use the ``VOICECONV`` default."""
-
-    class TurnDetection(models.TextChoices):
-        SERVER_VAD = "server_vad", _("Server VAD (silence based)")
-        SEMANTIC_VAD = "semantic_vad", _("Semantic VAD (meaning based)")
-        NONE = "none", _("Off (no automatic turns)")
-
-    class Eagerness(models.TextChoices):
-        LOW = "low", _("low (waits up to 8 s)")
-        MEDIUM = "medium", _("medium (4 s)")
-        HIGH = "high", _("high (2 s)")
-        AUTO = "auto", _("auto")
-
-    class NoiseReduction(models.TextChoices):
-        NEAR_FIELD = "near_field", _("near field (handset, headset)")
-        FAR_FIELD = "far_field", _("far field (speakerphone)")
-        OFF = "off", _("off")
-
-    class ReasoningEffort(models.TextChoices):
-        MINIMAL = "minimal", _("minimal")
-        LOW = "low", _("low")
-        MEDIUM = "medium", _("medium")
-        HIGH = "high", _("high")
-
-    name = models.CharField(_("name"), max_length=100)
-    slug = models.SlugField(_("slug"), max_length=100, unique=True)
-    is_default = models.BooleanField(
-        _("default agent"), default=False, help_text=_("Answers numbers no other agent lists.")
-    )
-    enabled = models.BooleanField(_("enabled"), default=True)
-    phone_numbers = models.TextField(
-        _("phone numbers"), blank=True, help_text=_("One E.164 number per line (+14155550100).")
-    )
-
-    model = models.CharField(_("model"), max_length=100, blank=True)
-    voice = models.CharField(_("voice"), max_length=100, blank=True)
-    instructions = models.TextField(_("instructions"), blank=True)
-    greeting = models.TextField(
-        _("greeting"),
-        blank=True,
-        help_text=_("What the agent is asked to say when the call connects."),
-    )
-
-    turn_detection_type = models.CharField(
-        _("turn detection"), max_length=20, blank=True, choices=TurnDetection.choices
-    )
-    vad_threshold = models.FloatField(
-        _("VAD threshold"),
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
-        help_text=_("Server VAD: 0-1; raise it on noisy lines."),
-    )
-    vad_prefix_padding_ms = models.PositiveIntegerField(
-        _("prefix padding (ms)"), null=True, blank=True
-    )
-    vad_silence_duration_ms = models.PositiveIntegerField(
-        _("silence duration (ms)"), null=True, blank=True
-    )
-    vad_idle_timeout_ms = models.PositiveIntegerField(
-        _("idle timeout (ms)"),
-        null=True,
-        blank=True,
-        help_text=_("Server VAD: prompt a silent caller after this long."),
-    )
-    vad_eagerness = models.CharField(
-        _("eagerness"), max_length=10, blank=True, choices=Eagerness.choices,
-        help_text=_("Semantic VAD only."),
-    )
-    vad_create_response = models.BooleanField(_("create response"), null=True, blank=True)
-    vad_interrupt_response = models.BooleanField(_("interrupt response"), null=True, blank=True)
-
-    transcription_model = models.CharField(
-        _("transcription model"), max_length=100, blank=True,
-        help_text=_('Caller transcription model; "off" disables caller transcription.'),
-    )
-    transcription_language = models.CharField(
-        _("transcription language"), max_length=20, blank=True,
-        help_text=_("ISO-639-1 hint, e.g. en."),
-    )
-    transcription_prompt = models.TextField(
-        _("transcription prompt"), blank=True, help_text=_("Vocabulary hints for transcription.")
-    )
-    noise_reduction = models.CharField(
-        _("noise reduction"), max_length=20, blank=True, choices=NoiseReduction.choices
-    )
-    speed = models.FloatField(
-        _("speed"), null=True, blank=True,
-        validators=[MinValueValidator(0.25), MaxValueValidator(1.5)],
-    )
-    reasoning_effort = models.CharField(
-        _("reasoning effort"), max_length=10, blank=True, choices=ReasoningEffort.choices
-    )
-    max_output_tokens = models.PositiveIntegerField(
-        _("max output tokens"), null=True, blank=True,
-        validators=[MinValueValidator(1), MaxValueValidator(4096)],
-        help_text=_("1-4096 per response; blank = the VOICECONV default."),
-    )
-    session_extra = models.JSONField(
-        _("extra session keys"), default=dict, blank=True,
-        help_text=_("Merged into the session object last, over VOICECONV SESSION_EXTRA."),
-    )
-
-    tools = models.ManyToManyField(
-        "voiceconv.ToolDefinition", blank=True, related_name="agents", verbose_name=_("tools")
-    )
-    created_at = models.DateTimeField(_("created"), auto_now_add=True)
-    updated_at = models.DateTimeField(_("updated"), auto_now=True)
-
-    objects = AgentManager()
-
-    class Meta:
-        verbose_name = _("agent")
-        verbose_name_plural = _("agents")
-        ordering = ["name"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["is_default"],
-                condition=Q(is_default=True),
-                name="voiceconv_agent_single_default",
-            )
-        ]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def number_list(self) -> list[str]:
-        """The numbers this agent answers, in E.164 form (:func:`voiceconv.phone.number_key`)."""
-        numbers = (number_key(line) for line in self.phone_numbers.splitlines())
-        return [n for n in numbers if n]
-
-    def clean(self) -> None:
-        super().clean()
-        numbers: list[str] = []
-        for line in self.phone_numbers.splitlines():
-            if line.strip():
-                try:
-                    numbers.append(normalize_number(line))
-                except InvalidPhoneNumberError as exc:
-                    raise ValidationError({"phone_numbers": str(exc)}) from exc
-        self.phone_numbers = "\n".join(numbers)
-        if self.is_default:
-            others = Agent.objects.filter(is_default=True).exclude(pk=self.pk)
-            if others.exists():
-                raise ValidationError(
-                    {"is_default": _("%(name)s is already the default agent.")
-                     % {"name": others.first()}}
-                )
-        if self.session_extra is not None and not isinstance(self.session_extra, dict):
-            raise ValidationError({"session_extra": _("Must be a JSON object.")})
-        if self.turn_detection_type == self.TurnDetection.NONE:
-            from voiceconv.checks import TURN_DETECTION_HINT, TURN_DETECTION_OFF
-
-            raise ValidationError(
-                {"turn_detection_type": f"{TURN_DETECTION_OFF} {TURN_DETECTION_HINT}"}
-            )
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        """Save; making this agent the default takes the flag from any other agent."""
-        with transaction.atomic(using=kwargs.get("using")):
-            if self.is_default:
-                Agent.objects.filter(is_default=True).exclude(pk=self.pk).update(
-                    is_default=False
-                )
-            super().save(*args, **kwargs)
-
-    # -- session config --------------------------------------------------------------------
-
-    def _vad_overrides(self) -> dict[str, Any]:
-        return {
-            key: value
-            for key, value in (
-                ("threshold", self.vad_threshold),
-                ("prefix_padding_ms", self.vad_prefix_padding_ms),
-                ("silence_duration_ms", self.vad_silence_duration_ms),
-                ("idle_timeout_ms", self.vad_idle_timeout_ms),
-                ("eagerness", self.vad_eagerness or None),
-                ("create_response", self.vad_create_response),
-                ("interrupt_response", self.vad_interrupt_response),
-            )
-            if value is not None
-        }
-
-    def turn_detection(self) -> dict[str, Any] | bool | None:
-        """The GA ``audio.input.turn_detection`` for this agent.
-
-        ``True`` means "not overridden" (use the setting), ``None`` means VAD off, a dict is
-        the complete GA object: the ``VOICECONV`` one (when of the same type) with this agent's
-        fields on top, keeping only keys valid for the type.
-        """
-        overrides = self._vad_overrides()
-        if self.turn_detection_type == self.TurnDetection.NONE:
-            return None
-        if not self.turn_detection_type and not overrides:
-            return True
-        base = voiceconv_settings.TURN_DETECTION
-        base = dict(base) if isinstance(base, dict) else {}
-        kind = self.turn_detection_type or base.get("type") or "server_vad"
-        if base.get("type") != kind:
-            base = {}
-        allowed = {"type", "create_response", "interrupt_response"}
-        if kind == "server_vad":
-            allowed |= {"threshold", "prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms"}
-        else:
-            allowed |= {"eagerness"}
-        merged = {**base, **overrides, "type": kind}
-        return {key: value for key, value in merged.items() if key in allowed}
-
-    def session_overrides(self) -> dict[str, Any]:
-        """The overrides mapping for :func:`voiceconv.realtime.build_session_config`.
-
-        Only the keys this agent sets are present (absent = the ``VOICECONV`` default).
-        ``turn_detection`` is a complete GA dict when the agent overrides any VAD field.
-        Because ``None`` means "use the default", an option the agent switches *off* (VAD,
-        caller transcription, noise reduction) is ``False``. ``transcription_prompt`` is
-        included when set.
-        """
-        out: dict[str, Any] = {}
-        for key in ("model", "voice", "instructions", "greeting", "transcription_language"):
-            value = getattr(self, key)
-            if value:
-                out[key] = value
-        if self.transcription_model:
-            # "off" switches caller transcription off.
-            out["transcription_model"] = (
-                False if self.transcription_model.lower() in {"off", "none"}
-                else self.transcription_model
-            )
-        if self.transcription_prompt:
-            out["transcription_prompt"] = self.transcription_prompt
-        if self.noise_reduction:
-            out["noise_reduction"] = (
-                False if self.noise_reduction == self.NoiseReduction.OFF else self.noise_reduction
-            )
-        td = self.turn_detection()
-        if td is not True:
-            out["turn_detection"] = False if td is None else td
-        if self.speed is not None:
-            out["speed"] = self.speed
-        if self.reasoning_effort:
-            out["reasoning_effort"] = self.reasoning_effort
-        if self.max_output_tokens is not None:
-            out["max_output_tokens"] = self.max_output_tokens
-        if self.session_extra:
-            out["session_extra"] = dict(self.session_extra)
-        return out
-
+__all__ = ["Agent", "Call", "CallManager", "TranscriptEntry", "TranscriptEntryManager",
+           "estimate_cost", "prices_for"]
 
 # --- calls -------------------------------------------------------------------------------------
 
@@ -395,8 +49,6 @@ class CallManager(models.Manager["Call"]):
 
         Returns the row and the agent (``None``: the default configuration).
         """
-        from django.utils import timezone
-
         agent = Agent.objects.for_number(our_number(direction, from_number, to_number))
         call, _created = self.update_or_create(
             twilio_call_sid=call_sid,
@@ -428,8 +80,6 @@ class CallManager(models.Manager["Call"]):
         A callback for a call never seen creates the row, so every billed call is on record.
         Returns the row (as updated) and whether it was created.
         """
-        from django.utils import timezone
-
         call, created = self.get_or_create(
             twilio_call_sid=call_sid,
             defaults={
@@ -489,8 +139,6 @@ class CallManager(models.Manager["Call"]):
         and sets ``twilio_stream_sid`` only where it is empty. Returns the call and its agent,
         or the reason to refuse the stream (another stream has the call).
         """
-        from django.utils import timezone
-
         call = self.filter(twilio_call_sid=info.call_sid).select_related("agent").first()
         if call is None:
             call = self.create(
@@ -670,7 +318,7 @@ class Call(models.Model):
             return self.model
         if self.agent_id and self.agent and self.agent.model:
             return self.agent.model
-        return str(voiceconv_settings.MODEL)
+        return voiceconv_settings.MODEL
 
     def add_usage(self, usage: Any) -> None:
         """Add one ``response.done``'s :class:`~voiceconv.events.Usage` (in memory)."""

@@ -105,20 +105,20 @@ class AgentTelephony(models.Model):
             return self.caller_id
         agent = self.agent if self.agent_id else None
         numbers = agent.number_list() if agent is not None else []
-        return numbers[0] if numbers else str(voiceconv_settings.OUTBOUND_CALLER_ID or "")
+        return numbers[0] if numbers else voiceconv_settings.OUTBOUND_CALLER_ID
 
     def concurrent_limit(self) -> int:
         if self.max_concurrent_outbound is not None:
             return self.max_concurrent_outbound
-        return int(voiceconv_settings.OUTBOUND_MAX_CONCURRENT or 0)
+        return voiceconv_settings.OUTBOUND_MAX_CONCURRENT
 
     def per_minute_limit(self) -> int:
         if self.max_outbound_per_minute is not None:
             return self.max_outbound_per_minute
-        return int(voiceconv_settings.OUTBOUND_CALLS_PER_MINUTE or 0)
+        return voiceconv_settings.OUTBOUND_CALLS_PER_MINUTE
 
     def voicemail_text(self) -> str:
-        return self.voicemail_message or str(voiceconv_settings.VOICEMAIL_MESSAGE or "")
+        return self.voicemail_message or voiceconv_settings.VOICEMAIL_MESSAGE
 
     def transfer_allow_list(self) -> list[str]:
         lines = self.transfer_targets.splitlines() if self.transfer_targets else list(

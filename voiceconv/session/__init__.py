@@ -7,7 +7,8 @@
 - :mod:`~voiceconv.session.limits`: call-length and idle limits;
 - :mod:`~voiceconv.session.core`: :class:`CallSession`, the glue.
 
-stdlib only: no clock, no I/O, no Django.
+stdlib only (plus :mod:`voiceconv.exceptions`, for whose fault a bad message is): no clock,
+no I/O, no settings, no database.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from voiceconv.session.actions import (
 from voiceconv.session.core import REALTIME_HANDLERS, TWILIO_HANDLERS, CallSession
 from voiceconv.session.limits import NEVER, Limits
 from voiceconv.session.messages import (
+    BadEvent,
     BadInput,
     StreamStart,
     b64_decoded_len,
@@ -53,6 +55,7 @@ __all__ = [
     "ApologyHeard",
     "ArmHangupDeadline",
     "AssistantItem",
+    "BadEvent",
     "BadInput",
     "CallSession",
     "CallState",

@@ -138,7 +138,10 @@ class Control:
     # ----------------------------------------------------------------- tools
 
     def tool_results(self, results: list[ToolOutcome]) -> list[Action]:
-        """Outputs of a fan-out: each goes back to the model, then one ``response.create``."""
+        """Outputs of a fan-out: each goes back to the model, then one ``response.create``.
+
+        See ``docs/protocols.md`` §R6.
+        """
         st = self.state
         st.tools_running = max(0, st.tools_running - len(results))
         actions: list[Action] = []

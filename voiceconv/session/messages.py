@@ -2,8 +2,12 @@
 
 Nothing here keeps state: each function takes a message (text or parsed JSON) and returns
 what it means, or raises :class:`BadInput` naming the kind of problem (so the session can log
-each kind once per call). The checks follow ``protocols.md`` B3: a known ``event`` name, the
-call's ``streamSid``, base64 media payloads and integer timestamps within range.
+each kind once per call). The errors say whose fault a problem is: :class:`BadInput` is
+Twilio's (:class:`~voiceconv.exceptions.TwilioProtocolError`), :class:`BadEvent` OpenAI's
+(:class:`~voiceconv.exceptions.OpenAIProtocolError`), and a builder asked for a message the
+protocol forbids raises :class:`~voiceconv.exceptions.LocalProtocolError` (our bug). The
+checks follow ``docs/protocols.md`` §T2: a known ``event`` name, the call's ``streamSid``,
+base64 media payloads and integer timestamps within range.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from voiceconv.exceptions import LocalProtocolError, OpenAIProtocolError, TwilioProtocolError
 
 #: Largest Twilio message accepted; a 20 ms media frame is about 400 bytes.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -24,13 +30,17 @@ MAX_TIMESTAMP = 2**31
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
-class BadInput(ValueError):
+class BadInput(TwilioProtocolError, ValueError):
     """A Twilio message the core refuses: ``kind`` groups the problem for logging."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+
+
+class BadEvent(OpenAIProtocolError, ValueError):
+    """A Realtime server event the core cannot use; the message says what happens to it."""
 
 
 def is_base64(payload: str) -> bool:
@@ -118,7 +128,7 @@ def _dumpable(msg: Any) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class StreamStart:
-    """What Twilio's ``start`` message says about the call (``protocols.md`` B3)."""
+    """What Twilio's ``start`` message says about the call (``docs/protocols.md`` §T2)."""
 
     stream_sid: str
     call_sid: str
@@ -142,22 +152,56 @@ def parse_start(msg: dict[str, Any]) -> StreamStart:
     )
 
 
+# ------------------------------------------------------------------------------ Realtime in
+
+
+def parse_realtime(data: str | bytes) -> dict[str, Any]:
+    """A Realtime server event as a JSON object with a ``type``, or :class:`BadEvent`."""
+    try:
+        event = json.loads(data)
+        event["type"]
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+        text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        raise BadEvent(f"malformed Realtime event ignored: {text[:120]!r}") from None
+    return event  # type: ignore[no-any-return]
+
+
+def audio_delta_fields(event: dict[str, Any]) -> tuple[str, str, str]:
+    """``(delta, item_id, response_id)`` of an audio delta, or :class:`BadEvent`."""
+    try:
+        delta = event["delta"]
+        item_id = event["item_id"]
+        response_id = event["response_id"]
+    except (KeyError, TypeError):
+        raise BadEvent("malformed Realtime audio delta ignored") from None
+    if type(delta) is not str or not is_base64(delta):
+        raise BadEvent("Realtime audio delta that is not base64 dropped")
+    return delta, str(item_id), str(response_id)
+
+
 # ------------------------------------------------------------------------------ built here
 
 
+def _stream(stream_sid: str) -> str:
+    """``stream_sid`` as JSON; every message to Twilio needs the one from ``start``."""
+    if not stream_sid:
+        raise LocalProtocolError("a message to Twilio needs the streamSid of its start")
+    return json.dumps(stream_sid)
+
+
 def clear_message(stream_sid: str) -> str:
-    """Twilio ``clear``: drop the audio queued for the caller."""
-    return '{"event":"clear","streamSid":' + json.dumps(stream_sid) + "}"
+    """Twilio ``clear``: drop the audio queued for the caller (``docs/protocols.md`` §T3)."""
+    return '{"event":"clear","streamSid":' + _stream(stream_sid) + "}"
 
 
 def media_prefix(stream_sid: str) -> str:
     """Twilio ``media`` up to the payload (the fast path appends payload and ``"}}``)."""
-    return '{"event":"media","streamSid":' + json.dumps(stream_sid) + ',"media":{"payload":"'
+    return '{"event":"media","streamSid":' + _stream(stream_sid) + ',"media":{"payload":"'
 
 
 def mark_prefix(stream_sid: str) -> str:
     """Twilio ``mark`` up to the name (the fast path appends the name and ``"}}``)."""
-    return '{"event":"mark","streamSid":' + json.dumps(stream_sid) + ',"mark":{"name":"'
+    return '{"event":"mark","streamSid":' + _stream(stream_sid) + ',"mark":{"name":"'
 
 
 def append_event(payload: str) -> str:
@@ -169,7 +213,13 @@ APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 
 
 def truncate_event(item_id: str, audio_end_ms: int) -> str:
-    """Realtime ``conversation.item.truncate`` of an assistant item at what was heard."""
+    """Realtime ``conversation.item.truncate`` of an assistant item at what was heard.
+
+    ``audio_end_ms`` never exceeds the audio sent (``docs/protocols.md`` §R5), and is never
+    negative (:class:`~voiceconv.exceptions.LocalProtocolError`).
+    """
+    if audio_end_ms < 0:
+        raise LocalProtocolError(f"truncate of {item_id} at {audio_end_ms} ms")
     return dumps(
         {
             "type": "conversation.item.truncate",

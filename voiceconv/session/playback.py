@@ -1,9 +1,9 @@
 """Marks and heard-audio maths: what of the assistant's audio the caller has heard.
 
 Every assistant audio chunk sent to Twilio is followed by a uniquely numbered ``mark``; an echo
-proves the audio before it was played (``protocols.md`` B5). Between echoes, call time (Twilio's
-``media.timestamp``) refines the estimate, capped by the next mark. Nothing here builds
-messages: :class:`Playback` only counts bytes (8 bytes of μ-law = 1 ms).
+proves the audio before it was played (``docs/protocols.md`` §T4). Between echoes, call time
+(Twilio's ``media.timestamp``) refines the estimate, capped by the next mark. Nothing here
+builds messages: :class:`Playback` only counts bytes (8 bytes of μ-law = 1 ms).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Realtime side of the call core: server events in, actions out.
 
 :class:`RealtimeSide` is a part of :class:`~voiceconv.session.core.CallSession`: it turns the
-OpenAI Realtime server events of ``protocols.md`` C into actions (assistant audio with its
+OpenAI Realtime server events of ``docs/protocols.md`` §R3 into actions (assistant audio with its
 marks, barge-in, turns, responses and function calls). Only the names in
 :data:`REALTIME_HANDLERS` are ever dispatched: an event named like a Twilio message or like a
 method of the core is an event the call does not know.
@@ -9,7 +9,6 @@ method of the core is an event the call does not know.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,7 @@ from voiceconv.session.actions import (
     ToolCall,
 )
 from voiceconv.session.limits import LimitClock
-from voiceconv.session.messages import dumps, obj
+from voiceconv.session.messages import BadEvent, dumps, obj
 from voiceconv.session.playback import AssistantItem, Playback, estimate_heard
 from voiceconv.session.state import CallState
 
@@ -130,24 +129,15 @@ class RealtimeSide:
         the actions to run.
         """
         try:
-            event = json.loads(data)
-            etype = event["type"]
-        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
-            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
-            return [Log("warning", f"malformed Realtime event ignored: {text[:120]!r}")]
-        if etype != "response.output_audio.delta":
-            return self.handle_realtime(event)
-        if not self.media:
-            return [Log("debug", "assistant audio on a call without media ignored")]
-        try:
-            delta = event["delta"]
-            item_id = event["item_id"]
-            response_id = event["response_id"]
-        except (KeyError, TypeError):
-            return [Log("warning", "malformed Realtime audio delta ignored")]
-        if type(delta) is not str or not msgs.is_base64(delta):
-            return [Log("warning", "Realtime audio delta that is not base64 dropped")]
-        out = self.realtime_audio_delta(str(item_id), str(response_id), delta)
+            event = msgs.parse_realtime(data)
+            if event["type"] != "response.output_audio.delta":
+                return self.handle_realtime(event)
+            if not self.media:
+                return [Log("debug", "assistant audio on a call without media ignored")]
+            delta, item_id, response_id = msgs.audio_delta_fields(event)
+        except BadEvent as bad:
+            return [Log("warning", str(bad))]
+        out = self.realtime_audio_delta(item_id, response_id, delta)
         if out is None:
             return []
         if self._first_audio_recorded and self._last_speech_stop_ms is None:
@@ -250,6 +240,7 @@ class RealtimeSide:
         ]
 
     def handle_error(self, event: dict[str, Any]) -> list[Action]:
+        """A Realtime ``error`` event, by code (``docs/protocols.md`` §R7)."""
         err = obj(event.get("error"))
         code = err.get("code")
         code = code if isinstance(code, str) else None
@@ -277,7 +268,10 @@ class RealtimeSide:
         return self.barge_in()
 
     def barge_in(self) -> list[Action]:
-        """The caller started speaking: stop what they are hearing, truncate at what they heard."""
+        """The caller started speaking: stop what they are hearing, truncate at what they heard.
+
+        See ``docs/protocols.md`` §R5.
+        """
         st = self.state
         actions: list[Action] = []
         if not self.interrupt_response:

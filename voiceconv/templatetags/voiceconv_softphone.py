@@ -30,6 +30,6 @@ def softphone_panel(context: template.Context, agent: Any = None) -> dict[str, A
         "allowed": may_place_browser_call(user),
         "agent": agent,
         "agent_slug": getattr(agent, "slug", "") or "",
-        "ws_path": str(voiceconv_settings.SOFTPHONE_PATH),
+        "ws_path": voiceconv_settings.SOFTPHONE_PATH,
         "keypad": KEYPAD,
     }

@@ -23,6 +23,7 @@ the stand-in, or the real model for tests marked ``@pytest.mark.real_model`` whe
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import time
@@ -192,8 +193,6 @@ class ConversationResult:
 
     def expect_tool(self, name: str, **arguments: Any) -> dict[str, Any]:
         """``name`` was called, with at least these ``arguments`` (values or predicates)."""
-        import json
-
         seen = []
         for call in self.tool_calls:
             if call["tool_name"] != name:
@@ -381,6 +380,8 @@ async def _ended_call(call_sid: str, timeout: float = 15.0) -> Any:
     """The call's row once finalised (None when this database does not have it)."""
     from django.db import DatabaseError
 
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     deadline = time.monotonic() + timeout
@@ -399,6 +400,8 @@ async def _ended_call(call_sid: str, timeout: float = 15.0) -> Any:
 async def _records(call: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     if call is None:
         return [], [], ""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import ToolInvocation, TranscriptEntry
 
     entries = TranscriptEntry.objects.filter(call=call).order_by("sequence").values(

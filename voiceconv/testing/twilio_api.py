@@ -337,6 +337,7 @@ class FakeTwilioAPI:
     async def answer(self, call_sid: str, **client_kwargs: Any) -> TwilioStreamClient:
         """The callee picks up: fetch the answer URL (signed, as Twilio does) and return a
         :class:`~voiceconv.testing.TwilioStreamClient` for the stream its TwiML opens."""
+        # Imported here, not at the top: that module imports this one (a cycle at import time).
         from voiceconv.testing.twilio_client import TwilioStreamClient
 
         call = self.calls[call_sid]

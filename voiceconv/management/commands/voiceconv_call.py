@@ -43,6 +43,8 @@ class Command(BaseCommand):
                             help="longest wait for an answer (s)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Imported here: voiceconv.testing needs the test dependencies (pytest-asyncio), so the
+        # command's module (and its --help) loads without them.
         from voiceconv.testing.conversation import WavError, read_wav
 
         if options["server"] and options["standin"]:
@@ -74,6 +76,8 @@ class Command(BaseCommand):
 
     def agent_number(self, slug: str | None) -> str:
         """The number to dial for the agent (the default agent answers any other number)."""
+        # Imported here, not at the top: the models need Django's app registry, and this module is
+        # importable before it is ready.
         from voiceconv.models import Agent
 
         if not slug:
@@ -93,11 +97,13 @@ class Command(BaseCommand):
 
     async def call(self, options: dict[str, Any], wavs: list[tuple[str, bytes]],
                    number: str) -> None:
+        # Imported here: voiceconv.testing needs the test dependencies (pytest-asyncio), so the
+        # command's module (and its --help) loads without them.
         from voiceconv.testing import RealtimeStandIn, ScriptedResponse, ServerProcess
         from voiceconv.testing.conversation import Conversation, write_wav
 
         token = str(getattr(settings, "TWILIO_AUTH_TOKEN", "") or "")
-        public_url = str(voiceconv_settings.PUBLIC_URL or "") or None
+        public_url = voiceconv_settings.PUBLIC_URL or None
         standin = None
         server = None
         try:
@@ -133,6 +139,8 @@ class Command(BaseCommand):
             try:
                 result = await conversation.run()
             except Exception as exc:
+                # Imported here: voiceconv.testing needs the test dependencies (pytest-asyncio),
+                # so the command's module (and its --help) loads without them.
                 from voiceconv.testing import TwilioWebhookError
 
                 if isinstance(exc, TwilioWebhookError):

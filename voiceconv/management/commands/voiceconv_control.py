@@ -9,6 +9,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from voiceconv import control
+
 
 class Command(BaseCommand):
     help = (
@@ -52,8 +54,6 @@ class Command(BaseCommand):
         update.add_argument("--turn-detection", help='JSON, e.g. \'{"type": "semantic_vad"}\'.')
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from voiceconv import control
-
         call_sid = options["call_sid"]
         action = options["action"]
         by = options.get("by") or f"{getpass.getuser()} (voiceconv_control)"

@@ -8,6 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
+from voiceconv.live import live_calls, sweep_lost_calls
+
 
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(max(seconds, 0)), 60)
@@ -28,8 +30,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from voiceconv.live import live_calls, sweep_lost_calls
-
         if options["sweep"]:
             lost = sweep_lost_calls()
             if lost:

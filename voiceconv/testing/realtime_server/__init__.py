@@ -8,7 +8,7 @@ The real ``openai`` SDK connects to it over loopback::
             ...
         session = await standin.wait_for_session()
 
-It follows ``docs/protocols.md`` (section C): ``session.created`` first, partial
+It follows ``docs/protocols.md`` (§R and §S): ``session.created`` first, partial
 ``session.update`` merges with whole-update rejection, energy VAD on the input clock
 (μ-law bytes / 8 = ms), scripted responses in the GA event order streamed faster than
 real time, interruption, truncation limits and fault injection. With ``strict=True``

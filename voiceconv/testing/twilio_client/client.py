@@ -20,19 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import json
 import logging
-import secrets
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -41,128 +34,24 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from voiceconv.testing.audio import BYTES_PER_MS, FRAME_BYTES, silence
+from voiceconv.testing.twilio_client.playback import Playback
+from voiceconv.testing.twilio_client.records import (
+    FRAME_MS,
+    TWILIO_USER_AGENT,
+    Chunk,
+    ClearRecord,
+    MarkRecord,
+    MediaRecord,
+    Violation,
+    new_sid,
+)
+from voiceconv.testing.twilio_client.webhook import post_webhook, wss_form
 
-__all__ = [
-    "ClearRecord",
-    "MarkRecord",
-    "MediaRecord",
-    "TwilioStreamClient",
-    "TwilioWebhookError",
-    "Violation",
-    "new_sid",
-]
+__all__ = ["TwilioStreamClient"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("voiceconv.testing.twilio_client")
 
-FRAME_MS = FRAME_BYTES // BYTES_PER_MS
-#: Twilio discards outbound audio beyond 10 minutes of buffer (warning 31931).
-MAX_BUFFER_BYTES = 10 * 60 * 1000 * BYTES_PER_MS
-#: User-Agent Twilio's media servers send on the upgrade.
-TWILIO_USER_AGENT = "Twilio.TmeWs/1.0"
-
-_APP_EVENTS = {"media": "media", "mark": "mark", "clear": None}
-
-
-def new_sid(prefix: str) -> str:
-    """A realistic Twilio sid: two-letter ``prefix`` + 32 lowercase hex digits."""
-    return prefix + secrets.token_hex(16)
-
-
-class TwilioWebhookError(RuntimeError):
-    """The incoming-call webhook did not answer with usable ``<Connect><Stream>`` TwiML."""
-
-
-@dataclass
-class Violation:
-    """A message from the app that Twilio would ignore and flag in its debugger.
-
-    ``code`` is Twilio's: 31950 undecodable (binary) message, 31951 invalid message (not JSON,
-    unknown type, missing/extra field, wrong streamSid), 31931 playback buffer overflow.
-    """
-
-    code: int
-    reason: str
-    raw: str | bytes
-    at: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class MediaRecord:
-    """One ``media`` message received from the app and what became of its audio."""
-
-    index: int
-    at: float
-    payload: str
-    size: int
-    call_ms: float
-    played: int = 0
-    dropped: int = 0
-    next_mark: str | None = None
-
-    @property
-    def played_ms(self) -> float:
-        """Milliseconds of this message's audio that were played."""
-        return self.played / BYTES_PER_MS
-
-
-@dataclass
-class MarkRecord:
-    """One ``mark`` received from the app, and when it was echoed back."""
-
-    name: str
-    received_at: float
-    received_call_ms: float
-    echoed_at: float | None = None
-    echo_call_ms: float | None = None
-    heard_bytes: int | None = None
-    cleared: bool = False
-
-    @property
-    def echoed(self) -> bool:
-        """Whether the mark has been echoed back to the app."""
-        return self.echoed_at is not None
-
-
-@dataclass
-class ClearRecord:
-    """One ``clear`` received from the app: what had been heard and what was dropped.
-
-    ``run_received``/``run_played`` count the bytes of media received since the previous clear
-    (the current "run" of assistant audio) and how many of them the caller actually heard.
-    """
-
-    at: float
-    call_ms: float
-    heard_bytes: int
-    dropped_bytes: int
-    run_received: int
-    run_played: int
-    flushed_marks: list[str]
-
-    @property
-    def run_played_ms(self) -> float:
-        """Milliseconds of the current run the caller heard before the clear."""
-        return self.run_played / BYTES_PER_MS
-
-
-@dataclass
-class _Chunk:
-    record: MediaRecord
-    data: bytes
-    offset: int = 0
-
-    @property
-    def remaining(self) -> int:
-        return len(self.data) - self.offset
-
-
-def _wss_form(url: str) -> str:
-    """The ``wss://`` form of a websocket or HTTP URL, host and path unchanged."""
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(("wss", parts.netloc, parts.path, parts.query, ""))
-
-
-class TwilioStreamClient:
+class TwilioStreamClient(Playback):
     """Connects to a Media Streams websocket and behaves like Twilio towards the app.
 
     Use ``await client.start_call()`` (connect + ``connected`` + ``start``), then
@@ -191,7 +80,7 @@ class TwilioStreamClient:
         self.account_sid = account_sid or new_sid("AC")
         self.custom_parameters: dict[str, str] = dict(custom_parameters or {})
         self.auth_token = auth_token
-        self.signature_url = signature_url or _wss_form(url)
+        self.signature_url = signature_url or wss_form(url)
         self.realtime = realtime
         self.extra_headers = extra_headers
         self.first_timestamp = first_timestamp
@@ -215,7 +104,7 @@ class TwilioStreamClient:
         self.violations: list[Violation] = []
         # Playback.
         self.heard = bytearray()
-        self._fifo: deque[_Chunk | MarkRecord] = deque()
+        self._fifo: deque[Chunk | MarkRecord] = deque()
         self._queued_bytes = 0
         self._cursor_ms = 0.0  # call time up to which playback has been accounted
         self._run_received = 0
@@ -267,82 +156,32 @@ class TwilioStreamClient:
         computed over the TwiML's own ``wss://`` URL. ``<Parameter>``s become custom parameters.
         The client is not connected yet.
         """
-        call_sid = kwargs.pop("call_sid", None) or new_sid("CA")
-        account_sid = kwargs.pop("account_sid", None) or new_sid("AC")
-        fields = {
-            "AccountSid": account_sid,
-            "ApiVersion": "2010-04-01",
-            "CallSid": call_sid,
-            "CallStatus": "ringing",
-            "Called": "+14155550199",
-            "Caller": "+14155550100",
-            "Direction": "inbound",
-            "From": "+14155550100",
-            "To": "+14155550199",
-        }
-        fields.update(form or {})
-        if form and "From" in form and "Caller" not in form:
-            fields["Caller"] = form["From"]
-        if form and "To" in form and "Called" not in form:
-            fields["Called"] = form["To"]
-        call_sid = fields["CallSid"]
-        account_sid = fields["AccountSid"]
-
-        request_url = http_base.rstrip("/") + webhook_path
-        signed_url = (public_url.rstrip("/") + webhook_path) if public_url else request_url
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "User-Agent": "TwilioProxy/1.1",
-            "Accept": "*/*",
-        }
-        if auth_token:
-            headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(
-                signed_url, fields
-            )
-        body = urllib.parse.urlencode(fields).encode()
-        status, twiml = await asyncio.to_thread(_post, request_url, body, headers, timeout)
-        if status != 200:
-            raise TwilioWebhookError(f"webhook {request_url} answered HTTP {status}: {twiml[:500]}")
-
-        try:
-            root = ET.fromstring(twiml)
-        except ET.ParseError as exc:
-            raise TwilioWebhookError(
-                f"webhook answered invalid TwiML ({exc}): {twiml[:500]}"
-            ) from exc
-        connect_el = root.find("Connect")
-        stream_el = connect_el.find("Stream") if connect_el is not None else None
-        if connect_el is None or stream_el is None or not stream_el.get("url"):
-            raise TwilioWebhookError(f"no <Connect><Stream url> in TwiML: {twiml[:500]}")
-        params = {p.get("name", ""): p.get("value", "") for p in stream_el.findall("Parameter")}
-        base_for_relative = _wss_form(public_url or http_base)
-        stream_url = urllib.parse.urljoin(base_for_relative + "/", stream_el.get("url", ""))
-        parts = urllib.parse.urlsplit(stream_url)
-        if parts.scheme != "wss":
-            logger.warning("TwiML <Stream url=%r> is not wss:// (Twilio error 31922)", stream_url)
-        if parts.query:
-            logger.warning("TwiML <Stream url=%r> has a query string; Twilio drops it", stream_url)
-        signature_url = urllib.parse.urlunsplit(("wss", parts.netloc, parts.path, "", ""))
-        if stream_base is None:
-            base = urllib.parse.urlsplit(http_base)
-            scheme = "wss" if base.scheme == "https" else "ws"
-            stream_base = f"{scheme}://{base.netloc}"
-        loopback_url = stream_base.rstrip("/") + parts.path
-
-        kwargs.setdefault("signature_url", signature_url)
+        answer = await post_webhook(
+            http_base,
+            webhook_path=webhook_path,
+            form=form,
+            auth_token=auth_token,
+            public_url=public_url,
+            stream_base=stream_base,
+            timeout=timeout,
+            call_sid=kwargs.pop("call_sid", None),
+            account_sid=kwargs.pop("account_sid", None),
+        )
+        kwargs.setdefault("signature_url", answer.signature_url)
         client = cls(
-            loopback_url,
-            call_sid=call_sid,
-            account_sid=account_sid,
-            custom_parameters=params,
+            answer.stream_url,
+            call_sid=answer.call_sid,
+            account_sid=answer.account_sid,
+            custom_parameters=answer.parameters,
             auth_token=auth_token,
             realtime=realtime,
             **kwargs,
         )
-        client.twiml = twiml
-        client.webhook_form = fields
-        client.connect_action = connect_el.get("action")
+        client.twiml = answer.twiml
+        client.webhook_form = answer.form
+        client.connect_action = answer.connect_action
         return client
+
 
     # ------------------------------------------------------------------ connection
 
@@ -620,50 +459,6 @@ class TwilioStreamClient:
                     raise TimeoutError(f"connection closed (code {self.close_code})")
                 await self._changed.wait()
 
-    # ------------------------------------------------------------------ playback state
-
-    @property
-    def received_bytes(self) -> int:
-        """Total bytes of accepted media received from the app."""
-        return sum(r.size for r in self.media_records)
-
-    @property
-    def played_ms(self) -> float:
-        """Milliseconds of app audio the caller has heard."""
-        return len(self.heard) / BYTES_PER_MS
-
-    @property
-    def queued_bytes(self) -> int:
-        """Bytes of app audio waiting in the playback buffer."""
-        return self._queued_bytes
-
-    @property
-    def call_time_ms(self) -> float:
-        """Call time since ``start``: inbound audio sent (virtual) or wall time (realtime)."""
-        if self.realtime:
-            return self._wall_call_ms()
-        return self._media_clock_ms
-
-    @property
-    def pending_marks(self) -> list[str]:
-        """Names of marks queued behind unplayed audio."""
-        return [item.name for item in self._fifo if isinstance(item, MarkRecord)]
-
-    def played_bytes_by_mark(self) -> dict[str, int]:
-        """For each mark name: bytes played of the media received since the previous mark."""
-        out: dict[str, int] = {}
-        for record in self.media_records:
-            if record.next_mark is not None:
-                out[record.next_mark] = out.get(record.next_mark, 0) + record.played
-        return out
-
-    def mark(self, name: str) -> MarkRecord:
-        """The last received mark called ``name``."""
-        for record in reversed(self.received_marks):
-            if record.name == name:
-                return record
-        raise KeyError(name)
-
     # ------------------------------------------------------------------ internals
 
     def _require_ws(self) -> ClientConnection:
@@ -734,217 +529,3 @@ class TwilioStreamClient:
         if self._player is not None and self._player is not asyncio.current_task():
             self._player.cancel()
         self._notify()
-
-    def _handle(self, raw: str | bytes) -> None:
-        """Validate one frame from the app and apply it to the playback model."""
-        if isinstance(raw, bytes):
-            self._violation(31950, f"binary frame of {len(raw)} bytes", raw)
-            return
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            self._violation(31951, "not JSON", raw)
-            return
-        if not isinstance(message, dict):
-            self._violation(31951, "not a JSON object", raw)
-            return
-        event = message.get("event")
-        if event not in _APP_EVENTS:
-            self._violation(31951, f"unknown event {event!r}", raw)
-            return
-        if not self._started:
-            self._violation(31951, f"{event!r} before start (no streamSid yet)", raw)
-            return
-        if message.get("streamSid") != self.stream_sid:
-            sid = message.get("streamSid")
-            self._violation(31951, f"{event} with wrong streamSid {sid!r}", raw)
-            return
-        body_key = _APP_EVENTS[event]
-        allowed = {"event", "streamSid"} | ({body_key} if body_key else set())
-        extra = set(message) - allowed
-        if extra:
-            self._violation(31951, f"{event} with extra fields {sorted(extra)}", raw)
-            return
-        if event == "media":
-            payload = self._media_payload(message, raw)
-            if payload is None:
-                return
-            self.all_messages.append(message)
-            self._on_media(message["media"]["payload"], payload)
-        elif event == "mark":
-            body = message.get("mark")
-            if (
-                not isinstance(body, dict)
-                or set(body) != {"name"}
-                or not isinstance(body["name"], str)
-            ):
-                self._violation(31951, "mark without a string mark.name (or extra fields)", raw)
-                return
-            self.all_messages.append(message)
-            self._on_mark(body["name"])
-        else:
-            self.all_messages.append(message)
-            self._on_clear()
-
-    def _media_payload(self, message: dict[str, Any], raw: str) -> bytes | None:
-        body = message.get("media")
-        if (
-            not isinstance(body, dict)
-            or set(body) != {"payload"}
-            or not isinstance(body["payload"], str)
-        ):
-            self._violation(31951, "media without a string media.payload (or extra fields)", raw)
-            return None
-        try:
-            payload = base64.b64decode(body["payload"], validate=True)
-        except (binascii.Error, ValueError):
-            self._violation(31951, "media.payload is not base64", raw)
-            return None
-        return payload
-
-    def _now_call_ms(self) -> float:
-        return self._wall_call_ms() if self.realtime else self._media_clock_ms
-
-    def _on_media(self, b64: str, payload: bytes) -> None:
-        now = time.monotonic()
-        if self.realtime:
-            self._advance_to(self._wall_call_ms())
-        self.received_media.append((now, b64))
-        record = MediaRecord(len(self.media_records), now, b64, len(payload), self._now_call_ms())
-        self.media_records.append(record)
-        self._unmarked.append(record)
-        self._run_received += len(payload)
-        if self._queued_bytes + len(payload) > MAX_BUFFER_BYTES:
-            record.dropped = len(payload)
-            self._violation(31931, "more than 10 minutes of audio buffered; media dropped", b64)
-            return
-        if not self._fifo:
-            self._cursor_ms = max(self._cursor_ms, self._now_call_ms())
-        if payload:
-            self._fifo.append(_Chunk(record, payload))
-            self._queued_bytes += len(payload)
-        self._player_wake.set()
-
-    def _on_mark(self, name: str) -> None:
-        if self.realtime:
-            self._advance_to(self._wall_call_ms())
-        record = MarkRecord(name, time.monotonic(), self._now_call_ms())
-        self.received_marks.append(record)
-        for media in self._unmarked:
-            media.next_mark = name
-        self._unmarked.clear()
-        if self._fifo:
-            self._fifo.append(record)
-            self._player_wake.set()
-        else:
-            self._echo(record, self._now_call_ms())
-
-    def _on_clear(self) -> None:
-        if self.realtime:
-            self._advance_to(self._wall_call_ms())
-        now_ms = self._now_call_ms()
-        dropped = 0
-        flushed: list[MarkRecord] = []
-        for item in self._fifo:
-            if isinstance(item, MarkRecord):
-                flushed.append(item)
-            else:
-                item.record.dropped += item.remaining
-                dropped += item.remaining
-        self._fifo.clear()
-        self._queued_bytes = 0
-        self._unmarked.clear()
-        for record in flushed:
-            record.cleared = True
-            self._echo(record, now_ms)
-        self.clears.append(time.monotonic())
-        self.clear_records.append(
-            ClearRecord(
-                at=self.clears[-1],
-                call_ms=now_ms,
-                heard_bytes=len(self.heard),
-                dropped_bytes=dropped,
-                run_received=self._run_received,
-                run_played=self._run_played,
-                flushed_marks=[r.name for r in flushed],
-            )
-        )
-        self._run_received = 0
-        self._run_played = 0
-        self._cursor_ms = max(self._cursor_ms, now_ms)
-
-    def _echo(self, record: MarkRecord, call_ms: float) -> None:
-        record.echoed_at = time.monotonic()
-        record.echo_call_ms = call_ms
-        record.heard_bytes = len(self.heard)
-        self.echoed_marks.append(record)
-        self._queue({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": record.name}})
-
-    def _advance_to(self, target_ms: float) -> None:
-        """Play the FIFO up to call time ``target_ms``, echoing marks as they are reached."""
-        if target_ms <= self._cursor_ms:
-            return
-        while self._fifo:
-            head = self._fifo[0]
-            if isinstance(head, MarkRecord):
-                self._fifo.popleft()
-                self._echo(head, self._cursor_ms)
-                continue
-            budget = int((target_ms - self._cursor_ms) * BYTES_PER_MS + 1e-6)
-            if budget <= 0:
-                break
-            n = min(budget, head.remaining)
-            played = head.data[head.offset : head.offset + n]
-            self.heard += played
-            head.offset += n
-            head.record.played += n
-            self._queued_bytes -= n
-            self._run_played += n
-            self._cursor_ms += n / BYTES_PER_MS
-            if head.remaining == 0:
-                self._fifo.popleft()
-        if not self._fifo:
-            self._cursor_ms = target_ms
-        self._notify()
-
-    def _next_boundary_ms(self) -> float | None:
-        """Call time at which the audio before the first queued mark will have played."""
-        ahead = 0
-        for item in self._fifo:
-            if isinstance(item, MarkRecord):
-                return self._cursor_ms + ahead / BYTES_PER_MS
-            ahead += item.remaining
-        return None
-
-    async def _play_loop(self) -> None:
-        """Realtime playback: advance with wall time, waking exactly at mark boundaries."""
-        try:
-            while True:
-                self._player_wake.clear()
-                self._advance_to(self._wall_call_ms())
-                if self._outbox:
-                    await self._flush()
-                boundary = self._next_boundary_ms()
-                if boundary is not None:
-                    delay = max(0.0, (boundary - self._wall_call_ms()) / 1000.0)
-                    delay = min(delay, FRAME_MS / 1000.0)
-                elif self._fifo:
-                    delay = FRAME_MS / 1000.0
-                else:
-                    delay = None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._player_wake.wait()
-        except ConnectionClosed:
-            pass
-
-
-def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, str]:
-    """POST ``body`` and return ``(status, text)``; HTTP errors are returned, not raised."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read().decode("utf-8", "replace")
