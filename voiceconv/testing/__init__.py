@@ -23,6 +23,14 @@ from voiceconv.testing.audio import (
     ulaw_encode,
 )
 from voiceconv.testing.factory import TwilioStreamClientFactory
+from voiceconv.testing.live_server import (
+    GPTLiveStandIn,
+    LiveStandInSession,
+    ScriptedDelegation,
+    ScriptedLiveAnswer,
+    validate_live_client_event,
+    validate_live_server_event,
+)
 from voiceconv.testing.realtime_server import (
     DEFAULT_INSTRUCTIONS,
     SESSION_EXPIRED_MESSAGE,
@@ -47,6 +55,12 @@ from voiceconv.testing.twilio_client import (
 )
 
 __all__ = [
+    "GPTLiveStandIn",
+    "LiveStandInSession",
+    "ScriptedDelegation",
+    "ScriptedLiveAnswer",
+    "validate_live_client_event",
+    "validate_live_server_event",
     "BYTES_PER_MS",
     "DEFAULT_INSTRUCTIONS",
     "FRAME_BYTES",
