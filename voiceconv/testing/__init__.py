@@ -55,12 +55,6 @@ from voiceconv.testing.twilio_client import (
 )
 
 __all__ = [
-    "GPTLiveStandIn",
-    "LiveStandInSession",
-    "ScriptedDelegation",
-    "ScriptedLiveAnswer",
-    "validate_live_client_event",
-    "validate_live_server_event",
     "BYTES_PER_MS",
     "DEFAULT_INSTRUCTIONS",
     "FRAME_BYTES",
@@ -69,11 +63,15 @@ __all__ = [
     "ULAW_SILENCE",
     "ClearRecord",
     "FakeTwilioAPI",
+    "GPTLiveStandIn",
+    "LiveStandInSession",
     "MarkRecord",
     "MediaRecord",
     "PlacedCall",
     "RealtimeStandIn",
+    "ScriptedDelegation",
     "ScriptedFunctionCall",
+    "ScriptedLiveAnswer",
     "ScriptedResponse",
     "ServerProcess",
     "StandInSession",
@@ -96,5 +94,7 @@ __all__ = [
     "ulaw_decode",
     "ulaw_encode",
     "validate_client_event",
+    "validate_live_client_event",
+    "validate_live_server_event",
     "validate_server_event",
 ]
