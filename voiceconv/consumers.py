@@ -54,6 +54,7 @@ from voiceconv.session import (
     Limits,
     Log,
     RecordFirstAudio,
+    RecordSessionSeconds,
     RecordTurn,
     RecordUsage,
     RunTools,
@@ -637,6 +638,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 case RecordUsage(usage=usage):
                     if self.recorder is not None:
                         self.recorder.usage(usage)
+                case RecordSessionSeconds(seconds=seconds):
+                    if self.recorder is not None:
+                        self.recorder.session_seconds(seconds)
                 case RecordFirstAudio():
                     if self.recorder is not None:
                         self.recorder.first_audio(timezone.now())

@@ -227,6 +227,11 @@ class CallRecorder:
             self._put("usage", batch)
         self._usage_flushed_at = time.monotonic()
 
+    def session_seconds(self, seconds: float) -> None:
+        """The speech session's cumulative billable seconds so far (GPT-Live): the call keeps
+        the largest total reported."""
+        self._put("session_seconds", float(seconds))
+
     def tool_invocation(self, result: Any) -> None:
         """A finished tool call (:class:`voiceconv.tools.runtime.ToolResult`)."""
         self._put("tool_invocation", result)
@@ -477,6 +482,18 @@ class CallRecorder:
             row.save(update_fields=fields)
         for name in (*Call.USAGE_FIELDS, "responses", "estimated_cost"):
             setattr(call, name, getattr(row, name))
+        return []
+
+    def _apply_session_seconds(self, item: _Item) -> list[_Dispatch]:
+        from django.db.models import Q
+
+        from voiceconv.models import Call
+
+        call = self._call_row()
+        seconds = float(item.payload)
+        newer = Q(session_seconds__isnull=True) | Q(session_seconds__lt=seconds)
+        if Call.objects.filter(newer, pk=call.pk).update(session_seconds=seconds):
+            call.session_seconds = seconds
         return []
 
     def _apply_tool_invocation(self, item: _Item) -> list[_Dispatch]:
