@@ -68,7 +68,7 @@ async def test_caller_speech_interrupts_and_is_transcribed() -> None:
     answers = [ScriptedLiveAnswer("a long answer " * 10, audio_ms=8000),
                ScriptedLiveAnswer("Sure.")]
     async with GPTLiveStandIn(answers=answers, caller_transcripts=["stop please"],
-                              speed_factor=1.0) as s:
+                              lead_ms=500) as s:
         client = AsyncOpenAI(api_key="sk-test", base_url=s.base_url)
         async with client.live.connect() as conn:
             await conn.send(START)  # type: ignore[arg-type]

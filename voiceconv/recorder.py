@@ -404,10 +404,11 @@ class CallRecorder:
             if agent_id:
                 from voiceconv.models import Agent
 
-                agent_model = (
-                    Agent.objects.filter(pk=agent_id).values_list("model", flat=True).first()
-                    or ""
-                )
+                row = Agent.objects.filter(pk=agent_id).values_list("model", "backend").first()
+                if row is not None:
+                    agent_model = row[0] or (
+                        str(voiceconv_settings.GPT_LIVE_MODEL) if row[1] == "gpt-live" else ""
+                    )
             updates["model"] = agent_model or str(voiceconv_settings.MODEL)
         Call.objects.filter(pk=call.pk).update(**updates, updated_at=timezone.now())
         call.refresh_from_db()

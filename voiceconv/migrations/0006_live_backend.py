@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='agent',
             name='live_delegation_model',
-            field=models.CharField(blank=True, help_text='GPT-Live only: the Responses model the session delegates tool calls to (blank = VOICECONV LIVE_DELEGATION_MODEL).', max_length=100, verbose_name='tool model (GPT-Live)'),
+            field=models.CharField(blank=True, help_text='GPT-Live only: the Responses model the session delegates tool calls to (blank = VOICECONV GPT_LIVE_DELEGATION_MODEL).', max_length=100, verbose_name='tool model (GPT-Live)'),
         ),
         migrations.AddField(
             model_name='call',

@@ -172,7 +172,7 @@ class Agent(models.Model):
     live_delegation_model = models.CharField(
         _("tool model (GPT-Live)"), max_length=100, blank=True,
         help_text=_("GPT-Live only: the Responses model the session delegates tool calls to "
-                    "(blank = VOICECONV LIVE_DELEGATION_MODEL)."),
+                    "(blank = VOICECONV GPT_LIVE_DELEGATION_MODEL)."),
     )
     live_acknowledgement_delay_ms = models.PositiveIntegerField(
         _("acknowledgement delay (ms, GPT-Live)"), null=True, blank=True,

@@ -28,8 +28,11 @@ class GPTLiveStandIn:
     for the greeting (a ``session.commentary.append`` without a delegation), after each caller
     turn and after a delegated function call was answered; ``caller_transcripts`` likewise for
     the caller's words. ``start_error`` answers ``session.start`` with that error code and
-    closes (a fault). ``strict`` validates every event both ways against the SDK's types and
-    answers a bad client event with ``error`` (``protocol_violations`` of each session).
+    closes (a fault). ``lead_ms`` is how far ahead of the timeline (input audio received)
+    output audio streams, ``transcript_delay_ms`` how far into the caller's speech its first
+    word arrives (see :mod:`~voiceconv.testing.live_server.session`). ``strict`` validates
+    every event both ways against the SDK's types and answers a bad client event with
+    ``error`` (``protocol_violations`` of each session).
     """
 
     session_class: type[LiveStandInSession] = LiveStandInSession
@@ -41,7 +44,8 @@ class GPTLiveStandIn:
         port: int = 0,
         api_key: str | None = None,
         strict: bool = True,
-        speed_factor: float = 5.0,
+        lead_ms: int = 1000,
+        transcript_delay_ms: int = 200,
         chunk_ms: int = 100,
         vad_rms_threshold: float = 0.02,
         silence_ms: int = 400,
@@ -55,7 +59,8 @@ class GPTLiveStandIn:
         self.port = port
         self.api_key = api_key
         self.strict = strict
-        self.speed_factor = speed_factor
+        self.lead_ms = lead_ms
+        self.transcript_delay_ms = transcript_delay_ms
         self.chunk_ms = chunk_ms
         self.vad_rms_threshold = vad_rms_threshold
         self.silence_ms = silence_ms

@@ -4,14 +4,19 @@ The model it plays, in the terms of ``protocols.md`` D2:
 
 - The session timeline (every ``*_ms`` field) is input audio received: 8 bytes of μ-law = 1 ms.
 - The caller's speech is found by energy (20 ms windows over ``vad_rms_threshold``); it ends
-  after ``silence_ms`` of quiet. Its words then arrive as ``session.input_transcript.delta``
-  fragments, one word each, spread over the speech, and the next scripted answer starts.
-- Output audio is streamed in ``chunk_ms`` chunks, ``speed_factor`` times faster than real
-  time, with one ``session.output_transcript.delta`` per word, timed on the same timeline.
+  after ``silence_ms`` of quiet. Its first word arrives as a ``session.input_transcript.delta``
+  ``transcript_delay_ms`` into the speech (streaming recognition), the other words when it
+  ends, each fragment timed on the timeline; then the next scripted answer starts.
+- **Pacing** (implementers report real time): output audio is streamed in ``chunk_ms`` chunks
+  at the pace of the timeline, at most ``lead_ms`` ahead of it (network and jitter lead), with
+  one ``session.output_transcript.delta`` per word. So what the phone still buffers is at most
+  ``lead_ms``; when the caller's first word arrives it is about ``lead_ms -
+  transcript_delay_ms``, the audio the client's barge-in clear keeps the caller from hearing.
 - **Interruption** (what the types leave open, modelled here): when the caller starts speaking
-  while an answer streams, the model stops that answer at once; the audio it had already sent
-  stays sent (nothing is taken back, no event says how much was heard). The client's part is
-  to clear what the phone still buffers. ``interruptions`` records each one.
+  while an answer is still being spoken on the timeline, the model stops that answer at once;
+  the audio it had already sent stays sent (nothing is taken back, no event says how much was
+  heard). The client's part is to clear what the phone still buffers. ``interruptions``
+  records each one (``sent_ms``: audio of the answer streamed by then).
 - Usage: ``session.usage.updated`` after each answer, whole seconds of timeline.
 """
 
@@ -75,6 +80,11 @@ class LiveStandInSession:
         self._seq = 0
         self._answers = 0
         self._answer_sent = 0
+        #: Timeline ms until which the current answer is being spoken.
+        self._speaking_until = 0
+        self._first_word_sent = False
+        self._caller_words: list[str] = []
+        self._timeline = asyncio.Event()
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -204,7 +214,9 @@ class LiveStandInSession:
     async def audio_in(self, audio: bytes) -> None:
         start = len(self.input_audio)
         self.input_audio.extend(audio)
+        self._timeline.set()
         threshold = self.standin.vad_rms_threshold
+        delay = self.standin.transcript_delay_ms
         for offset in range(0, len(audio), FRAME):
             frame = audio[offset : offset + FRAME]
             at_ms = (start + offset) // 8
@@ -212,8 +224,15 @@ class LiveStandInSession:
             if loud and not self._in_speech:
                 self._in_speech = True
                 self._speech_start_ms = at_ms
+                self._first_word_sent = False
+                self._caller_words = self.standin.next_caller_transcript().split()
                 await self.interrupt(at_ms)
             elif self._in_speech:
+                if not self._first_word_sent and at_ms - self._speech_start_ms >= delay:
+                    self._first_word_sent = True
+                    first = self._caller_words[:1]
+                    await self.fragments("session.input_transcript.delta", first,
+                                         self._speech_start_ms, at_ms, leading_space=False)
                 self._quiet_ms = 0 if loud else self._quiet_ms + len(frame) // 8
                 if self._quiet_ms >= self.standin.silence_ms:
                     self._in_speech = False
@@ -221,27 +240,36 @@ class LiveStandInSession:
                     await self.caller_turn(self._speech_start_ms, at_ms - self.standin.silence_ms)
 
     async def interrupt(self, at_ms: int) -> None:
+        if at_ms >= self._speaking_until:
+            return  # the model is not speaking (on the timeline)
         task = self._speaking
-        if task is None or task.done():
-            return
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self._speaking_until = at_ms
         self.interruptions.append({"at_ms": at_ms, "sent_ms": self._answer_sent // 8})
 
     async def caller_turn(self, start_ms: int, end_ms: int) -> None:
-        words = self.standin.next_caller_transcript().split()
-        end_ms = max(end_ms, start_ms)
-        await self.fragments("session.input_transcript.delta", words, start_ms, end_ms)
+        words = self._caller_words
+        start = start_ms
+        if self._first_word_sent:
+            words = words[1:]
+            start = min(start_ms + self.standin.transcript_delay_ms, end_ms)
+        end_ms = max(end_ms, start)
+        await self.fragments("session.input_transcript.delta", words, start, end_ms,
+                             leading_space=self._first_word_sent)
         self.speak(self.standin.next_answer())
 
-    async def fragments(self, etype: str, words: list[str], start: int, end: int) -> None:
+    async def fragments(
+        self, etype: str, words: list[str], start: int, end: int, *, leading_space: bool = False
+    ) -> None:
         n = max(1, len(words))
         span = max(0, end - start)
         for i, word in enumerate(words):
             await self.send({
                 "type": etype, "event_id": self._id("event"),
-                "delta": (" " if i else "") + word,
+                "delta": (" " if i or leading_space else "") + word,
                 "start_ms": start + span * i // n, "end_ms": start + span * (i + 1) // n,
             })
 
@@ -263,9 +291,14 @@ class LiveStandInSession:
         total = len(audio)
         chunk = max(FRAME, self.standin.chunk_ms * 8)
         self._answer_sent = 0
+        self._speaking_until = start + total // 8
         said = 0
-        pause = self.standin.chunk_ms / 1000 / self.standin.speed_factor
+        lead = self.standin.lead_ms
         for offset in range(0, total, chunk):
+            # Real-time pace: never more than lead_ms ahead of the timeline.
+            while offset // 8 > self.now_ms - start + lead:
+                self._timeline.clear()
+                await self._timeline.wait()
             if answer.drop_after_ms is not None and offset // 8 >= answer.drop_after_ms:
                 await self.ws.close(1011, "stand-in drop")
                 return
@@ -287,7 +320,7 @@ class LiveStandInSession:
                     "start_ms": w_start, "end_ms": w_end,
                 })
                 said += 1
-            await asyncio.sleep(pause)
+            await asyncio.sleep(0)
         await self.send({
             "type": "session.usage.updated", "event_id": self._id("event"), "usage": self.usage()
         })
