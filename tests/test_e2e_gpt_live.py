@@ -158,7 +158,10 @@ async def test_a_gpt_live_call_end_to_end(
     await client.hang_up()
     call = await wait_for_call(client.call_sid, ended=True)
     assert call.status == "completed" and call.model == "gpt-live-1"
-    assert call.session_seconds is not None and call.session_seconds > 0
+    # Usage in seconds: the final total of session.closed, after session.close on hang-up.
+    assert any(e["type"] == "session.close" for e in session.received)
+    closed = next(e for e in session.sent if e["type"] == "session.closed")
+    assert call.session_seconds == closed["usage"]["seconds"] > 0
     entries = await sync_to_async(list)(call.transcript_entries.order_by("sequence"))
     roles = [(e.role, e.text) for e in entries]
     # Turns built from the timed fragments, one per speaker turn.

@@ -72,6 +72,9 @@ from voiceconv.session.control import TOOL_CANCELLED_OUTPUT
 from voiceconv.session.live_side import LiveCallSession
 from voiceconv.session.messages import apology_frames
 
+#: Seconds a GPT-Live session may take to confirm its close (``session.closed``).
+LIVE_CLOSE_WAIT = 1.0
+
 #: The speech backends an agent chooses from (``Agent.backend``).
 REALTIME = "realtime"
 GPT_LIVE = "gpt-live"
@@ -925,10 +928,25 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         while session.pending_transcripts and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
 
+    async def _close_live_session(self) -> None:
+        """GPT-Live: ask the session to close and wait briefly for ``session.closed`` (its
+        final usage) while the socket is still read."""
+        task = self._realtime_task
+        if not isinstance(self.session, LiveCallSession) or self.backend is None:
+            return
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        try:
+            await self.backend.send('{"type":"session.close"}')
+            await asyncio.wait_for(asyncio.shield(task), LIVE_CLOSE_WAIT)
+        except Exception as exc:  # a timeout, or a socket already gone
+            self.log.debug("GPT-Live session not closed cleanly: %s", _describe(exc))
+
     async def _finish(self, reason: str, error: str) -> None:
         MediaStreamConsumer.live.discard(self)
         current = asyncio.current_task()
         await self._await_last_transcripts()
+        await self._close_live_session()
         if self._realtime_task is not None and self._realtime_task is not current:
             self._realtime_task.cancel()
             await asyncio.gather(self._realtime_task, return_exceptions=True)
