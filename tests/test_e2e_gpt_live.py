@@ -177,3 +177,47 @@ async def test_a_gpt_live_call_end_to_end(
     assert 0 < story.heard_ms < story.total_ms
     invocation = await call.tool_invocations.afirst()
     assert invocation.tool_name == "get_time"
+
+
+async def test_gpt_live_refusing_session_start_ends_the_call_with_the_apology(
+    gpt_live_server: ServerProcess, live: GPTLiveStandIn
+) -> None:
+    await sync_to_async(live_agent)()
+    live.start_error = "invalid_api_key"
+    client = await enter_call(gpt_live_server)
+    await client.send_silence(200)
+    code = await client.wait_closed(timeout=15)  # the apology plays first
+    assert code is not None
+    assert client.received_bytes > 8000  # the spoken apology
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert call.end_reason == "openai_error"
+    assert "invalid_api_key" in call.error
+
+
+async def test_a_dropped_gpt_live_session_is_replaced_with_the_conversation_so_far(
+    gpt_live_server: ServerProcess, live: GPTLiveStandIn
+) -> None:
+    await sync_to_async(live_agent)()
+    live.answers.extend([
+        ScriptedLiveAnswer(GREETING, audio_ms=600),
+        ScriptedLiveAnswer("Let me explain at length", audio_ms=3000, drop_after_ms=500),
+        ScriptedLiveAnswer("Sorry, where was I.", audio_ms=600),
+    ])
+    live.caller_transcripts.append("my name is Ada")
+    client = await enter_call(gpt_live_server)
+    first = await live.wait_for_session(0, timeout=10)
+    await talk_until(client, lambda: client.received_bytes >= 600 * 8)
+    await client.send_silence(800)
+    await client.send_audio(speech_like(600, seed=4))
+    await client.send_audio(silence(600))
+    await talk_until(client, lambda: first.closed.is_set())
+    second = await live.wait_for_session(1, timeout=10)
+    await talk_until(client, lambda: second.config is not None)
+    history = second.received[0]["session"]["input"]
+    texts = [(i["role"], i["content"][0]["text"]) for i in history]
+    assert ("assistant", GREETING) in texts
+    assert ("user", "my name is Ada") in texts
+    assert first.protocol_violations == [] and second.protocol_violations == []
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert call.end_reason == "caller_hung_up"

@@ -189,6 +189,17 @@ def test_session_start_carries_the_history_after_a_drop() -> None:
     assert call.s.reseed_events() == []
 
 
+def test_a_drop_closes_the_open_turns_into_the_history() -> None:
+    call = LiveCall()
+    started(call)
+    call.event(type="session.input_transcript.delta", event_id="e", delta="I am Ada",
+               start_ms=0, end_ms=300)
+    (caller,) = turns(call.s.realtime_lost())
+    assert caller.text == "I am Ada"
+    event = json.loads(call.s.start_event({"model": "gpt-live-1"}))
+    assert event["session"]["input"][-1]["content"][0]["text"] == "I am Ada"
+
+
 def test_a_goodbye_holds_the_hang_up_until_it_has_played() -> None:
     call = LiveCall()
     started(call)

@@ -331,7 +331,12 @@ class LiveCallSession(CallSession):
         return actions
 
     def realtime_lost(self) -> list[Action]:
-        actions = super().realtime_lost()
+        """The session dropped: its open turns are final now (they go into the history the
+        new ``session.start`` carries), then as :meth:`CallSession.realtime_lost`."""
+        actions: list[Action] = []
+        for turn in self.turns.flush():
+            actions.extend(self._record(turn))
+        actions.extend(super().realtime_lost())
         self._live_item = None
         return actions
 
