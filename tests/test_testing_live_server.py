@@ -137,3 +137,13 @@ async def test_start_fault() -> None:
             await conn.send(START)  # type: ignore[arg-type]
             err = await conn.recv()
             assert err.type == "error" and err.error.code == "invalid_api_key"
+
+
+from voiceconv.testing.fixtures import gpt_live_standin  # noqa: E402, F401  (the fixture)
+
+
+async def test_the_pytest_fixture(gpt_live_standin: GPTLiveStandIn) -> None:  # noqa: F811
+    client = AsyncOpenAI(api_key="test-key", base_url=gpt_live_standin.base_url)
+    async with client.live.connect() as conn:
+        await conn.send(START)  # type: ignore[arg-type]
+        assert (await conn.recv()).type == "session.started"

@@ -56,3 +56,9 @@ USAGE_IS_CUMULATIVE = True
 #: A Live session that drops mid-call is replaced by a new one whose ``session.start`` carries
 #: the conversation so far as text ``input`` items (at most this many, the newest).
 MAX_INITIAL_ITEMS = 128
+
+#: ``session.update`` may change only the delegation settings and the Decisions triggers
+#: (``SessionUpdateConfigParam``); model, instructions, voice and audio format are fixed by
+#: ``session.start``. So voiceconv sends no ``session.update``: an agent's changes apply to its
+#: next call, and instructions added mid-call go in as ``session.instructions.append``.
+SESSION_UPDATE_CHANGES_ONLY_DELEGATION = True
