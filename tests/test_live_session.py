@@ -9,6 +9,7 @@ from typing import Any
 from tests.test_call import SID, start_msg
 from voiceconv.session import (
     CallSession,
+    FlushEarlyAudio,
     Log,
     RecordFirstAudio,
     RecordSessionSeconds,
@@ -42,6 +43,12 @@ class LiveCall:
     def event(self, **event: Any) -> list[Any]:
         out = self.s.receive_realtime(json.dumps(event))
         actions = [SendToTwilio(out[0]), SendToTwilio(out[1])] if isinstance(out, tuple) else out
+        return self.run(actions)
+
+    def run(self, actions: list[Any]) -> list[Any]:
+        """Record what goes out; a FlushEarlyAudio asks for the rest of the buffer, as the
+        consumer does."""
+        more: list[Any] = []
         for a in actions:
             if isinstance(a, SendToRealtime):
                 self.sent.append(json.loads(a.text))
@@ -50,7 +57,9 @@ class LiveCall:
                 msg = json.loads(a.text)
                 if msg["event"] == "mark":
                     self.marks.append(int(msg["mark"]["name"]))
-        return actions
+            if isinstance(a, FlushEarlyAudio):
+                more.extend(self.run(self.s.early_audio_sent()))
+        return actions + more
 
     def media(self, ms: int = 20) -> Any:
         self.now += ms
