@@ -179,6 +179,13 @@ DEFAULTS: dict[str, Any] = {
     # no default agent) and when MAX_CONCURRENT_CALLS calls are in progress.
     "SIP_REJECT_NO_AGENT_STATUS": 404,
     "SIP_REJECT_BUSY_STATUS": 486,
+    # --- GPT-Live backend (agents whose backend is "gpt-live") ----------------------------
+    # GPT-Live model (gpt-live-1, gpt-live-1.1), sent in session.start.
+    "GPT_LIVE_MODEL": "gpt-live-1",
+    # Responses model GPT-Live delegates tool calls to (the tools themselves run here).
+    "GPT_LIVE_DELEGATION_MODEL": "gpt-5-mini",
+    # Caller/assistant transcript fragments further apart than this start a new turn (ms).
+    "GPT_LIVE_TURN_GAP_MS": 800,
     # --- extension points -----------------------------------------------------------------
     # Callables or dotted paths, sync or async, run off the audio path for every finished turn:
     # fn(text), fn(text, info) or fn(text, info, consumer); info is a voiceconv.events.CallInfo.
@@ -300,6 +307,9 @@ class VoiceconvSettings:
     OPENAI_WEBHOOK_SECRET: str
     SIP_REJECT_NO_AGENT_STATUS: int
     SIP_REJECT_BUSY_STATUS: int
+    GPT_LIVE_MODEL: str
+    GPT_LIVE_DELEGATION_MODEL: str
+    GPT_LIVE_TURN_GAP_MS: int
     ON_USER_MESSAGE: Callable[..., Any] | None
     ON_ASSISTANT_MESSAGE: Callable[..., Any] | None
     OPENAI_CLIENT_FACTORY: Callable[..., Any] | None

@@ -33,6 +33,7 @@ from voiceconv import active_calls, security
 from voiceconv.calllog import CallLog
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo
+from voiceconv.gpt_live import OpenAILiveBackend, build_live_session
 from voiceconv.layers import redis_timeout_problem
 from voiceconv.realtime import (
     OpenAIRealtimeBackend,
@@ -55,6 +56,7 @@ from voiceconv.session import (
     Limits,
     Log,
     RecordFirstAudio,
+    RecordSessionSeconds,
     RecordTurn,
     RecordUsage,
     RunTools,
@@ -68,7 +70,15 @@ from voiceconv.session import (
     dumps,
 )
 from voiceconv.session.control import TOOL_CANCELLED_OUTPUT
+from voiceconv.session.live_side import LiveCallSession
 from voiceconv.session.messages import apology_frames
+
+#: Seconds a GPT-Live session may take to confirm its close (``session.closed``).
+LIVE_CLOSE_WAIT = 1.0
+
+#: The speech backends an agent chooses from (``Agent.backend``).
+REALTIME = "realtime"
+GPT_LIVE = "gpt-live"
 
 logger = logging.getLogger("voiceconv.consumers")
 
@@ -109,6 +119,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.tools: dict[str, Any] = {}
         self.agent: Any = None
         self.session_config: dict[str, Any] = {}
+        #: The speech backend of the call (``get_backend_name``), known once it is claimed.
+        self.backend_name = REALTIME
         #: Outbound calls, answering machines, recording (voiceconv.telephony.CallTelephony).
         self.telephony: Any = None
         self.log = CallLog(logger)
@@ -349,21 +361,37 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             return
         MediaStreamConsumer.live.add(self)
         self.state = self.get_state()
-        self.session_config = self.get_session_config()
-        self.session.configure(
+        self.backend_name = self.get_backend_name()
+        common: dict[str, Any] = dict(
             greeting=self.get_greeting(),
-            instructions=str(self.session_config.get("instructions") or ""),
             forward_dtmf=voiceconv_settings.FORWARD_DTMF,
             dtmf_template=voiceconv_settings.DTMF_TEMPLATE,
             early_audio_frames=max(1, voiceconv_settings.limits.early_audio_ms // 20),
-            interrupt_response=interrupt_response_enabled(self.session_config),
-            auto_response=create_response_enabled(self.session_config),
             dtmf_pause_ms=voiceconv_settings.limits.dtmf_pause_ms,
             limits=self.get_limits(),
-            transcription=bool(
-                ((self.session_config.get("audio") or {}).get("input") or {}).get("transcription")
-            ),
         )
+        if self.backend_name == GPT_LIVE:
+            # The Live part of the core takes over the call (its stream has started).
+            self.session_config = self.get_live_session_config()
+            self.session = LiveCallSession.adopt(
+                self.session, gap_ms=int(voiceconv_settings.GPT_LIVE_TURN_GAP_MS)
+            )
+            self.session.configure(
+                instructions=str(self.session_config.get("instructions") or ""),
+                interrupt_response=True, auto_response=True, transcription=False, **common,
+            )
+        else:
+            self.session_config = self.get_session_config()
+            self.session.configure(
+                instructions=str(self.session_config.get("instructions") or ""),
+                interrupt_response=interrupt_response_enabled(self.session_config),
+                auto_response=create_response_enabled(self.session_config),
+                transcription=bool(
+                    ((self.session_config.get("audio") or {}).get("input") or {})
+                    .get("transcription")
+                ),
+                **common,
+            )
         self.recorder = self.make_recorder()
         if self.recorder is not None:
             self.recorder.start()
@@ -479,6 +507,30 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         definitions = [t.definition() for t in self.tools.values()]
         return build_session_config(overrides, definitions)
 
+    def get_backend_name(self) -> str:
+        """The speech backend of this call: ``"realtime"`` or ``"gpt-live"`` (the agent's)."""
+        return str(getattr(self.agent, "backend", "") or REALTIME)
+
+    def get_live_session_config(self) -> dict[str, Any]:
+        """The ``session`` object of GPT-Live's ``session.start``."""
+        overrides = dict(self.agent.live_overrides()) if self.agent is not None else {}
+        instructions = self.get_instructions(overrides)
+        if instructions is not None:
+            overrides["instructions"] = instructions
+        definitions = [t.definition() for t in self.tools.values()]
+        return build_live_session(overrides, definitions)
+
+    def first_events(self, reconnect: bool) -> list[str]:
+        """What a new speech session is sent first (its configuration; after a drop, the
+        conversation so far)."""
+        session = self.session
+        if isinstance(session, LiveCallSession):
+            return [session.start_event(self.session_config)]
+        events = [dumps({"type": "session.update", "session": self.session_config})]
+        if reconnect:
+            events.extend(session.reseed_events())
+        return events
+
     def get_limits(self) -> Limits:
         """Call-length and idle-caller limits (from the VOICECONV settings)."""
         lim = voiceconv_settings.limits
@@ -500,6 +552,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         """The speech backend for this call."""
         if self.backend_factory is not None:
             return self.backend_factory(self)
+        if self.backend_name == GPT_LIVE:
+            return OpenAILiveBackend(self.get_openai_client())
         return OpenAIRealtimeBackend(self.get_openai_client(), self.get_model())
 
     def make_recorder(self) -> Any:
@@ -545,11 +599,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 await asyncio.wait_for(
                     backend.connect(), voiceconv_settings.timeouts.connect
                 )
-                update = {"type": "session.update", "session": self.session_config}
-                await backend.send(dumps(update))
-                if not first:
-                    for event in session.reseed_events():
-                        await backend.send(event)
+                for event in self.first_events(reconnect=not first):
+                    await backend.send(event)
             except asyncio.CancelledError:
                 await _close_quietly(backend)
                 raise
@@ -639,6 +690,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 case RecordUsage(usage=usage):
                     if self.recorder is not None:
                         self.recorder.usage(usage)
+                case RecordSessionSeconds(seconds=seconds):
+                    if self.recorder is not None:
+                        self.recorder.session_seconds(seconds)
                 case RecordFirstAudio():
                     if self.recorder is not None:
                         self.recorder.first_audio(timezone.now())
@@ -876,10 +930,25 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         while session.pending_transcripts and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
 
+    async def _close_live_session(self) -> None:
+        """GPT-Live: ask the session to close and wait briefly for ``session.closed`` (its
+        final usage) while the socket is still read."""
+        task = self._realtime_task
+        if not isinstance(self.session, LiveCallSession) or self.backend is None:
+            return
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        try:
+            await self.backend.send('{"type":"session.close"}')
+            await asyncio.wait_for(asyncio.shield(task), LIVE_CLOSE_WAIT)
+        except Exception as exc:  # a timeout, or a socket already gone
+            self.log.debug("GPT-Live session not closed cleanly: %s", _describe(exc))
+
     async def _finish(self, reason: str, error: str) -> None:
         MediaStreamConsumer.live.discard(self)
         current = asyncio.current_task()
         await self._await_last_transcripts()
+        await self._close_live_session()
         if self._realtime_task is not None and self._realtime_task is not current:
             self._realtime_task.cancel()
             await asyncio.gather(self._realtime_task, return_exceptions=True)

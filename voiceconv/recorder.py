@@ -178,6 +178,11 @@ class CallRecorder(CallRows):
             self._put("usage", batch)
         self._usage_flushed_at = time.monotonic()
 
+    def session_seconds(self, seconds: float) -> None:
+        """The speech session's cumulative billable seconds so far (GPT-Live): the call keeps
+        the largest total reported."""
+        self._put("session_seconds", float(seconds))
+
     def tool_invocation(self, result: Any) -> None:
         """A finished tool call (:class:`voiceconv.tools.runtime.ToolResult`)."""
         self._put("tool_invocation", result)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction as db_transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from voiceconv import signals
@@ -133,10 +134,11 @@ class CallRows:
             agent_model = ""
             agent_id = updates.get("agent_id", call.agent_id)
             if agent_id:
-                agent_model = (
-                    Agent.objects.filter(pk=agent_id).values_list("model", flat=True).first()
-                    or ""
-                )
+                row = Agent.objects.filter(pk=agent_id).values_list("model", "backend").first()
+                if row is not None:
+                    agent_model = row[0] or (
+                        voiceconv_settings.GPT_LIVE_MODEL if row[1] == "gpt-live" else ""
+                    )
             updates["model"] = agent_model or voiceconv_settings.MODEL
         Call.objects.filter(pk=call.pk).update(**updates, updated_at=timezone.now())
         call.refresh_from_db()
@@ -205,6 +207,14 @@ class CallRows:
             row.save(update_fields=fields)
         for name in (*Call.USAGE_FIELDS, "responses", "estimated_cost"):
             setattr(call, name, getattr(row, name))
+        return []
+
+    def _apply_session_seconds(self, item: Item) -> list[Dispatch]:
+        call = self._call_row()
+        seconds = float(item.payload)
+        newer = Q(session_seconds__isnull=True) | Q(session_seconds__lt=seconds)
+        if Call.objects.filter(newer, pk=call.pk).update(session_seconds=seconds):
+            call.session_seconds = seconds
         return []
 
     def _apply_tool_invocation(self, item: Item) -> list[Dispatch]:

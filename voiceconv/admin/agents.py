@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
@@ -20,21 +21,65 @@ from voiceconv.tools.binding import tools_for_agent
 logger = logging.getLogger("voiceconv.admin")
 
 
+def _set(value: Any) -> bool:
+    return value not in (None, "", [], {})
+
+
+class AgentAdminForm(forms.ModelForm[Agent]):
+    """Checks that the agent's options are ones its speech backend has."""
+
+    class Meta:
+        model = Agent
+        fields = "__all__"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "backend" in self.fields:
+            self.fields["backend"].required = False  # absent: Realtime, the default
+
+    def clean(self) -> dict[str, Any]:
+        from voiceconv.gpt_live import LIVE_MODELS, LIVE_ONLY_FIELDS, REALTIME_ONLY_FIELDS
+
+        data = super().clean() or {}
+        backend = data.get("backend") or Agent.Backend.REALTIME
+        data["backend"] = backend
+        live = backend == Agent.Backend.GPT_LIVE
+        model = str(data.get("model") or "")
+        other = REALTIME_ONLY_FIELDS if live else LIVE_ONLY_FIELDS
+        name = _("GPT-Live") if live else _("Realtime")
+        for field in other:
+            if field in self.fields and _set(data.get(field)):
+                self.add_error(field, _("%(backend)s agents have no such option; clear it.")
+                               % {"backend": name})
+        if live and model and model not in LIVE_MODELS:
+            self.add_error("model", _("A GPT-Live agent needs a GPT-Live model (%(models)s), "
+                                      "or blank for the default.")
+                           % {"models": ", ".join(LIVE_MODELS)})
+        if not live and model.startswith("gpt-live"):
+            self.add_error("model", _("%(model)s is a GPT-Live model: choose the GPT-Live "
+                                      "backend, or a Realtime model.") % {"model": model})
+        return data
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin[Agent]):
     """Every session option of an agent, its tools, and the resulting session config."""
 
+    form = AgentAdminForm
     list_display = (
-        "name", "slug", "enabled", "is_default", "numbers", "model", "voice", "tool_count",
+        "name", "slug", "enabled", "is_default", "backend", "numbers", "model", "voice",
+        "tool_count",
     )
     filter_horizontal = ("tools",)
     inlines = [AgentTelephonyInline]
-    list_filter = ("enabled", "is_default")
+    list_filter = ("enabled", "is_default", "backend")
     search_fields = ("name", "slug", "phone_numbers", "instructions")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("effective_session_config", "created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("name", "slug", ("enabled", "is_default"), "phone_numbers")}),
+        (None, {"fields": (
+            "name", "slug", ("enabled", "is_default"), "phone_numbers", "backend",
+        )}),
         (_("Model and voice"), {
             "description": _("Blank fields use the VOICECONV defaults."),
             "fields": (("model", "voice", "speed"), "instructions", "greeting"),
@@ -53,10 +98,35 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
         (_("Limits and reasoning"), {"fields": (
             ("reasoning_effort", "max_output_tokens"), "session_extra",
         )}),
+        (_("GPT-Live"), {
+            "description": _("GPT-Live agents only: how tool calls are delegated."),
+            "fields": (("live_delegation_model", "live_acknowledgement_delay_ms"),),
+        }),
         (_("Tools"), {"fields": ("tools",)}),
         (_("Effective session config"), {"fields": ("effective_session_config",)}),
         (_("History"), {"classes": ("collapse",), "fields": (("created_at", "updated_at"),)}),
     )
+
+    #: Fieldsets only one backend has (by title).
+    REALTIME_SECTIONS = ("Turn detection", "Caller audio and transcription",
+                         "Limits and reasoning")
+    LIVE_SECTIONS = ("GPT-Live",)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Agent | None = None) -> Any:
+        """The options of the agent's backend (both sets on a new agent, until it is saved)."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not obj.pk:
+            return fieldsets
+        live = obj.backend == Agent.Backend.GPT_LIVE
+        hidden = self.REALTIME_SECTIONS if live else self.LIVE_SECTIONS
+        out = []
+        for title, options in fieldsets:
+            if str(title) in hidden:
+                continue
+            if live and title is not None and str(title) == "Model and voice":
+                options = {**options, "fields": (("model", "voice"), "instructions", "greeting")}
+            out.append((title, options))
+        return out
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
         return super().get_queryset(request).annotate(n_tools=Count("tools", distinct=True))
@@ -73,7 +143,10 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     @admin.display(description=_("effective session config"))
     def effective_session_config(self, obj: Agent | None) -> str:
         """The ``session.update`` session the model receives for this agent, as JSON."""
+        live = obj is not None and obj.backend == Agent.Backend.GPT_LIVE
         overrides = obj.session_overrides() if obj is not None and obj.pk else {}
+        if live and obj is not None:
+            overrides = obj.live_overrides()
         tools: list[dict[str, Any]] = []
         note = ""
         if obj is not None and obj.pk:
@@ -83,8 +156,14 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
                 logger.warning("agent %s: could not list its tools: %s", obj.pk, exc)
                 note = f"Tools not shown: {exc}"
         try:
-            session = build_session_config(overrides, tools)
-            model = session_model(overrides)
+            if live:
+                from voiceconv.gpt_live import build_live_session
+
+                session = build_live_session(overrides, tools)
+                model = f"{session['model']} (GPT-Live session.start)"
+            else:
+                session = build_session_config(overrides, tools)
+                model = session_model(overrides)
         except Exception as exc:
             logger.warning("agent %s: could not build the session config: %s", obj, exc)
             return format_html(

@@ -52,6 +52,10 @@ class AgentManager(models.Manager["Agent"]):
 class Agent(models.Model):
     """A configured phone agent. Blank/null fields use the ``VOICECONV`` default."""
 
+    class Backend(models.TextChoices):
+        REALTIME = "realtime", _("OpenAI Realtime")
+        GPT_LIVE = "gpt-live", _("GPT-Live")
+
     class TurnDetection(models.TextChoices):
         SERVER_VAD = "server_vad", _("Server VAD (silence based)")
         SEMANTIC_VAD = "semantic_vad", _("Semantic VAD (meaning based)")
@@ -84,8 +88,24 @@ class Agent(models.Model):
         _("phone numbers"), blank=True, help_text=_("One E.164 number per line (+14155550100).")
     )
 
+    backend = models.CharField(
+        _("speech backend"), max_length=20, choices=Backend.choices, default=Backend.REALTIME,
+        help_text=_("Realtime: turn detection, transcription and token billing set here. "
+                    "GPT-Live: the model takes turns itself, billed by the second."),
+    )
     model = models.CharField(_("model"), max_length=100, blank=True)
     voice = models.CharField(_("voice"), max_length=100, blank=True)
+    live_delegation_model = models.CharField(
+        _("tool model (GPT-Live)"), max_length=100, blank=True,
+        help_text=_("GPT-Live only: the Responses model the session delegates tool calls to "
+                    "(blank = VOICECONV GPT_LIVE_DELEGATION_MODEL)."),
+    )
+    live_acknowledgement_delay_ms = models.PositiveIntegerField(
+        _("acknowledgement delay (ms, GPT-Live)"), null=True, blank=True,
+        validators=[MaxValueValidator(10000)],
+        help_text=_("GPT-Live only: wait this long before the model says it is working on a "
+                    "tool call (blank = the service default)."),
+    )
     instructions = models.TextField(_("instructions"), blank=True)
     greeting = models.TextField(
         _("greeting"),
@@ -255,6 +275,19 @@ class Agent(models.Model):
             allowed |= {"eagerness"}
         merged = {**base, **overrides, "type": kind}
         return {key: value for key, value in merged.items() if key in allowed}
+
+    def live_overrides(self) -> dict[str, Any]:
+        """The overrides mapping for :func:`voiceconv.gpt_live.build_live_session`."""
+        out: dict[str, Any] = {}
+        for key in ("model", "voice", "instructions", "greeting"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        if self.live_delegation_model:
+            out["delegation_model"] = self.live_delegation_model
+        if self.live_acknowledgement_delay_ms is not None:
+            out["acknowledgement_delay_ms"] = self.live_acknowledgement_delay_ms
+        return out
 
     def session_overrides(self) -> dict[str, Any]:
         """The overrides mapping for :func:`voiceconv.realtime.build_session_config`.

@@ -260,6 +260,10 @@ class Call(models.Model):
     estimated_cost = models.DecimalField(
         _("estimated cost (USD)"), max_digits=12, decimal_places=6, default=Decimal(0)
     )
+    session_seconds = models.FloatField(
+        _("session seconds"), null=True, blank=True,
+        help_text=_("GPT-Live calls: billable seconds of the speech session, as reported."),
+    )
     answered_by = models.CharField(
         _("answered by"), max_length=32, blank=True,
         help_text=_("Twilio's answering-machine verdict (human, machine_start, fax, ...)."),

@@ -43,6 +43,14 @@ class RecordUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordSessionSeconds:
+    """Cumulative billable seconds of the speech session (GPT-Live bills by the second)."""
+
+    seconds: float
+    type: Literal["record_session_seconds"] = "record_session_seconds"
+
+
+@dataclass(frozen=True, slots=True)
 class RecordFirstAudio:
     call_ms: int
     type: Literal["record_first_audio"] = "record_first_audio"
@@ -153,6 +161,7 @@ Action = (
     | SendToRealtime
     | RecordTurn
     | RecordUsage
+    | RecordSessionSeconds
     | RecordFirstAudio
     | RunTools
     | StartStream

@@ -48,6 +48,9 @@ TwilioHandler = Callable[["CallSession", dict[str, Any]], list[Action]]
 class CallSession(Control, RealtimeSide):
     """The protocol of one call: Twilio messages and Realtime events in, actions out."""
 
+    #: How caller audio starts on the speech backend's wire (the payload and ``"}`` follow).
+    append_prefix: str = msgs.APPEND_PREFIX
+
     def __init__(
         self,
         *,
@@ -207,7 +210,7 @@ class CallSession(Control, RealtimeSide):
         if st.realtime_ready and not self._flushing:
             if self._input_origin_ms is None:
                 self._input_origin_ms = timestamp
-            return msgs.APPEND_PREFIX + payload + '"}'
+            return self.append_prefix + payload + '"}'
         if len(self._early) == self._early.maxlen:
             st.frames_dropped_early += 1
         self._early.append(payload)
@@ -215,8 +218,8 @@ class CallSession(Control, RealtimeSide):
 
     def requeue_audio(self, payload: str) -> None:
         """A caller frame could not be sent (the connection is going): keep it for the next one."""
-        if payload.startswith(msgs.APPEND_PREFIX):
-            payload = payload[len(msgs.APPEND_PREFIX) : -2]
+        if payload.startswith(self.append_prefix):
+            payload = payload[len(self.append_prefix) : -2]
         if len(self._early) == self._early.maxlen:
             self.state.frames_dropped_early += 1
         self._early.append(payload)

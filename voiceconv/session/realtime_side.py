@@ -79,6 +79,7 @@ class RealtimeSide:
     _turn_unanswered: bool
     _last_request: str
     auto_response: bool
+    append_prefix: str
 
     # Provided by Control (turn-taking), the other part of the session.
     def _request_response(self) -> list[Action]:
@@ -215,7 +216,7 @@ class RealtimeSide:
             return []
         self._flushing = True
         actions: list[Action] = [
-            SendToRealtime(msgs.APPEND_PREFIX + payload + '"}') for payload in self._early
+            SendToRealtime(self.append_prefix + payload + '"}') for payload in self._early
         ]
         self._early.clear()
         actions.append(FlushEarlyAudio())

@@ -23,6 +23,14 @@ from voiceconv.testing.audio import (
     ulaw_encode,
 )
 from voiceconv.testing.factory import TwilioStreamClientFactory
+from voiceconv.testing.live_server import (
+    GPTLiveStandIn,
+    LiveStandInSession,
+    ScriptedDelegation,
+    ScriptedLiveAnswer,
+    validate_live_client_event,
+    validate_live_server_event,
+)
 from voiceconv.testing.realtime_server import (
     DEFAULT_INSTRUCTIONS,
     SESSION_EXPIRED_MESSAGE,
@@ -58,11 +66,15 @@ __all__ = [
     "ULAW_SILENCE",
     "ClearRecord",
     "FakeTwilioAPI",
+    "GPTLiveStandIn",
+    "LiveStandInSession",
     "MarkRecord",
     "MediaRecord",
     "PlacedCall",
     "RealtimeStandIn",
+    "ScriptedDelegation",
     "ScriptedFunctionCall",
+    "ScriptedLiveAnswer",
     "ScriptedResponse",
     "ServerProcess",
     "SipCall",
@@ -88,5 +100,7 @@ __all__ = [
     "ulaw_decode",
     "ulaw_encode",
     "validate_client_event",
+    "validate_live_client_event",
+    "validate_live_server_event",
     "validate_server_event",
 ]

@@ -12,9 +12,15 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from voiceconv.testing.factory import TwilioStreamClientFactory
+from voiceconv.testing.live_server import GPTLiveStandIn
 from voiceconv.testing.realtime_server import RealtimeStandIn
 
-__all__ = ["TwilioStreamClientFactory", "realtime_standin", "twilio_stream_client"]
+__all__ = [
+    "TwilioStreamClientFactory",
+    "gpt_live_standin",
+    "realtime_standin",
+    "twilio_stream_client",
+]
 
 
 @pytest_asyncio.fixture
@@ -39,4 +45,15 @@ async def realtime_standin() -> AsyncIterator[RealtimeStandIn]:
     script it through ``realtime_standin.responses`` before the call starts.
     """
     async with RealtimeStandIn(api_key="test-key") as standin:
+        yield standin
+
+
+@pytest_asyncio.fixture
+async def gpt_live_standin() -> AsyncIterator[GPTLiveStandIn]:
+    """A started ``GPTLiveStandIn`` on loopback (API key ``"test-key"``), stopped afterwards.
+
+    Point the SDK at it with ``base_url=gpt_live_standin.base_url`` (or ``OPENAI_BASE_URL``);
+    script it through ``gpt_live_standin.answers`` before the call starts.
+    """
+    async with GPTLiveStandIn(api_key="test-key") as standin:
         yield standin

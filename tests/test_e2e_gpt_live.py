@@ -1,0 +1,223 @@
+"""A GPT-Live call end to end: the example project under daphne, the real openai SDK's
+``client.live.connect`` reaching the GPT-Live stand-in, the Twilio stream client as Twilio."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from tests.conftest import OPENAI_KEY, ROOT, server_env
+from tests.e2e import OPEN, enter_call, eventually, wait_for_call
+from voiceconv.testing import (
+    GPTLiveStandIn,
+    ScriptedDelegation,
+    ScriptedLiveAnswer,
+    TwilioStreamClient,
+    free_port,
+    silence,
+    speech_like,
+)
+from voiceconv.testing.server import ServerProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+GREETING = "Hello, you are through to the shop."
+ANSWER = "It is a quarter past ten."
+STORY = "Once upon a time there was a very long story " * 4
+
+
+@pytest.fixture(scope="module")
+def live_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def gpt_live_server(
+    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, live_port: int
+) -> Iterator[ServerProcess]:
+    """The example project, its OpenAI side (OPENAI_BASE_URL) at the GPT-Live stand-in."""
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        env = server_env(live_port)
+    with ServerProcess(env=env, cwd=ROOT) as server:
+        yield server
+
+
+@pytest.fixture
+async def live(live_port: int) -> AsyncIterator[GPTLiveStandIn]:
+    async with GPTLiveStandIn(port=live_port, api_key=OPENAI_KEY) as s:
+        yield s
+        for client in OPEN:
+            with contextlib.suppress(Exception):
+                await client.hang_up()
+        OPEN.clear()
+
+
+async def talk_until(client: TwilioStreamClient, predicate: Callable[[], bool],
+                     timeout: float = 10.0) -> None:
+    """Let call time pass (caller silence, as a phone line always sends) until ``predicate``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s of call time passing")
+        await client.send_silence(100)
+        await asyncio.sleep(0.01)
+
+
+def live_agent(*tools: str) -> None:
+    from voiceconv.models import Agent, ToolDefinition
+
+    agent = Agent.objects.get(is_default=True)
+    agent.backend = Agent.Backend.GPT_LIVE
+    agent.model = ""
+    agent.greeting = "Greet the caller."
+    agent.save()
+    agent.tools.set([ToolDefinition.objects.get_or_create(name=n)[0] for n in tools])
+
+
+async def test_a_gpt_live_call_end_to_end(
+    gpt_live_server: ServerProcess, live: GPTLiveStandIn
+) -> None:
+    await sync_to_async(live_agent)("get_time")
+    greeting_audio = speech_like(1200, seed=11)
+    answer_audio = speech_like(900, seed=12)
+    live.answers.extend([
+        ScriptedLiveAnswer(GREETING, audio=greeting_audio),
+        ScriptedLiveAnswer(delegate=ScriptedDelegation("get_time", {}, "call_time")),
+        ScriptedLiveAnswer(ANSWER, audio=answer_audio),
+        ScriptedLiveAnswer(STORY, audio_ms=10000),
+        ScriptedLiveAnswer("Of course, stopping.", audio_ms=600),
+    ])
+    live.caller_transcripts.extend(["what time is it", "tell me a story", "stop please"])
+    # Real time: barge-in is a race between the caller's words and what Twilio still plays.
+    client = await enter_call(gpt_live_server, realtime=True)
+    await client.send_silence(100)
+    session = await live.wait_for_session(0, timeout=10)
+
+    # session.start first: the model, μ-law at 8 kHz, the voice, the tools delegated.
+    await talk_until(client, lambda: session.config is not None)
+    start = session.received[0]
+    assert start["type"] == "session.start"
+    cfg = start["session"]
+    assert cfg["model"] == "gpt-live-1"
+    assert cfg["audio"]["format"] == {"type": "audio/pcmu", "rate": 8000}
+    assert cfg["audio"]["output"]["voice"]
+    assert cfg["delegation"]["type"] == "responses"
+    assert [t["name"] for t in cfg["delegation"]["responses"]["tools"]] == ["get_time"]
+    # The greeting is commentary.
+    await eventually(lambda: session.commentary == ["Greet the caller."], timeout=5)
+
+    # The greeting reaches the caller; the caller listens, then asks for the time.
+    await talk_until(client, lambda: client.received_bytes >= len(greeting_audio))
+    await client.send_silence(1500)
+    await client.send_audio(speech_like(700, seed=1))
+    await client.send_audio(silence(700))
+    # The delegated function call ran here and was answered; the answer is spoken.
+    await talk_until(client, lambda: session.tool_outputs != [])
+    (call_id, output), = session.tool_outputs
+    assert call_id == "call_time" and set(json.loads(output)) == {"time"}
+    await talk_until(
+        client, lambda: client.received_bytes >= len(greeting_audio) + len(answer_audio))
+    await client.send_silence(1200)
+
+    # The caller asks for a story and barges in over it: Twilio is cleared.
+    await client.send_audio(speech_like(600, seed=2))
+    await client.send_audio(silence(600))
+    await talk_until(client, lambda: len(session.output_audio) > len(greeting_audio)
+                     + len(answer_audio) + 8000)
+    await client.send_silence(300)
+    await client.send_audio(speech_like(600, seed=3))
+    await client.send_audio(silence(700))
+    clear = await client.expect_event("clear", timeout=10)
+    assert clear["streamSid"] == client.stream_sid
+    assert len(session.interruptions) == 1
+    # What the clear kept the caller from hearing: the lead the model streams ahead, less
+    # the time its first transcript fragment took (lead_ms - transcript_delay_ms at most).
+    dropped_ms = client.clear_records[0].dropped_bytes / 8
+    assert 0 < dropped_ms <= live.lead_ms
+    assert not any(e["type"] == "conversation.item.truncate" for e in session.received)
+    await talk_until(client, lambda: session.sent[-1]["type"] == "session.usage.updated")
+    await client.send_silence(1500)
+
+    # Audio both ways, byte for byte and in order.
+    await eventually(lambda: len(session.input_audio) >= 8 * 20 * len(client.sent_frames))
+    sent = b"".join(base64.b64decode(b) for _, b in client.sent_frames)
+    assert bytes(session.input_audio) == sent
+    received = b"".join(base64.b64decode(p) for _, p in client.received_media)
+    assert received == bytes(session.output_audio)
+    assert received.startswith(greeting_audio + answer_audio)
+    assert session.protocol_violations == []
+    assert client.violations == []
+
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert call.status == "completed" and call.model == "gpt-live-1"
+    # Usage in seconds: the final total of session.closed, after session.close on hang-up.
+    assert any(e["type"] == "session.close" for e in session.received)
+    closed = next(e for e in session.sent if e["type"] == "session.closed")
+    assert call.session_seconds == closed["usage"]["seconds"] > 0
+    entries = await sync_to_async(list)(call.transcript_entries.order_by("sequence"))
+    roles = [(e.role, e.text) for e in entries]
+    # Turns built from the timed fragments, one per speaker turn.
+    assert ("assistant", GREETING) in roles
+    assert ("caller", "what time is it") in roles
+    assert ("assistant", ANSWER) in roles
+    assert ("caller", "tell me a story") in roles
+    assert ("caller", "stop please") in roles
+    tool = next(e for e in entries if e.role == "tool")
+    assert tool.text.startswith("get_time(")
+    story = next(e for e in entries if e.role == "assistant" and e.text.startswith("Once"))
+    assert story.interrupted and story.heard_ms is not None
+    assert 0 < story.heard_ms < story.total_ms
+    invocation = await call.tool_invocations.afirst()
+    assert invocation.tool_name == "get_time"
+
+
+async def test_gpt_live_refusing_session_start_ends_the_call_with_the_apology(
+    gpt_live_server: ServerProcess, live: GPTLiveStandIn
+) -> None:
+    await sync_to_async(live_agent)()
+    live.start_error = "invalid_api_key"
+    client = await enter_call(gpt_live_server)
+    await client.send_silence(200)
+    code = await client.wait_closed(timeout=15)  # the apology plays first
+    assert code is not None
+    assert client.received_bytes > 8000  # the spoken apology
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert call.end_reason == "openai_error"
+    assert "invalid_api_key" in call.error
+
+
+async def test_a_dropped_gpt_live_session_is_replaced_with_the_conversation_so_far(
+    gpt_live_server: ServerProcess, live: GPTLiveStandIn
+) -> None:
+    await sync_to_async(live_agent)()
+    live.answers.extend([
+        ScriptedLiveAnswer(GREETING, audio_ms=600),
+        ScriptedLiveAnswer("Let me explain at length", audio_ms=3000, drop_after_ms=500),
+        ScriptedLiveAnswer("Sorry, where was I.", audio_ms=600),
+    ])
+    live.caller_transcripts.append("my name is Ada")
+    client = await enter_call(gpt_live_server)
+    first = await live.wait_for_session(0, timeout=10)
+    await talk_until(client, lambda: client.received_bytes >= 600 * 8)
+    await client.send_silence(800)
+    await client.send_audio(speech_like(600, seed=4))
+    await client.send_audio(silence(600))
+    await talk_until(client, lambda: first.closed.is_set())
+    second = await live.wait_for_session(1, timeout=10)
+    await talk_until(client, lambda: second.config is not None)
+    history = second.received[0]["session"]["input"]
+    texts = [(i["role"], i["content"][0]["text"]) for i in history]
+    assert ("assistant", GREETING) in texts
+    assert ("user", "my name is Ada") in texts
+    assert first.protocol_violations == [] and second.protocol_violations == []
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert call.end_reason == "caller_hung_up"

@@ -1,0 +1,229 @@
+"""The GPT-Live side of the call core: GPT-Live events in, the same actions out (no I/O)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from tests.test_call import SID, start_msg
+from voiceconv.session import (
+    CallSession,
+    FlushEarlyAudio,
+    Log,
+    RecordFirstAudio,
+    RecordSessionSeconds,
+    RecordTurn,
+    RunTools,
+    SendToRealtime,
+    SendToTwilio,
+    StartStream,
+    ToolOutcome,
+)
+from voiceconv.session.live_side import LiveCallSession
+from voiceconv.testing import validate_live_client_event
+
+
+def b64(n: int, fill: int = 0x55) -> str:
+    return base64.b64encode(bytes([fill]) * n).decode()
+
+
+class LiveCall:
+    """A LiveCallSession driven as the consumer drives it (adopted after the stream start)."""
+
+    def __init__(self, **options: Any) -> None:
+        old = CallSession()
+        (started,) = old.handle_twilio(start_msg())
+        assert isinstance(started, StartStream)
+        self.s = LiveCallSession.adopt(old, **options)
+        self.now = 0
+        self.marks: list[int] = []
+        self.sent: list[dict[str, Any]] = []
+
+    def event(self, **event: Any) -> list[Any]:
+        out = self.s.receive_realtime(json.dumps(event))
+        actions = [SendToTwilio(out[0]), SendToTwilio(out[1])] if isinstance(out, tuple) else out
+        return self.run(actions)
+
+    def run(self, actions: list[Any]) -> list[Any]:
+        """Record what goes out; a FlushEarlyAudio asks for the rest of the buffer, as the
+        consumer does."""
+        more: list[Any] = []
+        for a in actions:
+            if isinstance(a, SendToRealtime):
+                self.sent.append(json.loads(a.text))
+                assert validate_live_client_event(json.loads(a.text)) == [], a.text
+            if isinstance(a, SendToTwilio):
+                msg = json.loads(a.text)
+                if msg["event"] == "mark":
+                    self.marks.append(int(msg["mark"]["name"]))
+            if isinstance(a, FlushEarlyAudio):
+                more.extend(self.run(self.s.early_audio_sent()))
+        return actions + more
+
+    def media(self, ms: int = 20) -> Any:
+        self.now += ms
+        frame = json.dumps({"event": "media", "streamSid": SID, "sequenceNumber": "2",
+                            "media": {"track": "inbound", "chunk": "1",
+                                      "timestamp": str(self.now), "payload": b64(160, 0xFF)}})
+        return self.s.receive_twilio(frame)
+
+    def echo_all(self) -> list[Any]:
+        actions: list[Any] = []
+        for seq in self.marks:
+            actions.extend(self.s.mark_echo(seq))
+        self.marks.clear()
+        return actions
+
+
+def turns(actions: list[Any]) -> list[Any]:
+    return [a.turn for a in actions if isinstance(a, RecordTurn)]
+
+
+def started(call: LiveCall) -> list[Any]:
+    return call.event(type="session.started", event_id="e1",
+                      session={"id": "s", "expires_at": 1, "model": "gpt-live-1",
+                               "status": "active"})
+
+
+def test_caller_audio_goes_out_as_live_appends_and_is_buffered_until_started() -> None:
+    call = LiveCall(greeting="Greet the caller.")
+    assert call.media() == ""  # buffered: the session is not ready
+    assert call.media() == ""
+    actions = started(call)
+    appends = [a for a in call.sent if a["type"] == "session.input_audio.append"]
+    assert len(appends) == 2 and appends[0]["audio"] == b64(160, 0xFF)
+    assert call.sent[-1] == {"type": "session.commentary.append",
+                             "content": "Greet the caller.", "delegation_id": None}
+    assert not any(isinstance(a, Log) and a.level == "warning" for a in actions)
+    text = call.media()
+    assert isinstance(text, str) and json.loads(text)["type"] == "session.input_audio.append"
+
+
+def test_assistant_audio_goes_to_twilio_with_marks_and_turns_come_from_fragments() -> None:
+    call = LiveCall()
+    started(call)
+    call.media()
+    out = call.s.receive_realtime(json.dumps({"type": "session.output_audio.delta",
+                                              "delta": b64(800)}))
+    assert not isinstance(out, tuple)  # the first audio is recorded
+    assert any(isinstance(a, RecordFirstAudio) for a in out)
+    media = json.loads(out[0].text)
+    assert media["event"] == "media" and media["media"]["payload"] == b64(800)
+    call.marks.append(int(json.loads(out[1].text)["mark"]["name"]))
+    call.event(type="session.output_transcript.delta", event_id="e", delta="Hello",
+               start_ms=0, end_ms=50)
+    call.event(type="session.output_transcript.delta", event_id="e", delta=" there.",
+               start_ms=50, end_ms=100)
+    assert turns(call.echo_all()) == []  # still the open turn
+    actions = call.event(type="session.input_transcript.delta", event_id="e", delta="Hi",
+                         start_ms=300, end_ms=400)
+    (assistant,) = turns(actions)
+    assert (assistant.role, assistant.text, assistant.interrupted) == (
+        "assistant", "Hello there.", False)
+    assert assistant.total_ms == 100
+    (caller,) = turns(call.s.finish())
+    assert (caller.role, caller.text) == ("caller", "Hi")
+
+
+def test_caller_speech_over_queued_audio_clears_twilio_without_truncate() -> None:
+    call = LiveCall()
+    started(call)
+    call.media()
+    for _ in range(5):
+        call.event(type="session.output_audio.delta", delta=b64(800))  # 500 ms queued
+    call.event(type="session.output_transcript.delta", event_id="e", delta="A long answer",
+               start_ms=0, end_ms=500)
+    call.s.mark_echo(call.marks[0])  # 100 ms heard
+    actions = call.event(type="session.input_transcript.delta", event_id="e", delta="Wait",
+                         start_ms=120, end_ms=300)
+    clears = [json.loads(a.text) for a in actions if isinstance(a, SendToTwilio)]
+    assert clears == [{"event": "clear", "streamSid": SID}]
+    assert not [a for a in actions if isinstance(a, SendToRealtime)]  # no truncate
+    (assistant,) = turns(actions)
+    assert assistant.interrupted and assistant.heard_ms == 100 and assistant.total_ms == 500
+    # What the model says next is a new turn, played.
+    out = call.event(type="session.output_audio.delta", delta=b64(160))
+    assert any(isinstance(a, SendToTwilio) for a in out)
+    assert len(call.s.playback.items) == 2
+
+
+def test_a_delegated_function_call_runs_and_its_output_continues_the_response() -> None:
+    call = LiveCall()
+    started(call)
+    call.event(type="session.delegation.created", event_id="e", offset_ms=0,
+               delegation={"id": "d1", "target": "responses", "type": "delegation"})
+    actions = call.event(type="response.event", event_id="e", delegation_id="d1", event={
+        "type": "response.output_item.done", "output_index": 0, "sequence_number": 1,
+        "item": {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "weather",
+                 "arguments": '{"city":"Oslo"}'}})
+    (run,) = [a for a in actions if isinstance(a, RunTools)]
+    assert [(c.call_id, c.name, c.arguments) for c in run.calls] == [
+        ("c1", "weather", '{"city":"Oslo"}')]
+    assert call.s.busy()
+    call.sent.clear()
+    done = call.s.tool_results([ToolOutcome("c1", "weather", '{"city":"Oslo"}', "sunny")])
+    sent = [json.loads(a.text) for a in done if isinstance(a, SendToRealtime)]
+    assert sent == [
+        {"type": "response.item.create",
+         "item": {"type": "function_call_output", "call_id": "c1", "output": "sunny"}},
+        {"type": "response.create"},
+    ]
+    for event in sent:
+        assert validate_live_client_event(event) == []
+    (tool,) = turns(done)
+    assert tool.role == "tool" and "sunny" in tool.text
+
+
+def test_usage_seconds_are_cumulative() -> None:
+    call = LiveCall()
+    started(call)
+    a = call.event(type="session.usage.updated", event_id="e", usage={"seconds": 3.0})
+    assert a == [RecordSessionSeconds(3.0)]
+    assert call.event(type="session.usage.updated", event_id="e", usage={"seconds": 3.0}) == []
+    closed = call.event(type="session.closed", event_id="e", reason="close_requested",
+                        session={}, usage={"seconds": 7})
+    assert RecordSessionSeconds(7.0) in closed
+
+
+def test_session_start_carries_the_history_after_a_drop() -> None:
+    call = LiveCall()
+    started(call)
+    call.s.history.extend([("user", "My name is Ada."), ("assistant", "Hello Ada.")])
+    call.s.realtime_lost()
+    text = call.s.start_event({"model": "gpt-live-1"})
+    event = json.loads(text)
+    assert validate_live_client_event(event) == []
+    assert [i["role"] for i in event["session"]["input"]] == ["user", "assistant"]
+    assert call.s.reseed_events() == []
+
+
+def test_a_drop_closes_the_open_turns_into_the_history() -> None:
+    call = LiveCall()
+    started(call)
+    call.event(type="session.input_transcript.delta", event_id="e", delta="I am Ada",
+               start_ms=0, end_ms=300)
+    (caller,) = turns(call.s.realtime_lost())
+    assert caller.text == "I am Ada"
+    event = json.loads(call.s.start_event({"model": "gpt-live-1"}))
+    assert event["session"]["input"][-1]["content"][0]["text"] == "I am Ada"
+
+
+def test_a_goodbye_holds_the_hang_up_until_it_has_played() -> None:
+    call = LiveCall()
+    started(call)
+    said = call.s.say("Say goodbye.", queue=True)
+    assert json.loads(said[0].text)["type"] == "session.commentary.append"
+    assert call.s.request_hangup("limit")[1:] == []  # nothing heard yet: no hang-up
+    call.event(type="session.output_audio.delta", delta=b64(160))
+    hang = call.echo_all()
+    assert any(getattr(a, "type", "") == "hang_up" for a in hang)
+
+
+def test_malformed_events_are_logged_and_ignored() -> None:
+    call = LiveCall()
+    (log,) = call.s.receive_realtime(b"{not json")  # type: ignore[misc]
+    assert isinstance(log, Log) and log.level == "warning"
+    (log,) = call.s.receive_realtime('{"type":"session.output_audio.delta","delta":"%%%"}')  # type: ignore[misc]
+    assert isinstance(log, Log)
+    assert call.event(type="session.bogus") == []

@@ -1,0 +1,64 @@
+"""What voiceconv assumes about GPT-Live where ``openai.types.live`` leaves behaviour open.
+
+Every such assumption of the GPT-Live backend is a constant here, with its reason; the code
+that depends on one names it. Change them here and nowhere else.
+"""
+
+from __future__ import annotations
+
+#: Transcripts are timed fragments with no turn events: two fragments of the same speaker
+#: belong to one turn unless the second starts more than this many ms (session timeline) after
+#: the first ended. A fragment of the other speaker always ends the open turn. 800 ms is the
+#: gap pipecat groups GPT-Live fragments on.
+TURN_GAP_MS = 800
+
+#: Barge-in. The model listens while it speaks and stops itself when interrupted; no event
+#: tells the client. What it had already sent and Twilio still buffers would play on, so the
+#: first caller transcript fragment that arrives while assistant audio is queued at Twilio
+#: clears Twilio's buffer (and the caller heard only what the marks prove). No truncate is
+#: sent: the API has none, and the model keeps its own account of what was said. The stand-in
+#: models this: it stops the answer the moment caller speech starts.
+CLEAR_ON_CALLER_SPEECH = True
+
+#: Pacing. Output audio is streamed at about real time (implementers report it, silence
+#: included): deltas go to Twilio as they come, with no jitter buffer in front (one that
+#: stretches pauses makes the reply delay grow over the call).
+PASS_THROUGH_AUDIO = True
+
+#: Audio that arrives after a barge-in cleared Twilio is the model's next words (it stopped
+#: the interrupted ones itself), so it is played, as a new assistant turn.
+PLAY_AUDIO_AFTER_BARGE_IN = True
+
+#: Session timeline → call time: the timeline counts input audio from ``session.start``, so
+#: timeline ms 0 is the first caller frame forwarded to the session.
+TIMELINE_IS_INPUT_AUDIO = True
+
+#: A greeting, a reprompt, the end-of-call warning and goodbye are ``session.commentary.append``
+#: with no delegation (speakable context the model says in its own words). A goodbye holds the
+#: hang-up until the model's next audio has played (bounded by the hang-up deadline).
+SPOKEN_LINES_ARE_COMMENTARY = True
+
+#: Key presses reach the model as ``session.instructions.append`` (developer context), since
+#: a Live session takes no user text items.
+DTMF_AS_INSTRUCTIONS = True
+
+#: voiceconv's tools are function tools of a Responses delegation: the delegated model's
+#: ``function_call`` arrives in ``response.event`` (``response.output_item.done``), the tool
+#: runs here, its output goes back with ``response.item.create`` and one ``response.create``
+#: continues the delegated response. A ``client`` delegation carries no task text or arguments
+#: in the types (only an id), so typed tools cannot run from it: one is logged and left alone.
+TOOLS_THROUGH_RESPONSES_DELEGATION = True
+
+#: ``session.usage.updated`` and ``session.closed`` report cumulative billable seconds ("do not
+#: sum"): the call keeps the largest value seen.
+USAGE_IS_CUMULATIVE = True
+
+#: A Live session that drops mid-call is replaced by a new one whose ``session.start`` carries
+#: the conversation so far as text ``input`` items (at most this many, the newest).
+MAX_INITIAL_ITEMS = 128
+
+#: ``session.update`` may change only the delegation settings and the Decisions triggers
+#: (``SessionUpdateConfigParam``); model, instructions, voice and audio format are fixed by
+#: ``session.start``. So voiceconv sends no ``session.update``: an agent's changes apply to its
+#: next call, and instructions added mid-call go in as ``session.instructions.append``.
+SESSION_UPDATE_CHANGES_ONLY_DELEGATION = True
