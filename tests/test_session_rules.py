@@ -361,28 +361,77 @@ def test_live_audio_arriving_while_early_audio_is_sent_queues_behind_it() -> Non
     s.handle_twilio({"event": "start", "streamSid": SID, "start": {
         "streamSid": SID, "callSid": "CA1", "accountSid": "AC1", "customParameters": {}}})
     sent: list[str] = []  # what reaches OpenAI, in order
+
+    def frame(payload: str, ms: int) -> None:
+        out = s.receive_twilio(json.dumps({"event": "media", "streamSid": SID, "media": {
+            "track": "inbound", "chunk": "1", "timestamp": str(ms), "payload": payload}}))
+        if isinstance(out, str):
+            if out:
+                sent.append(json.loads(out)["audio"])
+        else:
+            sent.extend(json.loads(a.text)["audio"] for a in out if isinstance(a, SendToRealtime))
+
     for n in range(5):
-        assert s.twilio_media(f"E{n}AA", 20 * (n + 1)) is None  # the session is not ready
+        frame(f"E{n}AA", 20 * (n + 1))  # the session is not ready: buffered
+    assert sent == []
     flush = s.handle_realtime({"type": "session.updated", "session": {}})
     assert flush[-1] == FlushEarlyAudio()
-    # The consumer awaits each send: live frames arrive before the flush is through.
-    for action in flush[:2]:
-        sent.append(json.loads(action.text)["audio"])
+    # The Realtime task awaits each send: live frames arrive before the flush is through...
+    sent.append(json.loads(flush[0].text)["audio"])
     for n in range(3):
-        assert s.twilio_media(f"L{n}AA", 120 + 20 * n) is None  # not ahead of the early audio
-    sent += [json.loads(a.text)["audio"] for a in flush[2:-1]]
-    more = s.early_audio_sent()  # the FlushEarlyAudio action
+        frame(f"L{n}AA", 120 + 20 * n)
+    assert sent == ["E0AA"]  # ... and do not overtake the early audio
+    sent += [json.loads(a.text)["audio"] for a in flush[1:-1]]
+    more = s.early_audio_sent()  # the FlushEarlyAudio action: those that waited go next
     assert more[-1] == FlushEarlyAudio()
-    assert s.twilio_media("L3AA", 180) is None  # still flushing: it joins the queue
+    frame("L3AA", 180)  # still flushing: it waits too
     sent += [json.loads(a.text)["audio"] for a in more[:-1]]
-    rest = s.early_audio_sent()
-    sent += [json.loads(a.text)["audio"] for a in rest if isinstance(a, SendToRealtime)]
-    assert s.early_audio_sent() == []  # drained: live frames take the fast path again
-    live = s.twilio_media("L4AA", 200)
-    assert live is not None
-    sent.append(json.loads(live)["audio"])
+    last = s.early_audio_sent()
+    sent += [json.loads(a.text)["audio"] for a in last if isinstance(a, SendToRealtime)]
+    assert s.early_audio_sent() == []  # nothing waits any more
+    frame("L4AA", 200)  # the fast path again
+    assert isinstance(s.receive_twilio(json.dumps({"event": "media", "streamSid": SID, "media": {
+        "timestamp": "220", "payload": "L5AA"}})), str)
     assert sent == ["E0AA", "E1AA", "E2AA", "E3AA", "E4AA", "L0AA", "L1AA", "L2AA", "L3AA",
                     "L4AA"]
+
+
+def test_a_caller_stream_faster_than_the_flush_is_taken_over_by_the_twilio_side() -> None:
+    s = CallSession(early_audio_frames=500)
+    s.handle_twilio({"event": "start", "streamSid": SID, "start": {
+        "streamSid": SID, "callSid": "CA1", "accountSid": "AC1", "customParameters": {}}})
+    now = 0
+
+    def frame() -> Any:
+        nonlocal now
+        now += 20
+        return s.receive_twilio(json.dumps({"event": "media", "streamSid": SID, "media": {
+            "timestamp": str(now), "payload": f"{now:04d}"}}))
+
+    frame()
+    actions = s.handle_realtime({"type": "session.updated", "session": {}})
+    sent = [json.loads(a.text)["audio"] for a in actions if isinstance(a, SendToRealtime)]
+    while FlushEarlyAudio() in actions:  # every round, two more frames arrive
+        assert frame() == "" and frame() == ""
+        actions = s.early_audio_sent()
+        sent += [json.loads(a.text)["audio"] for a in actions if isinstance(a, SendToRealtime)]
+    out = frame()  # the Twilio side takes the rest along, in order
+    sent += [json.loads(a.text)["audio"] for a in out if isinstance(a, SendToRealtime)]
+    assert isinstance(frame(), str)  # then the fast path
+    assert sent == [f"{ms:04d}" for ms in range(20, now, 20)]
+
+
+def test_a_frame_that_could_not_be_sent_is_not_overtaken_by_the_next() -> None:
+    c = Call()
+    first = c.frame()
+    assert first is not None
+    c.s.requeue_audio(first)  # the send failed: the connection is going
+    again = c.s.twilio_media("//79", c.now + 20)
+    assert again is None  # queued behind the frame that failed
+    drained = c.s.handle_twilio({"event": "media", "streamSid": SID, "media": {
+        "timestamp": str(c.now + 40), "payload": "//7+"}})
+    assert [json.loads(a.text)["audio"] for a in drained if isinstance(a, SendToRealtime)] == [
+        "//8=", "//79", "//7+"]
 
 
 def test_a_drop_during_the_flush_keeps_the_rest_for_the_next_session() -> None:

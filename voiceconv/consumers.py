@@ -756,6 +756,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             control=_Control(self),
         )
         started_at = timezone.now()
+        self.log.info("running %s", ", ".join(f"{c.name} ({c.call_id})" for c in calls))
         jobs = [asyncio.ensure_future(execute_tool_call(c, self.tools, context)) for c in calls]
         try:
             holding = [self.tools[c.name].holding_message for c in calls if c.name in self.tools]

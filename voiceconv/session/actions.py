@@ -140,11 +140,12 @@ class ApologyHeard:
 
 @dataclass(frozen=True, slots=True)
 class FlushEarlyAudio:
-    """The buffered caller audio before this action has been sent: run the actions of
-    :meth:`CallSession.early_audio_sent` (audio buffered meanwhile, in order) next.
+    """The buffered caller audio before this action has been sent: call
+    :meth:`CallSession.early_audio_sent` (and run what it returns).
 
-    Until the buffer is empty, live caller frames join it instead of taking the fast path, so
-    early and live audio never reach OpenAI out of order, however the sends interleave."""
+    Until then, live caller frames are buffered behind it, and the next frame from Twilio takes
+    them along in order: early and live audio never reach OpenAI out of order, however the
+    sends of the two sockets' tasks interleave."""
 
     type: Literal["flush_early_audio"] = "flush_early_audio"
 

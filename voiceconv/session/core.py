@@ -196,10 +196,14 @@ class CallSession(Control, RealtimeSide):
         except BadInput as bad:
             return self.refuse(bad.kind, bad.detail)
         out = self.twilio_media(payload, timestamp)
-        if timestamp < self.deadline_ms:
+        if out is None and self._early and st.realtime_ready and not self._flushing:
+            actions: list[Action] = self._drain_early()  # audio buffered behind the flush
+        elif timestamp < self.deadline_ms:
             return out or ""
-        actions: list[Action] = [SendToRealtime(out)] if out else []
-        actions.extend(self.on_clock())
+        else:
+            actions = [SendToRealtime(out)] if out else []
+        if timestamp >= self.deadline_ms:
+            actions.extend(self.on_clock())
         return actions
 
     def twilio_media(self, payload: str, timestamp: int) -> str | None:
@@ -207,7 +211,7 @@ class CallSession(Control, RealtimeSide):
         st = self.state
         st.now_ms = timestamp
         st.frames_in += 1
-        if st.realtime_ready and not self._flushing:
+        if st.realtime_ready and not self._flushing and not self._early:
             if self._input_origin_ms is None:
                 self._input_origin_ms = timestamp
             return self.append_prefix + payload + '"}'
@@ -217,7 +221,8 @@ class CallSession(Control, RealtimeSide):
         return None
 
     def requeue_audio(self, payload: str) -> None:
-        """A caller frame could not be sent (the connection is going): keep it for the next one."""
+        """A caller frame could not be sent (the connection is going): keep it for the next one
+        (the frames after it queue behind it)."""
         if payload.startswith(self.append_prefix):
             payload = payload[len(self.append_prefix) : -2]
         if len(self._early) == self._early.maxlen:
@@ -252,7 +257,11 @@ class CallSession(Control, RealtimeSide):
         except BadInput as bad:
             return self.refuse(bad.kind, bad.detail)
         out = self.twilio_media(payload, timestamp)
-        actions: list[Action] = [SendToRealtime(out)] if out else []
+        st = self.state
+        if out is None and self._early and st.realtime_ready and not self._flushing:
+            actions: list[Action] = self._drain_early()  # audio buffered behind the flush
+        else:
+            actions = [SendToRealtime(out)] if out else []
         if timestamp >= self.deadline_ms:
             actions.extend(self.on_clock())
         return actions

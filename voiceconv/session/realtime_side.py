@@ -43,6 +43,10 @@ BENIGN_ERROR_CODES = frozenset(
 )
 
 
+#: Rounds of sending caller audio buffered during the early-audio flush from the Realtime
+#: side before the Twilio side takes over (see :meth:`RealtimeSide.early_audio_sent`).
+FLUSH_ROUNDS = 4
+
 Handler = Callable[["RealtimeSide", dict[str, Any]], list[Action]]
 
 
@@ -74,6 +78,7 @@ class RealtimeSide:
     hold_greeting: bool
     _reconnecting: bool
     _flushing: bool
+    _flush_rounds: int
     _known_calls: dict[str, tuple[int, str | None]]
     _running: dict[str, ToolCall]
     _turn_unanswered: bool
@@ -197,7 +202,11 @@ class RealtimeSide:
         actions: list[Action] = []
         if self._early:
             self._input_origin_ms = st.now_ms - 20 * (len(self._early) - 1)
-            actions.extend(self.early_audio_sent())
+            # Sent from here (the caller may be silent): live frames queue behind them.
+            self._flushing = True
+            self._flush_rounds = 0
+            actions.extend(self._drain_early())
+            actions.append(FlushEarlyAudio())
         if not self.hold_greeting:
             actions.extend(self.greet())
         if self._reconnecting:
@@ -206,20 +215,27 @@ class RealtimeSide:
         return actions
 
     def early_audio_sent(self) -> list[Action]:
-        """Send the caller audio buffered so far, oldest first, then :class:`FlushEarlyAudio`;
-        once nothing is buffered any more, live frames take the fast path again."""
-        if not self.state.realtime_ready:
-            self._flushing = False  # the connection went: the rest waits for the next one
-            return []
-        if not self._early:
+        """The caller audio buffered before the session was ready has been sent.
+
+        Live frames that arrived meanwhile were buffered behind it: they are sent next, in
+        order, and the fast path resumes once a round finds nothing buffered. After
+        :data:`FLUSH_ROUNDS` rounds (a caller stream arriving faster than it can be sent), the
+        Twilio side takes over: its next frame takes the buffer along, so this task is never
+        held up for long."""
+        self._flush_rounds += 1
+        if not self._early or not self.state.realtime_ready or (
+            self._flush_rounds >= FLUSH_ROUNDS
+        ):
             self._flushing = False
             return []
-        self._flushing = True
+        return [*self._drain_early(), FlushEarlyAudio()]
+
+    def _drain_early(self) -> list[Action]:
+        """Every buffered caller frame, oldest first, to send now (the session is ready)."""
         actions: list[Action] = [
             SendToRealtime(self.append_prefix + payload + '"}') for payload in self._early
         ]
         self._early.clear()
-        actions.append(FlushEarlyAudio())
         return actions
 
     def greet(self) -> list[Action]:
