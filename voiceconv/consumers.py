@@ -728,10 +728,31 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             return
         await self.run_actions(self.session.request_hangup(reason))
 
-    async def request_transfer(self, target: str) -> None:
+    def transfer_refusal(self, target: str) -> str | None:
+        """Why a transfer to ``target`` is refused (not a valid target, or not on the agent's
+        allow-list), in words the model can say; None when it may go ahead."""
+        from voiceconv.exceptions import InvalidPhoneNumberError
+        from voiceconv.phone import transfer_target
+
+        try:
+            destination = transfer_target(target)
+        except InvalidPhoneNumberError as exc:
+            return str(exc)
+        if self.telephony is None:
+            return "This call cannot be transferred."
+        return cast("str | None", self.telephony.settings.transfer_refusal(destination))
+
+    async def request_transfer(self, target: str) -> str | None:
+        """Announce, then transfer to ``target``; the refusal (logged) when the agent's
+        allow-list does not have it, None once requested."""
         if not self.session.state.started:
-            return
+            return "the call has not started"
+        refusal = self.transfer_refusal(target)
+        if refusal is not None:
+            self.log.warning("transfer to %s refused: %s", target, refusal)
+            return refusal
         await self.run_actions(self.session.request_transfer(target))
+        return None
 
     async def _hangup_deadline(self) -> None:
         await asyncio.sleep(float(voiceconv_settings.HANGUP_GRACE_SECONDS))
@@ -881,7 +902,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
 
 class _Control:
-    """The ``control`` handed to tools: thread-safe requests to end or transfer the call."""
+    """The ``control`` handed to tools: thread-safe requests to end or transfer the call and
+    to send digits."""
 
     def __init__(self, consumer: MediaStreamConsumer) -> None:
         self._consumer = consumer
@@ -897,7 +919,18 @@ class _Control:
         self._soon(lambda: self._consumer.request_hangup(reason))
 
     def transfer_call(self, target: str) -> None:
-        self._soon(lambda: self._consumer.request_transfer(target))
+        async def transfer() -> None:
+            await self._consumer.request_transfer(target)
+
+        self._soon(transfer)
+
+    def transfer_refusal(self, target: str) -> str | None:
+        return self._consumer.transfer_refusal(target)
+
+    def send_dtmf(self, digits: str) -> None:
+        from voiceconv.live_control import send_dtmf
+
+        self._soon(lambda: send_dtmf(self._consumer, digits))
 
 
 async def _close_quietly(backend: RealtimeBackend) -> None:

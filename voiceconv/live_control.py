@@ -116,10 +116,12 @@ async def _perform(consumer: Any, action: str, args: dict[str, Any]) -> str:
         await _update_session(consumer, args)
         return ""
     if action == "transfer":
-        await consumer.request_transfer(args["target"])
+        refusal = await consumer.request_transfer(args["target"])
+        if refusal:
+            raise Refused(refusal)
         return ""
     if action == "send_dtmf":
-        await _send_dtmf(consumer, args["digits"])
+        await send_dtmf(consumer, args["digits"])
         return ""
     raise Refused(f"unknown action {action!r}")
 
@@ -224,7 +226,9 @@ def dtmf_audio(digits: str) -> bytes:
     return bytes(out)
 
 
-async def _send_dtmf(consumer: Any, digits: str) -> None:
+async def send_dtmf(consumer: Any, digits: str) -> None:
+    """Queue ``digits`` as in-band tones behind the audio already sent to Twilio (Media
+    Streams has no DTMF message; see the README's "DTMF out")."""
     from voiceconv.session import SendToTwilio
 
     sid = json.dumps(consumer.session.state.stream_sid)

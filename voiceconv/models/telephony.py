@@ -7,13 +7,32 @@ is one Twilio recording of a call, as its status callback reported it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.exceptions import InvalidPhoneNumberError
 from voiceconv.models.calls import Agent, Call
+from voiceconv.phone import transfer_target
+
+_PREFIX_RE = re.compile(r"^(\+[0-9]{1,14}|sips?:\S*)\*$", re.IGNORECASE)
+
+
+def allow_list_entry(text: str) -> str:
+    """One transfer allow-list line, normalised: an E.164 number, a ``sip:`` URI, or a prefix
+    (``+1415*``, ``sip:*@example.com`` is not one: only a trailing ``*``). Raises
+    :class:`~voiceconv.exceptions.InvalidPhoneNumberError` otherwise."""
+    entry = text.strip()
+    if entry.endswith("*"):
+        if _PREFIX_RE.match(entry):
+            return entry
+        raise InvalidPhoneNumberError(
+            f"{text!r} is not a prefix: a + and digits, or sip:..., then *"
+        )
+    return transfer_target(entry)
 
 
 class AgentTelephony(models.Model):
@@ -134,6 +153,35 @@ class AgentTelephony(models.Model):
             if target == allowed:
                 return True
         return False
+
+    def transfer_refusal(self, target: str) -> str | None:
+        """Why a transfer to ``target`` (normalised) is refused, in words the model can say;
+        None when the allow-list has it. An empty allow-list allows no transfer."""
+        if not self.transfer_allow_list():
+            return ("Transfers are not set up for this line: no transfer targets are "
+                    "configured. Tell the caller you cannot transfer them.")
+        if not self.allows_transfer_to(target):
+            return (f"{target} is not one of the numbers this line may transfer to. Tell the "
+                    "caller you cannot transfer them there.")
+        return None
+
+    def clean(self) -> None:
+        """Each allow-list line must be an E.164 number, a ``sip:`` URI, or a prefix ending
+        in ``*``; valid lines are saved normalised (E.164)."""
+        from django.core.exceptions import ValidationError
+
+        lines, problems = [], []
+        for line in (self.transfer_targets or "").splitlines():
+            entry = line.strip()
+            if not entry:
+                continue
+            try:
+                lines.append(allow_list_entry(entry))
+            except InvalidPhoneNumberError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValidationError({"transfer_targets": problems})
+        self.transfer_targets = "\n".join(lines)
 
     def machine_detection(self) -> str:
         """Twilio's ``MachineDetection`` for this policy: the beep matters only for voicemail."""

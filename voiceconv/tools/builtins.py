@@ -1,4 +1,4 @@
-"""voiceconv's built-in call-control tools: ``end_call`` and ``transfer_call``.
+"""voiceconv's built-in call-control tools: ``end_call``, ``transfer_call``, ``send_dtmf``.
 
 They are registered like any other tool (this module is imported with the package), so an
 operator enables them per agent in the admin. They act through the call's
@@ -7,12 +7,19 @@ operator enables them per agent in the admin. They act through the call's
 
 from __future__ import annotations
 
+import logging
+import re
+
 from voiceconv.exceptions import InvalidPhoneNumberError
 from voiceconv.phone import transfer_target
 from voiceconv.tools.registry import tool
 from voiceconv.tools.runtime import CallControl
 
-__all__ = ["end_call", "transfer_call"]
+__all__ = ["end_call", "send_dtmf", "transfer_call"]
+
+logger = logging.getLogger("voiceconv.tools")
+_DTMF = re.compile(r"^[0-9A-Da-d*#wW]{1,32}$")
+
 
 @tool
 async def end_call(
@@ -46,9 +53,35 @@ async def transfer_call(target: str, control: CallControl | None = None) -> dict
         return {"status": "invalid_target", "error": str(exc)}
     if control is None:
         return {"status": "unavailable", "error": "This call cannot be transferred from here."}
+    refusal = control.transfer_refusal(destination)
+    if refusal is not None:
+        logger.warning("transfer_call to %s refused: %s", destination, refusal)
+        return {"status": "not_allowed", "target": destination, "error": refusal}
     control.transfer_call(destination)
     return {
         "status": "transferring",
         "target": destination,
         "instruction": "Tell the caller in one short sentence that you are transferring them.",
     }
+
+
+@tool
+async def send_dtmf(digits: str, control: CallControl | None = None) -> dict[str, str]:
+    """Press keys on the phone keypad, to navigate an automated phone menu.
+
+    The tones are heard by the other side after what you have already said. Do not speak
+    over a menu you are navigating: send the digits, then wait for the menu's answer.
+
+    Args:
+        digits: The keys to press, in order: 0-9, * and #, A-D; w waits half a second
+            (for example "1w2#").
+    """
+    keys = (digits or "").strip().replace(" ", "")
+    if not _DTMF.match(keys):
+        return {"status": "invalid_digits",
+                "error": f"{digits!r} is not a key sequence (0-9, *, #, A-D, w for a pause)."}
+    if control is None:
+        return {"status": "unavailable", "error": "Keys cannot be pressed on this call."}
+    keys = keys.upper().replace("W", "w")
+    control.send_dtmf(keys)
+    return {"status": "sent", "digits": keys}

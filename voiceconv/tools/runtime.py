@@ -61,6 +61,14 @@ class CallControl(Protocol):
 
     def transfer_call(self, target: str) -> None: ...
 
+    def transfer_refusal(self, target: str) -> str | None:
+        """Why a transfer to ``target`` would be refused (the agent's allow-list); None: ok."""
+        ...
+
+    def send_dtmf(self, digits: str) -> None:
+        """Play DTMF tones to the other party (``0-9 * # A-D``, ``w`` = half a second)."""
+        ...
+
 
 @dataclass(slots=True)
 class ToolContext:
