@@ -946,7 +946,8 @@ def test_sync_command_prints_report() -> None:
     ToolDefinition.objects.create(name="vanished")
     out, err = StringIO(), StringIO()
     call_command("voiceconv_sync_tools", stdout=out, stderr=err)
-    assert "unchanged: end_call, get_time, send_dtmf, transfer_call" in out.getvalue()
+    unchanged = "unchanged: end_call, get_time, send_dtmf, transfer_call, warm_transfer"
+    assert unchanged in out.getvalue()
     assert "not registered (orphans): vanished" in out.getvalue()
     assert "vanished" in err.getvalue()
     ToolDefinition.objects.filter(name="vanished").delete()

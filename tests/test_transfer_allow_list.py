@@ -116,3 +116,29 @@ async def test_send_dtmf_tool_refuses_what_is_not_a_key_sequence(digits: str) ->
     out = await run("send_dtmf", {"digits": digits}, control)
     assert out["status"] == "invalid_digits" and control.actions == []
     assert (await run("send_dtmf", {"digits": "1"}, None))["status"] == "unavailable"
+
+
+async def test_warm_transfer_is_refused_off_the_list_and_asks_to_hold_on_it() -> None:
+    calls: list[tuple[str, str]] = []
+
+    class WarmControl(Control):
+        def warm_transfer(self, target: str, brief: str) -> None:
+            calls.append((target, brief))
+
+    control = WarmControl(AgentTelephony(transfer_targets="+1415*"))
+    out = await run("warm_transfer", {"target": "+12125550199", "brief": "x"}, control)
+    assert out["status"] == "not_allowed" and calls == []
+    out = await run("warm_transfer", {"target": "+1 415 555 0199", "brief": " Ada, refund. "},
+                    control)
+    assert out["status"] == "calling" and "hold" in out["instruction"]
+    assert calls == [("+14155550199", "Ada, refund.")]
+
+
+def test_the_human_hears_the_brief_then_starts_the_conference_the_caller_waits_in() -> None:
+    from voiceconv.warm_transfer import conference_twiml, human_twiml
+
+    assert human_twiml("Ada & the refund.", "room-1") == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Ada &amp; the refund.</Say>'
+        '<Dial><Conference beep="false" endConferenceOnExit="true" '
+        'startConferenceOnEnter="true">room-1</Conference></Dial></Response>')
+    assert 'startConferenceOnEnter="false"' in conference_twiml("room-1")

@@ -168,8 +168,11 @@ DEFAULTS: dict[str, Any] = {
     # Said before a recorded call goes on, when the agent announces recordings.
     "RECORDING_ANNOUNCEMENT": "This call is recorded.",
     # Transfer targets every agent may use unless it has its own list (numbers, sip: URIs,
-    # "+1415*" prefixes); empty = any valid target.
+    # "+1415*" prefixes); empty = no transfers.
     "TRANSFER_ALLOW_LIST": [],
+    # Seconds the human's phone rings in a warm transfer before the caller is told and
+    # returned to the agent.
+    "WARM_TRANSFER_RING_TIMEOUT": 20,
     # --- extension points -----------------------------------------------------------------
     # Callables or dotted paths, sync or async, run off the audio path for every finished turn:
     # fn(text), fn(text, info) or fn(text, info, consumer); info is a voiceconv.events.CallInfo.
@@ -274,6 +277,7 @@ class VoiceconvSettings:
     VOICEMAIL_MESSAGE: str
     RECORDING_ANNOUNCEMENT: str
     TRANSFER_ALLOW_LIST: list[str]
+    WARM_TRANSFER_RING_TIMEOUT: int
     ON_USER_MESSAGE: Callable[..., Any] | None
     ON_ASSISTANT_MESSAGE: Callable[..., Any] | None
     OPENAI_CLIENT_FACTORY: Callable[..., Any] | None

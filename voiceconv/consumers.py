@@ -111,6 +111,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.session_config: dict[str, Any] = {}
         #: Outbound calls, answering machines, recording (voiceconv.telephony.CallTelephony).
         self.telephony: Any = None
+        #: The warm transfer in progress (voiceconv.models.WarmTransfer), None without one.
+        self.warm_transfer: Any = None
         self.log: logging.LoggerAdapter = _CallLog(logger, {"call_sid": "?"})  # type: ignore[type-arg]
         self._realtime_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -790,6 +792,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
         return await CallTelephony.start(self)
 
+    async def voiceconv_warm_transfer(self, message: dict[str, Any]) -> None:
+        """The status of a warm transfer's human leg (voiceconv.warm_transfer)."""
+        from voiceconv import warm_transfer
+
+        await warm_transfer.on_status(self, int(message.get("transfer") or 0),
+                                      str(message.get("status") or ""))
+
     async def voiceconv_amd(self, message: dict[str, Any]) -> None:
         """Channel-layer control: Twilio's answering-machine verdict for an outbound call."""
         if self.telephony is not None:
@@ -926,6 +935,16 @@ class _Control:
 
     def transfer_refusal(self, target: str) -> str | None:
         return self._consumer.transfer_refusal(target)
+
+    def warm_transfer(self, target: str, brief: str) -> None:
+        from voiceconv import warm_transfer
+
+        async def begin() -> None:
+            refusal = await warm_transfer.start(self._consumer, target, brief)
+            if refusal:
+                self._consumer.log.warning("warm transfer to %s refused: %s", target, refusal)
+
+        self._soon(begin)
 
     def send_dtmf(self, digits: str) -> None:
         from voiceconv.live_control import send_dtmf

@@ -216,3 +216,38 @@ class Recording(models.Model):
     def as_dict(self) -> dict[str, Any]:
         return {"sid": self.twilio_recording_sid, "status": self.status, "url": self.url,
                 "duration": self.duration_seconds, "channels": self.channels}
+
+
+class WarmTransfer(models.Model):
+    """One warm transfer of a call: the human's leg, the conference, and how it ended."""
+
+    class Status(models.TextChoices):
+        DIALLING = "dialling", _("calling the human")
+        CONNECTED = "connected", _("answered; caller bridged into the conference")
+        NOT_ANSWERED = "not_answered", _("not answered; caller back with the agent")
+        FAILED = "failed", _("failed; caller back with the agent")
+
+    call = models.ForeignKey(
+        Call, on_delete=models.CASCADE, related_name="warm_transfers", verbose_name=_("call")
+    )
+    target = models.CharField(_("target"), max_length=255)
+    brief = models.TextField(_("brief"), blank=True,
+                             help_text=_("What the human heard before being connected."))
+    conference = models.CharField(_("conference"), max_length=128)
+    human_call_sid = models.CharField(_("human's call SID"), max_length=64, blank=True,
+                                      db_index=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices,
+                              default=Status.DIALLING)
+    human_status = models.CharField(_("human's last call status"), max_length=20, blank=True)
+    detail = models.CharField(_("detail"), max_length=500, blank=True)
+    created_at = models.DateTimeField(_("started"), auto_now_add=True)
+    answered_at = models.DateTimeField(_("answered"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("outcome at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("warm transfer")
+        verbose_name_plural = _("warm transfers")
+        ordering = ["call", "created_at"]
+
+    def __str__(self) -> str:
+        return f"warm transfer of {self.call_id} to {self.target} ({self.status})"

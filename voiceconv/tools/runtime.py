@@ -65,6 +65,10 @@ class CallControl(Protocol):
         """Why a transfer to ``target`` would be refused (the agent's allow-list); None: ok."""
         ...
 
+    def warm_transfer(self, target: str, brief: str) -> None:
+        """Brief a human at ``target`` on a call of their own, then bridge the caller in."""
+        ...
+
     def send_dtmf(self, digits: str) -> None:
         """Play DTMF tones to the other party (``0-9 * # A-D``, ``w`` = half a second)."""
         ...
