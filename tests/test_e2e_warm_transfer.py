@@ -168,3 +168,29 @@ async def test_an_unanswered_warm_transfer_returns_the_caller_to_the_agent(
     await client.hang_up()
     call = await wait_for_call(client.call_sid, ended=True, timeout=15)
     assert call.end_reason == "caller_hung_up"
+
+
+async def test_the_persons_phone_stops_ringing_when_the_caller_hangs_up(
+    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+) -> None:
+    client, _, human = await begin(server, standin, twilio_api)
+    await eventually_placed(human.sid)
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True, timeout=15)
+    assert call.end_reason == "caller_hung_up"
+    [_, cancel] = await asyncio.to_thread(twilio_api.wait_for_requests, 2, 15)
+    assert cancel.path.endswith(f"/Calls/{human.sid}.json")
+    assert cancel.form == {"Status": ["completed"]}
+    row = await call.warm_transfers.aget()
+    assert row.status == "failed" and "caller_hung_up" in row.detail
+
+
+async def eventually_placed(human_sid: str) -> None:
+    """The server has stored the person's CallSid (Twilio's reply to the create)."""
+    from voiceconv.models import WarmTransfer
+
+    for _ in range(200):
+        if await WarmTransfer.objects.filter(human_call_sid=human_sid).aexists():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the person's CallSid was not recorded")

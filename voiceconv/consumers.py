@@ -892,6 +892,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             task.cancel()
         if others:
             await asyncio.gather(*others, return_exceptions=True)
+        if self.warm_transfer is not None:
+            from voiceconv import warm_transfer
+
+            await warm_transfer.abandon(self, reason)
         if self.recorder is not None:
             for action in self.session.finish():
                 if isinstance(action, RecordTurn):

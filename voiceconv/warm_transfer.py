@@ -14,6 +14,8 @@
 4. Not answered (``no-answer``, ``busy``, ``failed``, ``canceled``, or nothing within
    ``WARM_TRANSFER_RING_TIMEOUT`` seconds and a grace): the human's leg is hung up, the agent
    answers again and tells the caller; recorded ``not_answered`` (or ``failed``).
+5. The caller hangs up while the human's phone rings: the human's leg is hung up; recorded
+   ``failed``.
 
 Each step is recorded on :class:`~voiceconv.models.WarmTransfer` and logged.
 """
@@ -227,6 +229,22 @@ async def _back_to_agent(consumer: MediaStreamConsumer, pk: int, outcome: str, d
         await _say(consumer, (
             f"The person you tried to transfer the caller to ({target}) did not answer. "
             "Tell the caller so in one short sentence, and offer to help them yourself."))
+
+
+async def abandon(consumer: MediaStreamConsumer, reason: str) -> None:
+    """The call ends while the person's phone still rings: hang up their leg, record it."""
+    row = consumer.warm_transfer
+    consumer.warm_transfer = None
+    if row is None or row.status != row.Status.DIALLING:
+        return
+    consumer.log.info("warm transfer to %s abandoned: the call ended (%s)", row.target, reason)
+    if row.human_call_sid:
+        from voiceconv.twilio_rest import hangup_call
+
+        await asyncio.to_thread(hangup_call, row.human_call_sid)
+    await database_sync_to_async(_update, thread_sensitive=False)(
+        row.pk, status="failed", detail=f"the call ended ({reason}) while the person's "
+        "phone rang", finished_at=timezone.now())
 
 
 async def deliver_status(transfer_pk: int, status: str) -> bool:
