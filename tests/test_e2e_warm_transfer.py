@@ -194,3 +194,39 @@ async def eventually_placed(human_sid: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the person's CallSid was not recorded")
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"),
+                    reason="the control API crosses processes: needs REDIS_URL")
+async def test_the_control_api_starts_a_warm_transfer_on_the_allow_list_only(
+    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+) -> None:
+    from voiceconv import control
+    from voiceconv.live import live_calls
+
+    await sync_to_async(offer_warm_transfer)()
+    twilio_api.requests.clear()
+    twilio_api.calls.clear()
+    client = await enter_call(server)
+    call = await wait_for_call(client.call_sid)
+    for _ in range(100):
+        if await live_calls().filter(pk=call.pk).aexists():
+            break
+        await client.send_silence(100)
+        await asyncio.sleep(0.1)
+    refused = await control.awarm_transfer(client.call_sid, "+12125550199", BRIEF, by="ops")
+    assert not refused and "not one of the numbers" in refused.detail
+    started = await control.awarm_transfer(client.call_sid, HUMAN, BRIEF, by="ops")
+    assert started, started.detail
+    await talk_until(client, lambda: bool(twilio_api.calls))
+    [human] = list(twilio_api.calls.values())
+    assert ET.fromstring(human.param("Twiml")).find("Say").text == BRIEF  # type: ignore[union-attr]
+    await eventually_placed(human.sid)
+    assert await twilio_api.send_status(human.sid, "in-progress") == 204
+    await play_until_closed(client, timeout=20)
+    call = await wait_for_call(client.call_sid, ended=True, timeout=15)
+    assert call.end_reason == "transferred"
+    assert (await call.warm_transfers.aget()).status == "connected"
+    texts = [t async for t in call.transcript_entries.filter(role="control").values_list(
+        "text", flat=True)]
+    assert any(t.startswith(f"warm_transfer by ops: {HUMAN}") for t in texts), texts

@@ -79,7 +79,7 @@ def _describe(action: str, args: dict[str, Any]) -> str:
         return repr(args["text"]) if "text" in args else f"instructions {args['instructions']!r}"
     if action == "whisper":
         return repr(args["instructions"])
-    if action == "transfer":
+    if action in ("transfer", "warm_transfer"):
         return str(args["target"])
     if action == "send_dtmf":
         return str(args["digits"])
@@ -120,6 +120,16 @@ async def _perform(consumer: Any, action: str, args: dict[str, Any]) -> str:
         if refusal:
             raise Refused(refusal)
         return ""
+    if action == "warm_transfer":
+        from voiceconv import warm_transfer
+
+        brief = args["brief"] or "A caller is being transferred to you."
+        refusal = await warm_transfer.start(consumer, args["target"], brief)
+        if refusal:
+            raise Refused(refusal)
+        await _say(consumer, "Ask the caller in one short sentence to hold while you connect "
+                             "them, then say nothing more until you are told how it went.")
+        return "calling the person"
     if action == "send_dtmf":
         await send_dtmf(consumer, args["digits"])
         return ""
