@@ -54,6 +54,9 @@ def offer_transfer() -> None:
 
     agent = Agent.objects.get(is_default=True)
     agent.tools.set([ToolDefinition.objects.get_or_create(name="transfer_call")[0]])
+    from voiceconv.models import AgentTelephony
+
+    AgentTelephony.objects.update_or_create(agent=agent, defaults={"transfer_targets": TARGET})
 
 
 def script_transfer(standin: RealtimeStandIn) -> None:

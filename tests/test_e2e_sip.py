@@ -54,11 +54,13 @@ def webhook_url(server: ServerProcess) -> str:
     return server.http_url + "/twilio/sip/openai/"
 
 
-def offer(*names: str) -> None:
-    from voiceconv.models import Agent, ToolDefinition
+def offer(*names: str, transfer_targets: str = "") -> None:
+    from voiceconv.models import Agent, AgentTelephony, ToolDefinition
 
     agent = Agent.objects.get(is_default=True)
     agent.tools.set([ToolDefinition.objects.get_or_create(name=n)[0] for n in names])
+    AgentTelephony.objects.update_or_create(
+        agent=agent, defaults={"transfer_targets": transfer_targets})
 
 
 async def wait_for_call(call_id: str, *, ended: bool = False, timeout: float = 10.0) -> object:
@@ -199,7 +201,7 @@ async def test_transfer_call_refers_the_caller(
 ) -> None:
     from voiceconv.models import Call
 
-    await sync_to_async(offer)("transfer_call")
+    await sync_to_async(offer)("transfer_call", transfer_targets="+14155550199")
     sip_standin.responses.extend([
         ScriptedResponse(text="", function_calls=[
             ScriptedFunctionCall("transfer_call", {"target": "+14155550199"})]),

@@ -53,6 +53,16 @@ def offer(*names: str) -> None:
     agent.tools.set(definitions)
 
 
+def allow_transfers_to(*targets: str) -> None:
+    """The default agent's transfer allow-list."""
+    from voiceconv.models import Agent, AgentTelephony
+
+    AgentTelephony.objects.update_or_create(
+        agent=Agent.objects.get(is_default=True),
+        defaults={"transfer_targets": "\n".join(targets)},
+    )
+
+
 async def test_the_example_tool_answers_through_the_model(
     e2e_server: ServerProcess, standin: RealtimeStandIn
 ) -> None:
@@ -136,6 +146,7 @@ async def test_transfer_call_dials_the_target_through_the_rest_api(
     tools_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
     await sync_to_async(offer)("transfer_call")
+    await sync_to_async(allow_transfers_to)("+14155550199")
     twilio_api.requests.clear()
     standin.responses.append(ScriptedResponse(
         text="", function_calls=[ScriptedFunctionCall("transfer_call",

@@ -231,6 +231,11 @@ def test_voiceconv_control_fails_clearly_for_unknown_or_unanswered_calls() -> No
         call_command("voiceconv_control", SID, "say", "Hello", "--timeout", "0.2")
     with pytest.raises(CommandError, match="DTMF"):
         call_command("voiceconv_control", SID, "dtmf", "x")
+    with pytest.raises(CommandError, match="international"):
+        call_command("voiceconv_control", SID, "warm-transfer", "front desk", "--brief", "Ada")
+    with pytest.raises(CommandError, match="not taken"):
+        call_command("voiceconv_control", SID, "warm-transfer", "+14155550188", "--brief",
+                     "Ada", "--timeout", "0.2")
 
 
 async def test_the_end_of_a_call_reaches_the_live_list_whatever_the_writer_loaded() -> None:

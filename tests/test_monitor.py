@@ -139,6 +139,9 @@ async def test_control_through_the_socket_goes_to_the_call_with_the_users_name()
         "properties": {"target": {"type": "string", "enum": ["+14155550199"]}}}
     await definition.asave()
     await sync_to_async(call.agent.tools.add)(definition)
+    from voiceconv.models import AgentTelephony
+
+    await AgentTelephony.objects.acreate(agent=call.agent, transfer_targets="+1415555*")
     communicator, connected, _ = await open_socket(u)
     assert connected
     assert (await communicator.receive_json_from(timeout=5))["can_control"] is True

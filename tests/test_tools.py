@@ -759,6 +759,11 @@ async def test_override_schema_is_offered_and_enforced() -> None:
         def transfer_call(self, target: str) -> None:
             transfers.append(target)
 
+        def transfer_refusal(self, target: str) -> str | None:
+            return None
+
+        def send_dtmf(self, digits: str) -> None: ...
+
     context = ctx(control=Control())
     refused = await execute_tool_call(
         ToolCall("c1", "transfer_call", '{"target": "+19005550000"}'), {"transfer_call": bound},
@@ -801,6 +806,12 @@ class RecordingControl:
 
     def transfer_call(self, target: str) -> None:
         self.actions.append(("transfer", target))
+
+    def transfer_refusal(self, target: str) -> str | None:
+        return None
+
+    def send_dtmf(self, digits: str) -> None:
+        self.actions.append(("dtmf", digits))
 
 
 async def builtin(name: str, arguments: dict[str, Any], control: Any) -> Any:
@@ -935,7 +946,8 @@ def test_sync_command_prints_report() -> None:
     ToolDefinition.objects.create(name="vanished")
     out, err = StringIO(), StringIO()
     call_command("voiceconv_sync_tools", stdout=out, stderr=err)
-    assert "unchanged: end_call, get_time, transfer_call" in out.getvalue()
+    unchanged = "unchanged: end_call, get_time, send_dtmf, transfer_call, warm_transfer"
+    assert unchanged in out.getvalue()
     assert "not registered (orphans): vanished" in out.getvalue()
     assert "vanished" in err.getvalue()
     ToolDefinition.objects.filter(name="vanished").delete()

@@ -34,14 +34,16 @@ def test_changelist_shows_registration_and_agent_counts(admin_client: Any) -> No
     response = admin_client.get(reverse(CHANGELIST))
     assert response.status_code == 200
     rows = {obj.name: obj for obj in response.context["cl"].result_list}
-    assert set(rows) == {"end_call", "get_time", "retired_tool", "transfer_call"}
+    assert set(rows) == {"end_call", "get_time", "retired_tool", "send_dtmf", "transfer_call",
+                         "warm_transfer"}
     assert rows["get_time"]._agent_count == 2  # the example default agent and "Two"
     assert rows["retired_tool"]._agent_count == 0
     html = response.content.decode()
-    # All four are enabled; the orphan's "registered" icon is the only "no".
+    # All six are enabled; the orphan's "registered" icon is the only "no".
     assert html.count('alt="False"') == 1
     model_admin = admin.site._registry[ToolDefinition]
-    assert [model_admin.registered(rows[n]) for n in sorted(rows)] == [True, True, False, True]
+    registered = [model_admin.registered(rows[n]) for n in sorted(rows)]
+    assert registered == [True, True, False, True, True, True]
     assert '<td class="field-effective_timeout">4</td>' in html
     assert '<td class="field-effective_timeout">10 (default)</td>' in html
 
@@ -65,7 +67,7 @@ def test_sync_action_with_selection(admin_client: Any) -> None:
     assert ToolDefinition.objects.get(name="brand_new").description == "New in code."
     [message] = messages_of(response)
     assert message == (
-        "Tool definitions synced from code: 1 created, 0 updated, 3 unchanged. "
+        "Tool definitions synced from code: 1 created, 0 updated, 5 unchanged. "
         "Not registered in code (never offered): retired_tool."
     )
 
@@ -78,7 +80,7 @@ def test_sync_action_without_selection(admin_client: Any) -> None:
     assert response.status_code == 200
     assert ToolDefinition.objects.filter(name="end_call").exists()
     assert messages_of(response) == [
-        "Tool definitions synced from code: 1 created, 0 updated, 2 unchanged."
+        "Tool definitions synced from code: 1 created, 0 updated, 4 unchanged."
     ]
 
 

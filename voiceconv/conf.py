@@ -168,7 +168,7 @@ DEFAULTS: dict[str, Any] = {
     # Said before a recorded call goes on, when the agent announces recordings.
     "RECORDING_ANNOUNCEMENT": "This call is recorded.",
     # Transfer targets every agent may use unless it has its own list (numbers, sip: URIs,
-    # "+1415*" prefixes); empty = any valid target.
+    # "+1415*" prefixes); empty = no transfers.
     "TRANSFER_ALLOW_LIST": [],
     # --- the SIP path (a SIP trunk pointed at OpenAI; no audio through this server) -------
     # Secret of the OpenAI project webhook (whsec_...) that signs realtime.call.incoming;
@@ -186,6 +186,9 @@ DEFAULTS: dict[str, Any] = {
     "GPT_LIVE_DELEGATION_MODEL": "gpt-5-mini",
     # Caller/assistant transcript fragments further apart than this start a new turn (ms).
     "GPT_LIVE_TURN_GAP_MS": 800,
+    # Seconds the human's phone rings in a warm transfer before the caller is told and
+    # returned to the agent.
+    "WARM_TRANSFER_RING_TIMEOUT": 20,
     # --- extension points -----------------------------------------------------------------
     # Callables or dotted paths, sync or async, run off the audio path for every finished turn:
     # fn(text), fn(text, info) or fn(text, info, consumer); info is a voiceconv.events.CallInfo.
@@ -310,6 +313,7 @@ class VoiceconvSettings:
     GPT_LIVE_MODEL: str
     GPT_LIVE_DELEGATION_MODEL: str
     GPT_LIVE_TURN_GAP_MS: int
+    WARM_TRANSFER_RING_TIMEOUT: int
     ON_USER_MESSAGE: Callable[..., Any] | None
     ON_ASSISTANT_MESSAGE: Callable[..., Any] | None
     OPENAI_CLIENT_FACTORY: Callable[..., Any] | None

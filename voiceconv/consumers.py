@@ -123,6 +123,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.backend_name = REALTIME
         #: Outbound calls, answering machines, recording (voiceconv.telephony.CallTelephony).
         self.telephony: Any = None
+        #: The warm transfer in progress (voiceconv.models.WarmTransfer), None without one.
+        self.warm_transfer: Any = None
         self.log = CallLog(logger)
         self._realtime_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -820,10 +822,31 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             return
         await self.run_actions(self.session.request_hangup(reason))
 
-    async def request_transfer(self, target: str) -> None:
+    def transfer_refusal(self, target: str) -> str | None:
+        """Why a transfer to ``target`` is refused (not a valid target, or not on the agent's
+        allow-list), in words the model can say; None when it may go ahead."""
+        from voiceconv.exceptions import InvalidPhoneNumberError
+        from voiceconv.phone import transfer_target
+
+        try:
+            destination = transfer_target(target)
+        except InvalidPhoneNumberError as exc:
+            return str(exc)
+        if self.telephony is None:
+            return "This call cannot be transferred."
+        return cast("str | None", self.telephony.settings.transfer_refusal(destination))
+
+    async def request_transfer(self, target: str) -> str | None:
+        """Announce, then transfer to ``target``; the refusal (logged) when the agent's
+        allow-list does not have it, None once requested."""
         if not self.session.state.started:
-            return
+            return "the call has not started"
+        refusal = self.transfer_refusal(target)
+        if refusal is not None:
+            self.log.warning("transfer to %s refused: %s", target, refusal)
+            return refusal
         await self.run_actions(self.session.request_transfer(target))
+        return None
 
     async def _hangup_deadline(self) -> None:
         await asyncio.sleep(voiceconv_settings.timeouts.hangup_grace)
@@ -860,6 +883,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         from voiceconv.telephony import CallTelephony
 
         return await CallTelephony.start(self)
+
+    async def voiceconv_warm_transfer(self, message: dict[str, Any]) -> None:
+        """The status of a warm transfer's human leg (voiceconv.warm_transfer)."""
+        from voiceconv import warm_transfer
+
+        await warm_transfer.on_status(self, int(message.get("transfer") or 0),
+                                      str(message.get("status") or ""))
 
     async def voiceconv_amd(self, message: dict[str, Any]) -> None:
         """Channel-layer control: Twilio's answering-machine verdict for an outbound call."""
@@ -969,6 +999,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             task.cancel()
         if others:
             await asyncio.gather(*others, return_exceptions=True)
+        if self.warm_transfer is not None:
+            from voiceconv import warm_transfer
+
+            await warm_transfer.abandon(self, reason)
         if self.recorder is not None:
             for action in self.session.finish():
                 if isinstance(action, RecordTurn):
@@ -988,7 +1022,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
 
 class _Control:
-    """The ``control`` handed to tools: thread-safe requests to end or transfer the call."""
+    """The ``control`` handed to tools: thread-safe requests to end or transfer the call and
+    to send digits."""
 
     def __init__(self, consumer: MediaStreamConsumer) -> None:
         self._consumer = consumer
@@ -1004,7 +1039,28 @@ class _Control:
         self._soon(lambda: self._consumer.request_hangup(reason))
 
     def transfer_call(self, target: str) -> None:
-        self._soon(lambda: self._consumer.request_transfer(target))
+        async def transfer() -> None:
+            await self._consumer.request_transfer(target)
+
+        self._soon(transfer)
+
+    def transfer_refusal(self, target: str) -> str | None:
+        return self._consumer.transfer_refusal(target)
+
+    def warm_transfer(self, target: str, brief: str) -> None:
+        from voiceconv import warm_transfer
+
+        async def begin() -> None:
+            refusal = await warm_transfer.start(self._consumer, target, brief)
+            if refusal:
+                self._consumer.log.warning("warm transfer to %s refused: %s", target, refusal)
+
+        self._soon(begin)
+
+    def send_dtmf(self, digits: str) -> None:
+        from voiceconv.live_control import send_dtmf
+
+        self._soon(lambda: send_dtmf(self._consumer, digits))
 
 
 async def _close_quietly(backend: RealtimeBackend) -> None:

@@ -11,6 +11,7 @@ Every function takes the call's CallSid, works from any process that shares the 
     control.whisper("CA…", "The caller is a premium customer; be extra helpful.")
     control.update("CA…", instructions="…", turn_detection={"type": "semantic_vad"})
     control.transfer("CA…", "+14155550100")
+    control.warm_transfer("CA…", "+14155550100", "Ada, about a refund for order 17.")
     control.send_dtmf("CA…", "1234#")
     result = control.hang_up("CA…", reason="operator", by=request.user)
     if not result:
@@ -51,19 +52,21 @@ __all__ = [
     "asend_dtmf",
     "atransfer",
     "aupdate",
+    "awarm_transfer",
     "awhisper",
     "hang_up",
     "say",
     "send_dtmf",
     "transfer",
     "update",
+    "warm_transfer",
     "whisper",
 ]
 
 logger = logging.getLogger("voiceconv.control")
 
 #: What the admin and the monitor socket may ask for, and what each needs.
-ACTIONS = ("hang_up", "say", "whisper", "update", "transfer", "send_dtmf")
+ACTIONS = ("hang_up", "say", "whisper", "update", "transfer", "warm_transfer", "send_dtmf")
 #: Keys voiceconv.control.update accepts (the voice is fixed once the session started).
 UPDATE_KEYS = frozenset({"instructions", "tools", "turn_detection"})
 _DTMF = re.compile(r"^[0-9A-Da-d*#wW]{1,32}$")
@@ -156,6 +159,11 @@ def validate(action: str, args: dict[str, Any]) -> dict[str, Any]:
         return out
     if action == "transfer":
         return {"target": transfer_target(str(args.get("target") or ""))}
+    if action == "warm_transfer":
+        brief = str(args.get("brief") or "").strip()
+        if len(brief) > _MAX_TEXT:
+            raise ValueError(f"brief is longer than {_MAX_TEXT} characters")
+        return {"target": transfer_target(str(args.get("target") or "")), "brief": brief}
     if action == "send_dtmf":
         digits = str(args.get("digits") or "")
         if not _DTMF.match(digits):
@@ -266,6 +274,14 @@ async def atransfer(call_sid: str, target: str, *, by: Any = None) -> ControlRes
     return await arequest(call_sid, "transfer", {"target": target}, by=by)
 
 
+async def awarm_transfer(call_sid: str, target: str, brief: str = "", *,
+                         by: Any = None) -> ControlResult:
+    """Start a warm transfer to ``target`` (on the agent's allow-list): the caller holds, the
+    person hears ``brief`` and is then bridged with the caller, or the caller is returned to
+    the agent when nobody answers. True once the person's phone is being called."""
+    return await arequest(call_sid, "warm_transfer", {"target": target, "brief": brief}, by=by)
+
+
 async def asend_dtmf(call_sid: str, digits: str, *, by: Any = None) -> ControlResult:
     """Play DTMF tones to the other party (to drive an IVR on an outbound call).
 
@@ -300,6 +316,12 @@ def update(call_sid: str, *, by: Any = None, **changes: Any) -> ControlResult:
 def transfer(call_sid: str, target: str, *, by: Any = None) -> ControlResult:
     """Sync :func:`atransfer`."""
     return async_to_sync(atransfer)(call_sid, target, by=by)
+
+
+def warm_transfer(call_sid: str, target: str, brief: str = "", *,
+                  by: Any = None) -> ControlResult:
+    """Sync :func:`awarm_transfer`."""
+    return async_to_sync(awarm_transfer)(call_sid, target, brief, by=by)
 
 
 def send_dtmf(call_sid: str, digits: str, *, by: Any = None) -> ControlResult:

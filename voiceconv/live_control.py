@@ -79,7 +79,7 @@ def _describe(action: str, args: dict[str, Any]) -> str:
         return repr(args["text"]) if "text" in args else f"instructions {args['instructions']!r}"
     if action == "whisper":
         return repr(args["instructions"])
-    if action == "transfer":
+    if action in ("transfer", "warm_transfer"):
         return str(args["target"])
     if action == "send_dtmf":
         return str(args["digits"])
@@ -116,10 +116,22 @@ async def _perform(consumer: Any, action: str, args: dict[str, Any]) -> str:
         await _update_session(consumer, args)
         return ""
     if action == "transfer":
-        await consumer.request_transfer(args["target"])
+        refusal = await consumer.request_transfer(args["target"])
+        if refusal:
+            raise Refused(refusal)
         return ""
+    if action == "warm_transfer":
+        from voiceconv import warm_transfer
+
+        brief = args["brief"] or "A caller is being transferred to you."
+        refusal = await warm_transfer.start(consumer, args["target"], brief)
+        if refusal:
+            raise Refused(refusal)
+        await _say(consumer, "Ask the caller in one short sentence to hold while you connect "
+                             "them, then say nothing more until you are told how it went.")
+        return "calling the person"
     if action == "send_dtmf":
-        await _send_dtmf(consumer, args["digits"])
+        await send_dtmf(consumer, args["digits"])
         return ""
     raise Refused(f"unknown action {action!r}")
 
@@ -226,7 +238,9 @@ def dtmf_audio(digits: str) -> bytes:
     return bytes(out)
 
 
-async def _send_dtmf(consumer: Any, digits: str) -> None:
+async def send_dtmf(consumer: Any, digits: str) -> None:
+    """Queue ``digits`` as in-band tones behind the audio already sent to Twilio (Media
+    Streams has no DTMF message; see the README's "DTMF out")."""
     from voiceconv.session import SendToTwilio
 
     sid = json.dumps(consumer.session.state.stream_sid)

@@ -46,17 +46,21 @@ def may_control(user: Any) -> bool:
 
 
 def allowed_transfer_targets(call: Any) -> list[str]:
-    """The numbers the call's agent may transfer to: the ``target`` enum of its enabled
-    ``transfer_call`` tool definition's schema override. None without one (no button)."""
+    """The targets offered as transfer buttons: the exact entries (not the ``*`` prefixes) of
+    the agent's transfer allow-list, or, when its enabled ``transfer_call`` tool's schema
+    override has a ``target`` enum, those of its entries the allow-list has."""
+    from voiceconv.models import AgentTelephony
+
     if call is None or not call.agent_id:
         return []
+    telephony = AgentTelephony.for_agent(call.agent)
     definition = call.agent.tools.filter(name="transfer_call", enabled=True).first()
-    if definition is None:
-        return []
-    schema = definition.parameters_override or {}
+    schema = (definition.parameters_override or {}) if definition is not None else {}
     target = (schema.get("properties") or {}).get("target") or {}
     enum = target.get("enum") if isinstance(target, dict) else None
-    return [str(t) for t in enum] if isinstance(enum, list) else []
+    if isinstance(enum, list):
+        return [str(t) for t in enum if telephony.allows_transfer_to(str(t))]
+    return [t for t in telephony.transfer_allow_list() if not t.endswith("*")]
 
 
 def _snapshot(call_sid: str | None) -> dict[str, Any]:

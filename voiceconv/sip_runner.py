@@ -120,7 +120,11 @@ class SipCallRunner(MediaStreamConsumer):
         return sip_session(super().get_session_config())
 
     async def start_telephony(self) -> Any:
-        return None  # outbound calls, AMD and Twilio recordings belong to the media path
+        """The agent's telephony settings, for its transfer allow-list; outbound calls, AMD
+        and Twilio recordings belong to the media path."""
+        from voiceconv.telephony import CallTelephony
+
+        return CallTelephony(self, await CallTelephony.load_settings(self), outbound=False)
 
     def get_backend(self) -> RealtimeBackend:
         if self.backend_factory is not None:

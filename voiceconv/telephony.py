@@ -23,7 +23,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 
 from voiceconv.conf import voiceconv_settings
@@ -107,25 +107,44 @@ class CallTelephony:
         self.waiting_for_verdict = False
         self._early_verdict = ""
 
-    @classmethod
-    async def start(cls, consumer: MediaStreamConsumer) -> CallTelephony:
-        """Load the agent's telephony row and prepare the session before it is sent."""
+    @staticmethod
+    async def load_settings(consumer: MediaStreamConsumer) -> AgentTelephony:
+        """The agent's telephony row (the defaults without one), read in a thread of its own
+        within ``START_DATABASE_TIMEOUT``: a hanging database never holds up other calls'
+        starts, and this call goes on with the defaults."""
         # Imported here, not at the top: the models need Django's app registry, and this module is
         # importable before it is ready.
         from voiceconv.models import AgentTelephony
 
-        info = consumer.info
-        assert info is not None
         agent = consumer.agent
         row = None
         if agent is not None:
+            read = sync_to_async(
+                lambda: AgentTelephony.objects.filter(agent_id=agent.pk).first(),
+                thread_sensitive=False,
+            )
             try:
-                row = await AgentTelephony.objects.filter(agent_id=agent.pk).afirst()
+                row = await asyncio.wait_for(
+                    read(), voiceconv_settings.timeouts.start_database
+                )
+            except TimeoutError:
+                consumer.log.error(
+                    "the agent's telephony settings were not read within %s s; going on with "
+                    "the defaults", voiceconv_settings.timeouts.start_database,
+                )
             except Exception:
                 consumer.log.exception("could not load the agent's telephony settings")
         telephony = row or AgentTelephony.for_agent(None)
         if agent is not None and row is None:
             telephony.agent = agent
+        return telephony
+
+    @classmethod
+    async def start(cls, consumer: MediaStreamConsumer) -> CallTelephony:
+        """Load the agent's telephony row and prepare the session before it is sent."""
+        info = consumer.info
+        assert info is not None
+        telephony = await cls.load_settings(consumer)
         self = cls(consumer, telephony, outbound=info.direction.startswith("outbound"))
         if telephony.record_calls:
             self._start_recording()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv import formatting, monitor
-from voiceconv.admin.telephony import RecordingInline
+from voiceconv.admin.telephony import RecordingInline, WarmTransferInline
 from voiceconv.admin.tools import ToolInvocationInline
 from voiceconv.models import Call, TranscriptEntry
 from voiceconv.onboarding import twilio_console_urls
@@ -50,7 +50,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
     """Read-only call records: list, search, conversation, export."""
 
     date_hierarchy = "created_at"
-    inlines = [ToolInvocationInline, RecordingInline]
+    inlines = [ToolInvocationInline, RecordingInline, WarmTransferInline]
     list_display = (
         "started", "parties", "agent", "status", "ended_because", "duration", "turns",
         "median_latency", "cost",

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from voiceconv.models import Agent, AgentTelephony, Call, Recording
+from voiceconv.models import Agent, AgentTelephony, Call, Recording, WarmTransfer
 
 
 class AgentTelephonyInline(admin.StackedInline[AgentTelephony, Agent]):
@@ -57,3 +57,18 @@ class RecordingInline(admin.TabularInline[Recording, Call]):
             return "-"
         src = reverse("voiceconv:recording-audio", args=[obj.pk])
         return format_html('<audio controls preload="none" src="{}"></audio>', src)
+
+
+class WarmTransferInline(admin.TabularInline[WarmTransfer, Call]):
+    """``CallAdmin.inlines``: the call's warm transfers, each leg and its outcome."""
+
+    model = WarmTransfer
+    extra = 0
+    can_delete = False
+    fields = ("target", "status", "human_status", "human_call_sid", "brief", "conference",
+              "created_at", "answered_at", "finished_at", "detail")
+    readonly_fields = fields
+    verbose_name_plural = _("warm transfers")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

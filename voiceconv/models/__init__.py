@@ -1,7 +1,7 @@
 """voiceconv's models: agents, calls and transcripts; tool definitions and invocations."""
 
 from voiceconv.models.calls import Agent, Call, TranscriptEntry
-from voiceconv.models.telephony import AgentTelephony, Recording
+from voiceconv.models.telephony import AgentTelephony, Recording, WarmTransfer
 from voiceconv.models.tools import ToolDefinition, ToolInvocation
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "ToolDefinition",
     "ToolInvocation",
     "TranscriptEntry",
+    "WarmTransfer",
 ]

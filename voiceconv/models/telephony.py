@@ -7,13 +7,32 @@ is one Twilio recording of a call, as its status callback reported it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.exceptions import InvalidPhoneNumberError
 from voiceconv.models.calls import Agent, Call
+from voiceconv.phone import transfer_target
+
+_PREFIX_RE = re.compile(r"^(\+[0-9]{1,14}|sips?:\S*)\*$", re.IGNORECASE)
+
+
+def allow_list_entry(text: str) -> str:
+    """One transfer allow-list line, normalised: an E.164 number, a ``sip:`` URI, or a prefix
+    (``+1415*``, ``sip:*@example.com`` is not one: only a trailing ``*``). Raises
+    :class:`~voiceconv.exceptions.InvalidPhoneNumberError` otherwise."""
+    entry = text.strip()
+    if entry.endswith("*"):
+        if _PREFIX_RE.match(entry):
+            return entry
+        raise InvalidPhoneNumberError(
+            f"{text!r} is not a prefix: a + and digits, or sip:..., then *"
+        )
+    return transfer_target(entry)
 
 
 class AgentTelephony(models.Model):
@@ -135,6 +154,35 @@ class AgentTelephony(models.Model):
                 return True
         return False
 
+    def transfer_refusal(self, target: str) -> str | None:
+        """Why a transfer to ``target`` (normalised) is refused, in words the model can say;
+        None when the allow-list has it. An empty allow-list allows no transfer."""
+        if not self.transfer_allow_list():
+            return ("Transfers are not set up for this line: no transfer targets are "
+                    "configured. Tell the caller you cannot transfer them.")
+        if not self.allows_transfer_to(target):
+            return (f"{target} is not one of the numbers this line may transfer to. Tell the "
+                    "caller you cannot transfer them there.")
+        return None
+
+    def clean(self) -> None:
+        """Each allow-list line must be an E.164 number, a ``sip:`` URI, or a prefix ending
+        in ``*``; valid lines are saved normalised (E.164)."""
+        from django.core.exceptions import ValidationError
+
+        lines, problems = [], []
+        for line in (self.transfer_targets or "").splitlines():
+            entry = line.strip()
+            if not entry:
+                continue
+            try:
+                lines.append(allow_list_entry(entry))
+            except InvalidPhoneNumberError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValidationError({"transfer_targets": problems})
+        self.transfer_targets = "\n".join(lines)
+
     def machine_detection(self) -> str:
         """Twilio's ``MachineDetection`` for this policy: the beep matters only for voicemail."""
         return "DetectMessageEnd" if self.on_machine == self.OnMachine.VOICEMAIL else "Enable"
@@ -168,3 +216,38 @@ class Recording(models.Model):
     def as_dict(self) -> dict[str, Any]:
         return {"sid": self.twilio_recording_sid, "status": self.status, "url": self.url,
                 "duration": self.duration_seconds, "channels": self.channels}
+
+
+class WarmTransfer(models.Model):
+    """One warm transfer of a call: the human's leg, the conference, and how it ended."""
+
+    class Status(models.TextChoices):
+        DIALLING = "dialling", _("calling the human")
+        CONNECTED = "connected", _("answered; caller bridged into the conference")
+        NOT_ANSWERED = "not_answered", _("not answered; caller back with the agent")
+        FAILED = "failed", _("failed; caller back with the agent")
+
+    call = models.ForeignKey(
+        Call, on_delete=models.CASCADE, related_name="warm_transfers", verbose_name=_("call")
+    )
+    target = models.CharField(_("target"), max_length=255)
+    brief = models.TextField(_("brief"), blank=True,
+                             help_text=_("What the human heard before being connected."))
+    conference = models.CharField(_("conference"), max_length=128)
+    human_call_sid = models.CharField(_("human's call SID"), max_length=64, blank=True,
+                                      db_index=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices,
+                              default=Status.DIALLING)
+    human_status = models.CharField(_("human's last call status"), max_length=20, blank=True)
+    detail = models.CharField(_("detail"), max_length=500, blank=True)
+    created_at = models.DateTimeField(_("started"), auto_now_add=True)
+    answered_at = models.DateTimeField(_("answered"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("outcome at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("warm transfer")
+        verbose_name_plural = _("warm transfers")
+        ordering = ["call", "created_at"]
+
+    def __str__(self) -> str:
+        return f"warm transfer of {self.call_id} to {self.target} ({self.status})"

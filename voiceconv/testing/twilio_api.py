@@ -292,6 +292,30 @@ class FakeTwilioAPI:
             await asyncio.sleep(0.02)
         return list(self.recordings.values())[index]
 
+    def conference_members(self, name: str) -> list[str]:
+        """CallSids sent into conference ``name`` by TwiML (a call created with it, or a live
+        call updated to it), in the order the requests came; Twilio's view of who joins."""
+        import xml.etree.ElementTree as ET
+
+        members: list[str] = []
+        for request in list(self.requests):
+            twiml = (request.form.get("Twiml") or [""])[0]
+            if "<Conference" not in twiml:
+                continue
+            rooms = [c.text for c in ET.fromstring(twiml).iter("Conference")]
+            if name not in rooms:
+                continue
+            path = urllib.parse.urlsplit(request.path).path
+            updated = _CALL_PATH.search(path)
+            if updated:
+                members.append(updated["call"])
+                continue
+            for call in list(self.calls.values()):
+                if call.form is request.form or call.form == request.form:
+                    members.append(call.sid)
+                    break
+        return members
+
     # ------------------------------------------------------------------ Twilio's callbacks
 
     def _app_url(self, public: str) -> str:

@@ -61,6 +61,18 @@ class CallControl(Protocol):
 
     def transfer_call(self, target: str) -> None: ...
 
+    def transfer_refusal(self, target: str) -> str | None:
+        """Why a transfer to ``target`` would be refused (the agent's allow-list); None: ok."""
+        ...
+
+    def warm_transfer(self, target: str, brief: str) -> None:
+        """Brief a human at ``target`` on a call of their own, then bridge the caller in."""
+        ...
+
+    def send_dtmf(self, digits: str) -> None:
+        """Play DTMF tones to the other party (``0-9 * # A-D``, ``w`` = half a second)."""
+        ...
+
 
 @dataclass(slots=True)
 class ToolContext:

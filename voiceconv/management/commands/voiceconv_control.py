@@ -15,7 +15,8 @@ from voiceconv import control
 class Command(BaseCommand):
     help = (
         "Control a live call on whichever process holds it: hangup, say, whisper, transfer, "
-        "dtmf, update. Exits non-zero when the call is unknown, not live, or did not take it."
+        "warm-transfer, dtmf, update. Exits non-zero when the call is unknown, not live, or "
+        "did not take it."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -42,6 +43,12 @@ class Command(BaseCommand):
             "transfer", parents=[common], help="Hand the caller to a number or SIP URI."
         )
         transfer.add_argument("target")
+        warm = actions.add_parser(
+            "warm-transfer", parents=[common],
+            help="Brief a person (--brief) on a call of their own, then bridge the caller.",
+        )
+        warm.add_argument("target")
+        warm.add_argument("--brief", default="")
         dtmf = actions.add_parser(
             "dtmf", parents=[common], help="Play DTMF tones (0-9 * # A-D, w = pause)."
         )
@@ -68,6 +75,9 @@ class Command(BaseCommand):
             name, request = "whisper", {"instructions": options["instructions"]}
         elif action == "transfer":
             name, request = "transfer", {"target": options["target"]}
+        elif action == "warm-transfer":
+            name, request = "warm_transfer", {"target": options["target"],
+                                              "brief": options["brief"]}
         elif action == "dtmf":
             name, request = "send_dtmf", {"digits": options["digits"]}
         else:
