@@ -30,6 +30,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from voiceconv import active_calls, security
+from voiceconv.capabilities import capabilities
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo
 from voiceconv.layers import redis_timeout_problem
@@ -40,6 +41,7 @@ from voiceconv.realtime import (
     create_response_enabled,
     default_openai_client,
     interrupt_response_enabled,
+    server_idle_timeout,
     session_model,
 )
 from voiceconv.session import (
@@ -344,6 +346,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             auto_response=create_response_enabled(self.session_config),
             dtmf_pause_ms=int(float(voiceconv_settings.DTMF_PAUSE_SECONDS) * 1000),
             limits=self.get_limits(),
+            greeting_reasoning_effort=self.get_greeting_reasoning_effort(),
+            server_idle_timeout=server_idle_timeout(self.session_config),
             transcription=bool(
                 ((self.session_config.get("audio") or {}).get("input") or {}).get("transcription")
             ),
@@ -443,6 +447,16 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if greeting is None:
             greeting = voiceconv_settings.GREETING
         return str(greeting or "")
+
+    def get_greeting_reasoning_effort(self) -> str | None:
+        """``reasoning.effort`` of the greeting's response (None = the session's); only for
+        models that reason."""
+        overrides = self.get_overrides()
+        effort = overrides.get("greeting_reasoning_effort")
+        effort = effort or voiceconv_settings.GREETING_REASONING_EFFORT
+        if not effort or not capabilities(session_model(overrides)).reasoning:
+            return None
+        return str(effort)
 
     def get_tools(self) -> dict[str, Any]:
         """The tools offered to the model (runs in a thread at call start; may use the DB)."""

@@ -45,12 +45,22 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
         )}),
         (_("Caller audio and transcription"), {"fields": (
             "noise_reduction",
-            ("transcription_model", "transcription_language"),
+            ("transcription_model", "transcription_language", "transcription_delay"),
             "transcription_prompt",
         )}),
-        (_("Limits and reasoning"), {"fields": (
-            ("reasoning_effort", "max_output_tokens"), "session_extra",
-        )}),
+        (_("Reasoning, tools and context"), {
+            "description": _(
+                "Reasoning and parallel tool calls need a reasoning model (the gpt-realtime-2 "
+                "family); options the chosen model does not accept are refused here."
+            ),
+            "fields": (
+                ("reasoning_effort", "greeting_reasoning_effort"),
+                ("parallel_tool_calls", "max_output_tokens"),
+                ("truncation", "truncation_retention_ratio",
+                 "truncation_post_instructions_tokens"),
+                "session_extra",
+            ),
+        }),
         (_("Tools"), {"fields": ("tools",)}),
         (_("Effective session config"), {"fields": ("effective_session_config",)}),
         (_("History"), {"classes": ("collapse",), "fields": (("created_at", "updated_at"),)}),

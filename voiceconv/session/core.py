@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from voiceconv.events import TranscriptTurn
@@ -60,6 +61,8 @@ class CallSession(Control, RealtimeSide):
         transcription: bool = True,
         dtmf_pause_ms: int = 0,
         auto_response: bool = True,
+        greeting_reasoning_effort: str | None = None,
+        server_idle_timeout: bool = False,
     ) -> None:
         self.state = CallState()
         self._digits: list[str] = []
@@ -78,6 +81,8 @@ class CallSession(Control, RealtimeSide):
             transcription=transcription,
             dtmf_pause_ms=dtmf_pause_ms,
             auto_response=auto_response,
+            greeting_reasoning_effort=greeting_reasoning_effort,
+            server_idle_timeout=server_idle_timeout,
         )
         #: Caller items committed whose transcript has not arrived yet.
         self.pending_transcripts: set[str] = set()
@@ -128,15 +133,26 @@ class CallSession(Control, RealtimeSide):
         transcription: bool = True,
         dtmf_pause_ms: int = 0,
         auto_response: bool = True,
+        greeting_reasoning_effort: str | None = None,
+        server_idle_timeout: bool = False,
     ) -> None:
         """Set the call's options (the consumer knows them once the call is claimed).
 
         ``dtmf_pause_ms``: key presses reach the model together once the caller has pressed
         nothing for this long (0: each key at once). ``auto_response``: the server answers the
         caller's turns itself (``create_response``); when it does not, the core asks for the
-        response once server VAD has committed the turn.
+        response once server VAD has committed the turn. ``greeting_reasoning_effort``: the
+        greeting's response gets this ``reasoning.effort`` (reasoning models only).
+        ``server_idle_timeout``: server VAD has ``idle_timeout_ms``, so the server reprompts a
+        silent caller (``input_audio_buffer.timeout_triggered``) and the core does not; the
+        core still hangs up on a caller who stays silent after that reprompt.
         """
         self.dtmf_pause_ms = dtmf_pause_ms
+        self.greeting_reasoning_effort = greeting_reasoning_effort
+        self.server_idle_timeout = server_idle_timeout
+        self._idle_items: set[str] = set()
+        if server_idle_timeout and limits is not None:
+            limits = replace(limits, idle_reprompt_ms=0)
         self.auto_response = auto_response
         self.greeting = greeting
         self.instructions = instructions

@@ -28,7 +28,7 @@ from voiceconv.session.actions import (
     SendToTwilio,
     ToolCall,
 )
-from voiceconv.session.limits import LimitClock
+from voiceconv.session.limits import NEVER, LimitClock, Limits
 from voiceconv.session.messages import dumps, obj
 from voiceconv.session.playback import AssistantItem, Playback, estimate_heard
 from voiceconv.session.state import CallState
@@ -52,6 +52,8 @@ class RealtimeSide:
     state: CallState
     playback: Playback
     clock: LimitClock
+    limits: Limits
+    deadline_ms: int
     greeting: str
     instructions: str
     interrupt_response: bool
@@ -74,7 +76,9 @@ class RealtimeSide:
     _reconnecting: bool
     _known_calls: dict[str, tuple[int, str | None]]
     _turn_unanswered: bool
+    _idle_items: set[str]
     auto_response: bool
+    greeting_reasoning_effort: str | None
 
     # Provided by Control (turn-taking), the other part of the session.
     def _request_response(self) -> list[Action]:
@@ -93,6 +97,12 @@ class RealtimeSide:
         raise NotImplementedError
 
     def _maybe_hang_up(self) -> list[Action]:
+        raise NotImplementedError
+
+    def say(self, instructions: str, *, queue: bool = False) -> list[Action]:
+        raise NotImplementedError
+
+    def request_hangup(self, reason: str = "agent_ended") -> list[Action]:
         raise NotImplementedError
 
     def realtime_audio_delta(
@@ -214,11 +224,10 @@ class RealtimeSide:
         if self.instructions:
             instructions = self.instructions + "\n\n" + self.greeting
         st.response_active = True  # owed: the server will answer with response.created
-        return [
-            SendToRealtime(
-                dumps({"type": "response.create", "response": {"instructions": instructions}})
-            )
-        ]
+        response: dict[str, Any] = {"instructions": instructions}
+        if self.greeting_reasoning_effort:
+            response["reasoning"] = {"effort": self.greeting_reasoning_effort}
+        return [SendToRealtime(dumps({"type": "response.create", "response": response}))]
 
     def handle_error(self, event: dict[str, Any]) -> list[Action]:
         err = obj(event.get("error"))
@@ -280,8 +289,35 @@ class RealtimeSide:
             self._last_speech_stop_ms = self.state.now_ms
         return []
 
+    def handle_input_audio_buffer_timeout_triggered(
+        self, event: dict[str, Any]
+    ) -> list[Action]:
+        """The server's idle timeout fired: it reprompts the caller itself (an empty user item
+        and a response follow). A second one with the caller silent since ends the call."""
+        st = self.state
+        item_id = event.get("item_id")
+        if isinstance(item_id, str):
+            self._idle_items.add(item_id)  # its commit is not the caller's doing
+        if self.auto_response and not st.response_active:
+            st.response_active = True  # owed: the server answers the empty item itself
+        if st.ended or st.hangup_reason is not None:
+            return []
+        if self.clock.idle_stage == 0:
+            self.clock.idle_stage = 1
+            self.clock.last_activity_ms = st.now_ms
+            return [Log("info", "caller silent: the server's idle timeout reprompts them")]
+        actions: list[Action] = [Log("info", "caller still silent: ending the call")]
+        actions.extend(self.say(self.limits.goodbye_instructions, queue=True))
+        actions.extend(self.request_hangup("idle"))
+        self.deadline_ms = NEVER
+        return actions
+
     def handle_input_audio_buffer_committed(self, event: dict[str, Any]) -> list[Action]:
         item_id = event.get("item_id")
+        if item_id in self._idle_items:
+            # The server's idle reprompt: an empty user item, answered by the server.
+            self._idle_items.discard(item_id)
+            return []
         self.clock.activity(self.state.now_ms)
         self._turn_unanswered = True
         if self.transcription and isinstance(item_id, str):
@@ -463,5 +499,7 @@ REALTIME_HANDLERS: dict[str, Handler] = {
         RealtimeSide.handle_response_output_audio_transcript_done,
     "response.output_audio.done": RealtimeSide.handle_response_output_audio_done,
     "response.done": RealtimeSide.handle_response_done,
+    "input_audio_buffer.timeout_triggered":
+        RealtimeSide.handle_input_audio_buffer_timeout_triggered,
 }
 
