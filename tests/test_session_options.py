@@ -276,3 +276,14 @@ def test_a_caller_who_speaks_after_the_server_reprompt_is_active_again() -> None
     c.rt({"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": 9000,
           "audio_end_ms": 17_000, "item_id": "item_idle2"})
     assert c.s.state.hangup_reason is None  # a reprompt again, not the end
+
+
+def test_a_response_asked_for_with_its_own_reasoning_effort() -> None:
+    from voiceconv import control
+
+    assert control.validate("say", {"text": "Hi", "reasoning_effort": "high"}) == {
+        "text": "Hi", "reasoning_effort": "high"}
+    c = Call(greeting="")
+    (event,) = realtime_texts(c.s.say("Offer a callback.", reasoning_effort="high"))
+    assert event["response"]["reasoning"] == {"effort": "high"}
+    RESPONSE.validate_python(event["response"], strict=True)

@@ -99,7 +99,9 @@ class RealtimeSide:
     def _maybe_hang_up(self) -> list[Action]:
         raise NotImplementedError
 
-    def say(self, instructions: str, *, queue: bool = False) -> list[Action]:
+    def say(
+        self, instructions: str, *, queue: bool = False, reasoning_effort: str | None = None
+    ) -> list[Action]:
         raise NotImplementedError
 
     def request_hangup(self, reason: str = "agent_ended") -> list[Action]:
