@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from voiceconv import formatting, monitor
 from voiceconv.admin.telephony import RecordingInline
 from voiceconv.admin.tools import ToolInvocationInline
+from voiceconv.conf import voiceconv_settings
 from voiceconv.models import Call, TranscriptEntry
 from voiceconv.onboarding import twilio_console_urls
 from voiceconv.transcripts import calls_as_text, iter_entries_jsonl
@@ -53,7 +54,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
     inlines = [ToolInvocationInline, RecordingInline]
     list_display = (
         "started", "parties", "agent", "status", "ended_because", "duration", "turns",
-        "median_latency", "cost",
+        "median_latency", "cost", "cost_minute",
     )
     list_display_links = ("started", "parties")
     list_filter = ("status", "agent", "direction", "created_at", "end_reason")
@@ -80,9 +81,12 @@ class CallAdmin(admin.ModelAdmin[Call]):
             ),
         }),
         (_("Usage"), {"fields": (
-            ("responses", "input_tokens", "output_tokens", "estimated_cost"),
-            ("input_text_tokens", "input_audio_tokens", "input_cached_tokens"),
+            ("responses", "input_tokens", "output_tokens", "estimated_cost", "cost_minute"),
+            ("input_text_tokens", "input_audio_tokens", "input_image_tokens"),
+            ("input_cached_tokens", "input_cached_text_tokens", "input_cached_audio_tokens",
+             "input_cached_image_tokens"),
             ("output_text_tokens", "output_audio_tokens"),
+            "price_note",
         )}),
         (_("Error"), {"classes": ("collapse",), "fields": ("error", "traceback")}),
     )
@@ -90,7 +94,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         names = [f.name for f in Call._meta.concrete_fields]
         return [
-            *names, "turn_total", "median_latency",
+            *names, "turn_total", "median_latency", "cost_minute", "price_note",
             "webhook_time", "stream_time", "first_audio_time", "end_time",
         ]
 
@@ -188,6 +192,20 @@ class CallAdmin(admin.ModelAdmin[Call]):
     def cost(self, obj: Call) -> str:
         return f"${obj.estimated_cost:.4f}"
 
+    @admin.display(description=_("cost / min"))
+    def cost_minute(self, obj: Call) -> str | None:
+        per_minute = obj.cost_per_minute
+        return None if per_minute is None else f"${per_minute:.4f}"
+
+    @admin.display(description=_("prices"))
+    def price_note(self, obj: Call) -> str:
+        from voiceconv.pricing import PRICES_AS_OF, PRICES_SOURCE
+
+        own = " (VOICECONV PRICES)" if obj.pricing_model in (
+            voiceconv_settings.PRICES or {}) else ""
+        return f"{obj.pricing_model}{own}; built-in list prices as of {PRICES_AS_OF}: " \
+               f"{PRICES_SOURCE}"
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
@@ -229,6 +247,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
             (_("median latency"), self.median_latency(call) or none, ""),
             (_("tokens in / out"), f"{call.input_tokens} / {call.output_tokens}", ""),
             (_("cost"), self.cost(call), ""),
+            (_("cost / min"), self.cost_minute(call) or none, ""),
         ]
         return {"status": call.status, "items": items}
 

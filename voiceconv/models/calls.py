@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -24,79 +24,12 @@ from voiceconv.events import CallInfo, our_number
 from voiceconv.exceptions import InvalidPhoneNumberError
 from voiceconv.phone import normalize_number, number_key
 
+# Prices live in voiceconv.pricing (one dated table); re-exported here for older imports.
+from voiceconv.pricing import DEFAULT_PRICES, estimate_cost, prices_for
+
 logger = logging.getLogger("voiceconv.agents")
 
-# --- prices ------------------------------------------------------------------------------------
-
-#: USD per one million tokens, by Realtime model. A project overrides or extends this with the
-#: ``VOICECONV["PRICES"]`` setting (same shape; a model's dict replaces the built-in one;
-#: the ``"default"`` entry prices any model not listed). These are list prices for the
-#: gpt-realtime family as published when this was written: check OpenAI's pricing page and
-#: set ``VOICECONV["PRICES"]`` for your account rather than trusting them for invoices.
-DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
-    "gpt-realtime-2.1": {
-        "input_text": Decimal("4.00"),
-        "input_audio": Decimal("32.00"),
-        "input_cached_text": Decimal("0.40"),
-        "input_cached_audio": Decimal("0.40"),
-        "output_text": Decimal("16.00"),
-        "output_audio": Decimal("64.00"),
-    },
-    "gpt-realtime-2.1-mini": {
-        "input_text": Decimal("0.60"),
-        "input_audio": Decimal("10.00"),
-        "input_cached_text": Decimal("0.06"),
-        "input_cached_audio": Decimal("0.30"),
-        "output_text": Decimal("2.40"),
-        "output_audio": Decimal("20.00"),
-    },
-}
-DEFAULT_PRICES["default"] = DEFAULT_PRICES["gpt-realtime-2.1"]
-
-_MILLION = Decimal(1_000_000)
-_COST_QUANTUM = Decimal("0.000001")
-
-
-def prices_for(model: str) -> dict[str, Decimal]:
-    """The per-1M-token prices for ``model`` (``VOICECONV["PRICES"]`` over the defaults)."""
-    table: dict[str, Any] = dict(DEFAULT_PRICES)
-    user = voiceconv_settings.PRICES
-    if isinstance(user, dict):
-        table.update(user)
-    chosen = table.get(model) or table.get("default") or DEFAULT_PRICES["default"]
-    return {key: Decimal(str(chosen.get(key, 0) or 0)) for key in DEFAULT_PRICES["default"]}
-
-
-def estimate_cost(
-    model: str,
-    *,
-    input_text_tokens: int = 0,
-    input_audio_tokens: int = 0,
-    input_cached_tokens: int = 0,
-    output_text_tokens: int = 0,
-    output_audio_tokens: int = 0,
-) -> Decimal:
-    """Estimated USD cost of the given token counts.
-
-    ``response.done`` reports cached input tokens as one number; they are split between text
-    and audio in proportion to the uncached input counts and priced at the cached rates.
-    """
-    p = prices_for(model)
-    input_total = input_text_tokens + input_audio_tokens
-    cached = min(max(input_cached_tokens, 0), input_total)
-    cached_text = (
-        Decimal(cached) * input_text_tokens / input_total if input_total else Decimal(0)
-    )
-    cached_audio = Decimal(cached) - cached_text
-    cost = (
-        (input_text_tokens - cached_text) * p["input_text"]
-        + (input_audio_tokens - cached_audio) * p["input_audio"]
-        + cached_text * p["input_cached_text"]
-        + cached_audio * p["input_cached_audio"]
-        + output_text_tokens * p["output_text"]
-        + output_audio_tokens * p["output_audio"]
-    ) / _MILLION
-    return cost.quantize(_COST_QUANTUM, rounding=ROUND_HALF_UP)
+__all__ = ["DEFAULT_PRICES", "Agent", "Call", "TranscriptEntry", "estimate_cost", "prices_for"]
 
 
 # --- agents ------------------------------------------------------------------------------------
@@ -672,6 +605,13 @@ class Call(models.Model):
     input_text_tokens = models.PositiveIntegerField(_("input text tokens"), default=0)
     input_audio_tokens = models.PositiveIntegerField(_("input audio tokens"), default=0)
     input_cached_tokens = models.PositiveIntegerField(_("cached input tokens"), default=0)
+    input_image_tokens = models.PositiveIntegerField(_("input image tokens"), default=0)
+    input_cached_text_tokens = models.PositiveIntegerField(
+        _("cached input text tokens"), default=0)
+    input_cached_audio_tokens = models.PositiveIntegerField(
+        _("cached input audio tokens"), default=0)
+    input_cached_image_tokens = models.PositiveIntegerField(
+        _("cached input image tokens"), default=0)
     output_text_tokens = models.PositiveIntegerField(_("output text tokens"), default=0)
     output_audio_tokens = models.PositiveIntegerField(_("output audio tokens"), default=0)
     estimated_cost = models.DecimalField(
@@ -719,6 +659,10 @@ class Call(models.Model):
         "input_text_tokens",
         "input_audio_tokens",
         "input_cached_tokens",
+        "input_image_tokens",
+        "input_cached_text_tokens",
+        "input_cached_audio_tokens",
+        "input_cached_image_tokens",
         "output_text_tokens",
         "output_audio_tokens",
     )
@@ -748,12 +692,16 @@ class Call(models.Model):
         """Estimated USD cost of the usage accumulated so far."""
         return estimate_cost(
             self.pricing_model,
-            input_text_tokens=self.input_text_tokens,
-            input_audio_tokens=self.input_audio_tokens,
-            input_cached_tokens=self.input_cached_tokens,
-            output_text_tokens=self.output_text_tokens,
-            output_audio_tokens=self.output_audio_tokens,
+            **{f: getattr(self, f) for f in self.USAGE_FIELDS
+               if f not in ("input_tokens", "output_tokens")},
         )
+
+    @property
+    def cost_per_minute(self) -> Decimal | None:
+        """Estimated USD cost per minute of this call (None without a duration)."""
+        from voiceconv.pricing import cost_per_minute
+
+        return cost_per_minute(self.estimated_cost, self.duration_seconds)
 
     @property
     def turn_count(self) -> int:
