@@ -93,3 +93,45 @@ async def test_the_server_idle_timeout_reprompts_and_a_second_silence_ends_the_c
     assert "say goodbye" in instructions[1]
     call = await wait_for_call(client.call_sid, ended=True, timeout=10)
     assert call.end_reason == "idle"
+
+
+async def test_every_start_step_is_timed_and_shown_and_exported(
+    e2e_server: ServerProcess, standin: RealtimeStandIn
+) -> None:
+    from voiceconv.transcripts import entry_as_dict
+
+    standin.responses.append(ScriptedResponse(text="Hello, how can I help?"))
+    client = await enter_call(e2e_server)
+    session = await standin.wait_for_session(0, timeout=10)
+    await session.expect_event("response.create", timeout=10)
+    await client.send_silence(3000)  # the greeting plays, Twilio echoes its marks
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True, timeout=10)
+    timings = await sync_to_async(call.start_timings)()
+    assert set(timings) == {"webhook_received", "stream_started", "session_ready",
+                            "first_audio_sent", "first_audio_heard"}
+    assert all(value is not None for value in timings.values()), timings
+
+    @sync_to_async
+    def shown() -> tuple[str, str, dict[str, object]]:
+        from django.contrib.auth.models import User
+        from django.test import Client
+        from django.urls import reverse
+
+        from voiceconv.models import TranscriptEntry
+
+        user = User.objects.create_superuser("timing", "t@example.com", "pw")
+        web = Client()
+        web.force_login(user)
+        page = web.get(reverse("admin:voiceconv_call_change", args=[call.pk])).content.decode()
+        agent = web.get(reverse("admin:voiceconv_agent_change", args=[call.agent_id]))
+        entry = TranscriptEntry.objects.filter(call=call).select_related("call").first()
+        return page, agent.content.decode(), entry_as_dict(entry) if entry else {}
+
+    page, agent_page, exported = await shown()
+    import re
+
+    labels = set(re.findall(r"<label[^>]*>([^<]*)</label>", page))
+    assert {"OpenAI session ready:", "First audio heard:"} <= labels, labels
+    assert "first audio heard" in agent_page and "p90" in agent_page
+    assert exported.get("call_start_ms") == timings

@@ -55,6 +55,7 @@ from voiceconv.session import (
     Limits,
     Log,
     RecordFirstAudio,
+    RecordMilestone,
     RecordTurn,
     RecordUsage,
     RunTools,
@@ -634,6 +635,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 case RecordFirstAudio():
                     if self.recorder is not None:
                         self.recorder.first_audio(timezone.now())
+                case RecordMilestone(name=name):
+                    if self.recorder is not None:
+                        self.recorder.milestone(name, timezone.now())
                 case RunTools(calls=calls):
                     self.spawn(self.run_tools(calls))
                 case StartStream(start=start):

@@ -208,6 +208,10 @@ class CallRecorder:
         """The first assistant audio was sent to the caller at ``at``."""
         self._put("first_audio", at)
 
+    def milestone(self, name: str, at: dt.datetime) -> None:
+        """A timed moment of the call's start (``session_ready``, ``first_audio_heard``)."""
+        self._put("milestone", (name, at))
+
     def turn(self, turn: TranscriptTurn) -> None:
         """A finished turn: saved as the next transcript entry."""
         self._put("turn", turn)
@@ -418,6 +422,24 @@ class CallRecorder:
             first_audio_at=item.payload
         ):
             call.first_audio_at = item.payload
+        return []
+
+    #: Milestones by the ``Call`` field that keeps the first of each.
+    MILESTONE_FIELDS = {
+        "session_ready": "session_ready_at",
+        "first_audio_heard": "first_audio_heard_at",
+    }
+
+    def _apply_milestone(self, item: _Item) -> list[_Dispatch]:
+        from voiceconv.models import Call
+
+        name, at = item.payload
+        field = self.MILESTONE_FIELDS.get(name)
+        if field is None:
+            return []
+        call = self._call_row()
+        if Call.objects.filter(pk=call.pk, **{f"{field}__isnull": True}).update(**{field: at}):
+            setattr(call, field, at)
         return []
 
     def _apply_turn(self, item: _Item) -> list[_Dispatch]:

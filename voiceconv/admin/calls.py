@@ -76,7 +76,8 @@ class CallAdmin(admin.ModelAdmin[Call]):
         (_("Timings"), {
             "description": _("Times of day with milliseconds; in brackets, since the webhook."),
             "fields": (
-                ("webhook_time", "stream_time", "first_audio_time", "end_time"),
+                ("webhook_time", "stream_time", "session_ready_time"),
+                ("first_audio_time", "first_heard_time", "end_time"),
                 ("duration_seconds", "turn_total", "median_latency"),
             ),
         }),
@@ -96,6 +97,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
         return [
             *names, "turn_total", "median_latency", "cost_minute", "price_note",
             "webhook_time", "stream_time", "first_audio_time", "end_time",
+            "session_ready_time", "first_heard_time",
         ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
@@ -160,9 +162,17 @@ class CallAdmin(admin.ModelAdmin[Call]):
     def stream_time(self, obj: Call) -> str | None:
         return self._moment(obj, obj.stream_started_at)
 
-    @admin.display(description=_("first assistant audio"))
+    @admin.display(description=_("OpenAI session ready"))
+    def session_ready_time(self, obj: Call) -> str | None:
+        return self._moment(obj, obj.session_ready_at)
+
+    @admin.display(description=_("first assistant audio sent"))
     def first_audio_time(self, obj: Call) -> str | None:
         return self._moment(obj, obj.first_audio_at)
+
+    @admin.display(description=_("first audio heard"))
+    def first_heard_time(self, obj: Call) -> str | None:
+        return self._moment(obj, obj.first_audio_heard_at)
 
     @admin.display(description=_("ended"))
     def end_time(self, obj: Call) -> str | None:

@@ -595,7 +595,12 @@ class Call(models.Model):
 
     webhook_received_at = models.DateTimeField(_("webhook received"), null=True, blank=True)
     stream_started_at = models.DateTimeField(_("stream started"), null=True, blank=True)
+    session_ready_at = models.DateTimeField(_("OpenAI session ready"), null=True, blank=True)
     first_audio_at = models.DateTimeField(_("first assistant audio"), null=True, blank=True)
+    first_audio_heard_at = models.DateTimeField(
+        _("first audio heard"), null=True, blank=True,
+        help_text=_("Twilio's first mark echo: the caller has heard the first audio."),
+    )
     ended_at = models.DateTimeField(_("ended"), null=True, blank=True)
     duration_seconds = models.FloatField(_("duration (s)"), null=True, blank=True)
 
@@ -695,6 +700,28 @@ class Call(models.Model):
             **{f: getattr(self, f) for f in self.USAGE_FIELDS
                if f not in ("input_tokens", "output_tokens")},
         )
+
+    #: The call's start, step by step: (name, field), in order.
+    MILESTONES = (
+        ("webhook_received", "webhook_received_at"),
+        ("stream_started", "stream_started_at"),
+        ("session_ready", "session_ready_at"),
+        ("first_audio_sent", "first_audio_at"),
+        ("first_audio_heard", "first_audio_heard_at"),
+    )
+
+    def start_timings(self) -> dict[str, int | None]:
+        """Milliseconds from the webhook (else the stream start) to each step of the start;
+        None for a step not reached (or not recorded)."""
+        origin = self.webhook_received_at or self.stream_started_at
+        out: dict[str, int | None] = {}
+        for name, field in self.MILESTONES:
+            value = getattr(self, field)
+            out[name] = (
+                None if value is None or origin is None
+                else round((value - origin).total_seconds() * 1000)
+            )
+        return out
 
     @property
     def cost_per_minute(self) -> Decimal | None:

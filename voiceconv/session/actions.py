@@ -43,6 +43,15 @@ class RecordUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordMilestone:
+    """A moment of the call's start to time-stamp: ``session_ready`` (``session.updated``),
+    ``first_audio_heard`` (Twilio's first mark echo)."""
+
+    name: Literal["session_ready", "first_audio_heard"]
+    type: Literal["record_milestone"] = "record_milestone"
+
+
+@dataclass(frozen=True, slots=True)
 class RecordFirstAudio:
     call_ms: int
     type: Literal["record_first_audio"] = "record_first_audio"
@@ -143,6 +152,7 @@ Action = (
     | RecordTurn
     | RecordUsage
     | RecordFirstAudio
+    | RecordMilestone
     | RunTools
     | StartStream
     | CloseStream

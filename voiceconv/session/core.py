@@ -29,6 +29,7 @@ from voiceconv.session.actions import (
     CloseStream,
     EndCall,
     Log,
+    RecordMilestone,
     RecordTurn,
     SendToRealtime,
     StartStream,
@@ -98,6 +99,7 @@ class CallSession(Control, RealtimeSide):
         self._speech_start_ms: dict[str, int] = {}
         self._last_speech_stop_ms: int | None = None
         self._first_audio_recorded = False
+        self._first_echo_recorded = False
         # Function calls asked for by the current Realtime session (outputs go only to these)
         self._open_calls: set[str] = set()
         # Items of an earlier Realtime session (after a reconnect): never truncated
@@ -297,6 +299,9 @@ class CallSession(Control, RealtimeSide):
             return []
         self.clock.last_activity_ms = now
         actions: list[Action] = []
+        if not self._first_echo_recorded:
+            self._first_echo_recorded = True
+            actions.append(RecordMilestone("first_audio_heard"))
         for item in done:
             actions.extend(self._maybe_record_item(item))
         actions.extend(self._maybe_hang_up())

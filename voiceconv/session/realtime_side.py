@@ -21,6 +21,7 @@ from voiceconv.session.actions import (
     EndCall,
     Log,
     RecordFirstAudio,
+    RecordMilestone,
     RecordTurn,
     RecordUsage,
     RunTools,
@@ -203,7 +204,7 @@ class RealtimeSide:
         if st.realtime_ready:
             return []
         st.realtime_ready = True
-        actions: list[Action] = []
+        actions: list[Action] = [RecordMilestone("session_ready")]
         if self._early:
             self._input_origin_ms = st.now_ms - 20 * (len(self._early) - 1)
         for payload in self._early:
