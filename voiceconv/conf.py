@@ -40,7 +40,8 @@ DEFAULTS: dict[str, Any] = {
     # --- the speech model and its session -------------------------------------------------
     # Realtime model named in the connection URL. Current, non-deprecated family.
     "MODEL": "gpt-realtime-2.1",
-    # Output voice (alloy ash ballad coral echo sage shimmer verse marin cedar).
+    # Output voice (alloy ash ballad coral echo sage shimmer verse marin cedar), or a custom
+    # voice's id "voice_…" (or {"id": "voice_…"}) on models that take custom voices.
     "VOICE": "marin",
     # System instructions for the agent.
     "INSTRUCTIONS": (
@@ -67,8 +68,22 @@ DEFAULTS: dict[str, Any] = {
     "NOISE_REDUCTION": "near_field",
     # Output speech speed, 0.25-1.5.
     "SPEED": 1.0,
-    # reasoning.effort for reasoning models ("minimal", "low", "medium", "high"); None = omit.
+    # reasoning.effort for reasoning models ("minimal", "low", "medium", "high", "xhigh");
+    # None = omit. Left out for models that do not reason (voiceconv.capabilities).
     "REASONING_EFFORT": None,
+    # reasoning.effort of the greeting's response alone (None = the session's): "minimal"
+    # gets the first words out soonest.
+    "GREETING_REASONING_EFFORT": None,
+    # parallel_tool_calls for reasoning models (True/False); None = omit (the model's default).
+    "PARALLEL_TOOL_CALLS": None,
+    # truncation: "auto", "disabled", or {"type": "retention_ratio", "retention_ratio": 0.8,
+    # "token_limits": {"post_instructions": 8000}} (reasoning models); None = omit.
+    "TRUNCATION": None,
+    # audio.input.transcription.delay for gpt-realtime-whisper ("minimal" … "xhigh"); None = omit.
+    "TRANSCRIPTION_DELAY": None,
+    # Session options of models voiceconv.capabilities does not list, by model name:
+    # {"gpt-realtime-3": {"reasoning": True, "parallel_tool_calls": True, ...}}.
+    "MODEL_CAPABILITIES": {},
     # max_output_tokens per response: 1-4096 or "inf".
     "MAX_OUTPUT_TOKENS": "inf",
     # Extra keys merged into the session object last (for options voiceconv does not model).
@@ -256,7 +271,7 @@ class VoiceconvSettings:
 
     # The type of every key in DEFAULTS, in the same order.
     MODEL: str
-    VOICE: str
+    VOICE: str | dict[str, Any]
     INSTRUCTIONS: str
     GREETING: str
     TURN_DETECTION: dict[str, Any] | None
@@ -265,6 +280,11 @@ class VoiceconvSettings:
     NOISE_REDUCTION: str | None
     SPEED: float
     REASONING_EFFORT: str | None
+    GREETING_REASONING_EFFORT: str | None
+    PARALLEL_TOOL_CALLS: bool | None
+    TRUNCATION: str | dict[str, Any] | None
+    TRANSCRIPTION_DELAY: str | None
+    MODEL_CAPABILITIES: dict[str, Any]
     MAX_OUTPUT_TOKENS: int | str
     SESSION_EXTRA: dict[str, Any]
     PUBLIC_URL: str

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from voiceconv import active_calls, security
 from voiceconv.calllog import CallLog
+from voiceconv.capabilities import capabilities
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo
 from voiceconv.gpt_live import OpenAILiveBackend, build_live_session
@@ -42,6 +43,7 @@ from voiceconv.realtime import (
     create_response_enabled,
     default_openai_client,
     interrupt_response_enabled,
+    server_idle_timeout,
     session_model,
 )
 from voiceconv.session import (
@@ -56,6 +58,7 @@ from voiceconv.session import (
     Limits,
     Log,
     RecordFirstAudio,
+    RecordMilestone,
     RecordSessionSeconds,
     RecordTurn,
     RecordUsage,
@@ -388,6 +391,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 instructions=str(self.session_config.get("instructions") or ""),
                 interrupt_response=interrupt_response_enabled(self.session_config),
                 auto_response=create_response_enabled(self.session_config),
+                greeting_reasoning_effort=self.get_greeting_reasoning_effort(),
+                server_idle_timeout=server_idle_timeout(self.session_config),
                 transcription=bool(
                     ((self.session_config.get("audio") or {}).get("input") or {})
                     .get("transcription")
@@ -491,6 +496,16 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if greeting is None:
             greeting = voiceconv_settings.GREETING
         return str(greeting or "")
+
+    def get_greeting_reasoning_effort(self) -> str | None:
+        """``reasoning.effort`` of the greeting's response (None = the session's); only for
+        models that reason."""
+        overrides = self.get_overrides()
+        effort = overrides.get("greeting_reasoning_effort")
+        effort = effort or voiceconv_settings.GREETING_REASONING_EFFORT
+        if not effort or not capabilities(session_model(overrides)).reasoning:
+            return None
+        return str(effort)
 
     def get_tools(self) -> dict[str, Any]:
         """The tools offered to the model (runs in a thread at call start; may use the DB)."""
@@ -698,6 +713,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 case RecordFirstAudio():
                     if self.recorder is not None:
                         self.recorder.first_audio(timezone.now())
+                case RecordMilestone(name=name):
+                    if self.recorder is not None:
+                        self.recorder.milestone(name, timezone.now())
                 case RunTools(calls=calls):
                     self.spawn(self.run_tools(calls))
                 case StartStream(start=start):

@@ -128,9 +128,18 @@ def validate(action: str, args: dict[str, Any]) -> dict[str, Any]:
         text, instructions = args.get("text"), args.get("instructions")
         if bool(text) == bool(instructions):
             raise ValueError("say takes the text to say or instructions, one of them")
-        if text:
-            return {"text": _text(text, "text")}
-        return {"instructions": _text(instructions, "instructions")}
+        said: dict[str, Any] = {"text": _text(text, "text")} if text else {
+            "instructions": _text(instructions, "instructions")}
+        effort = args.get("reasoning_effort")
+        if effort is not None:
+            from voiceconv.capabilities import REASONING_EFFORTS
+
+            if effort not in REASONING_EFFORTS:
+                raise ValueError(
+                    f"reasoning_effort is one of {', '.join(REASONING_EFFORTS)}, not {effort!r}"
+                )
+            said["reasoning_effort"] = effort
+        return said
     if action == "whisper":
         return {"instructions": _text(args.get("instructions"), "instructions")}
     if action == "update":
@@ -249,11 +258,15 @@ async def ahang_up(
 
 
 async def asay(
-    call_sid: str, text: str | None = None, *, instructions: str | None = None, by: Any = None
+    call_sid: str, text: str | None = None, *, instructions: str | None = None, by: Any = None,
+    reasoning_effort: str | None = None,
 ) -> ControlResult:
     """The agent says ``text`` (or responds to ``instructions``) at the next moment it may
-    speak: at once when it is silent, else once its current answer is done."""
-    args = {"text": text} if text else {"instructions": instructions}
+    speak: at once when it is silent, else once its current answer is done.
+    ``reasoning_effort`` overrides the session's for this response (reasoning models only)."""
+    args: dict[str, Any] = {"text": text} if text else {"instructions": instructions}
+    if reasoning_effort is not None:
+        args["reasoning_effort"] = reasoning_effort
     return await arequest(call_sid, "say", args, by=by)
 
 
@@ -298,9 +311,10 @@ def hang_up(call_sid: str, *, reason: str = "operator", immediately: bool = Fals
 
 
 def say(call_sid: str, text: str | None = None, *, instructions: str | None = None,
-        by: Any = None) -> ControlResult:
+        by: Any = None, reasoning_effort: str | None = None) -> ControlResult:
     """Sync :func:`asay`."""
-    return async_to_sync(asay)(call_sid, text, instructions=instructions, by=by)
+    return async_to_sync(asay)(call_sid, text, instructions=instructions, by=by,
+                               reasoning_effort=reasoning_effort)
 
 
 def whisper(call_sid: str, instructions: str, *, by: Any = None) -> ControlResult:

@@ -44,6 +44,10 @@ class Usage:
     input_text_tokens: int = 0
     input_audio_tokens: int = 0
     input_cached_tokens: int = 0
+    input_image_tokens: int = 0
+    input_cached_text_tokens: int = 0
+    input_cached_audio_tokens: int = 0
+    input_cached_image_tokens: int = 0
     output_text_tokens: int = 0
     output_audio_tokens: int = 0
 
@@ -53,6 +57,7 @@ class Usage:
             return cls()
         ind = usage.get("input_token_details") or {}
         outd = usage.get("output_token_details") or {}
+        cached = (ind.get("cached_tokens_details") if isinstance(ind, dict) else None) or {}
 
         def n(d: Any, key: str) -> int:
             v = d.get(key) if isinstance(d, dict) else None
@@ -64,6 +69,10 @@ class Usage:
             input_text_tokens=n(ind, "text_tokens"),
             input_audio_tokens=n(ind, "audio_tokens"),
             input_cached_tokens=n(ind, "cached_tokens"),
+            input_image_tokens=n(ind, "image_tokens"),
+            input_cached_text_tokens=n(cached, "text_tokens"),
+            input_cached_audio_tokens=n(cached, "audio_tokens"),
+            input_cached_image_tokens=n(cached, "image_tokens"),
             output_text_tokens=n(outd, "text_tokens"),
             output_audio_tokens=n(outd, "audio_tokens"),
         )

@@ -106,7 +106,14 @@ async def _perform(consumer: Any, action: str, args: dict[str, Any]) -> str:
                             f"else: {args['text']}")
         else:
             instructions = args["instructions"]
-        return await _say(consumer, instructions)
+        effort = args.get("reasoning_effort")
+        if effort is not None:
+            from voiceconv.capabilities import capabilities
+
+            model = consumer.get_model()
+            if not capabilities(model).reasoning:
+                raise Refused(f"{model} is not a reasoning model: no reasoning_effort")
+        return await _say(consumer, instructions, effort)
     if action == "whisper":
         current = str(consumer.session_config.get("instructions") or "")
         combined = (current + "\n\n" if current else "") + args["instructions"]
@@ -136,10 +143,10 @@ async def _perform(consumer: Any, action: str, args: dict[str, Any]) -> str:
     raise Refused(f"unknown action {action!r}")
 
 
-async def _say(consumer: Any, instructions: str) -> str:
+async def _say(consumer: Any, instructions: str, effort: str | None = None) -> str:
     session = consumer.session
     if session.state.realtime_ready and not session.busy():
-        await consumer.run_actions(session.say(instructions))
+        await consumer.run_actions(session.say(instructions, reasoning_effort=effort))
         return ""
 
     async def later() -> None:
@@ -147,7 +154,7 @@ async def _say(consumer: Any, instructions: str) -> str:
         deadline = loop.time() + SAY_WAIT_SECONDS
         while loop.time() < deadline and not session.state.ended:
             if session.state.realtime_ready and not session.busy():
-                await consumer.run_actions(session.say(instructions))
+                await consumer.run_actions(session.say(instructions, reasoning_effort=effort))
                 return
             await asyncio.sleep(0.05)
         consumer.log.warning("say dropped: the agent did not fall silent within %.0f s",

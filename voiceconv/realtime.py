@@ -15,7 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from django.conf import settings
 
-from voiceconv.conf import voiceconv_settings
+from voiceconv.capabilities import capabilities, voice_value
+from voiceconv.conf import DEFAULTS, voiceconv_settings
 
 logger = logging.getLogger("voiceconv.realtime")
 
@@ -32,11 +33,17 @@ def build_session_config(
 ) -> dict[str, Any]:
     """The GA ``session`` object for ``session.update``: settings, then the agent's overrides.
 
-    μ-law (``audio/pcmu``) in and out, so Twilio's payloads pass straight through. The GA
-    shape and its rules (one unknown key rejects the whole update) are in
+    μ-law (``audio/pcmu``) in and out, so Twilio's payloads pass straight through. Options
+    the session's model does not accept (:mod:`voiceconv.capabilities`: reasoning, parallel
+    tool calls, retention-ratio truncation, custom voices) are left out rather than sent to
+    be refused with the whole update; the agent form and the system checks report them. The
+    GA shape and its rules (one unknown key rejects the whole update) are in
     ``docs/protocols.md`` §R2.
     """
     o = overrides or {}
+    model = session_model(o)
+    caps = capabilities(model)
+    dropped: list[str] = []
     audio_input: dict[str, Any] = {"format": {"type": "audio/pcmu"}}
     noise = _pick(o, "noise_reduction")
     audio_input["noise_reduction"] = {"type": noise} if noise else None
@@ -49,6 +56,9 @@ def build_session_config(
         prompt = o.get("transcription_prompt")
         if prompt:
             transcription["prompt"] = prompt
+        delay = _pick(o, "transcription_delay")
+        if delay and transcription_model == "gpt-realtime-whisper":
+            transcription["delay"] = delay
         audio_input["transcription"] = transcription
     else:
         audio_input["transcription"] = None
@@ -58,7 +68,7 @@ def build_session_config(
 
     audio_output: dict[str, Any] = {
         "format": {"type": "audio/pcmu"},
-        "voice": _pick(o, "voice"),
+        "voice": voice_value(_pick(o, "voice")),
         "speed": float(_pick(o, "speed")),
     }
     session: dict[str, Any] = {
@@ -71,9 +81,33 @@ def build_session_config(
     if tools:
         session["tools"] = [dict(t) for t in tools]
         session["tool_choice"] = "auto"
+    if isinstance(audio_output["voice"], dict) and not caps.custom_voices:
+        dropped.append("custom voice")
+        audio_output["voice"] = DEFAULTS["VOICE"]
     effort = _pick(o, "reasoning_effort")
     if effort:
-        session["reasoning"] = {"effort": effort}
+        if caps.reasoning:
+            session["reasoning"] = {"effort": effort}
+        else:
+            dropped.append("reasoning")
+    parallel = _pick(o, "parallel_tool_calls")
+    if parallel is not None:
+        if caps.parallel_tool_calls:
+            session["parallel_tool_calls"] = bool(parallel)
+        else:
+            dropped.append("parallel_tool_calls")
+    truncation = _pick(o, "truncation")
+    if truncation:
+        if isinstance(truncation, Mapping) and not caps.retention_ratio:
+            dropped.append("retention-ratio truncation")
+        else:
+            session["truncation"] = (
+                dict(truncation) if isinstance(truncation, Mapping) else truncation
+            )
+    if dropped:
+        logger.info(
+            "%s does not accept %s: left out of the session", model, ", ".join(dropped)
+        )
     extra = _pick(o, "session_extra")
     if extra:
         session.update(dict(extra))
@@ -90,6 +124,12 @@ def interrupt_response_enabled(session: Mapping[str, Any]) -> bool:
     if not td:
         return False
     return bool(td.get("interrupt_response", True))
+
+
+def server_idle_timeout(session: Mapping[str, Any]) -> bool:
+    """Whether server VAD reprompts a silent caller itself (``idle_timeout_ms`` set)."""
+    td = ((session.get("audio") or {}).get("input") or {}).get("turn_detection")
+    return bool(td and td.get("type") == "server_vad" and td.get("idle_timeout_ms"))
 
 
 def create_response_enabled(session: Mapping[str, Any]) -> bool:

@@ -159,6 +159,10 @@ class CallRecorder(CallRows):
         """The first assistant audio was sent to the caller at ``at``."""
         self._put("first_audio", at)
 
+    def milestone(self, name: str, at: dt.datetime) -> None:
+        """A timed moment of the call's start (``session_ready``, ``first_audio_heard``)."""
+        self._put("milestone", (name, at))
+
     def turn(self, turn: TranscriptTurn) -> None:
         """A finished turn: saved as the next transcript entry."""
         self._put("turn", turn)

@@ -12,7 +12,7 @@ import collections
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import transaction as db_transaction
 from django.db.models import Q
@@ -207,6 +207,24 @@ class CallRows:
             row.save(update_fields=fields)
         for name in (*Call.USAGE_FIELDS, "responses", "estimated_cost"):
             setattr(call, name, getattr(row, name))
+        return []
+
+    #: Milestones by the ``Call`` field that keeps the first of each.
+    MILESTONE_FIELDS: ClassVar[dict[str, str]] = {
+        "session_ready": "session_ready_at",
+        "first_audio_heard": "first_audio_heard_at",
+    }
+
+    def _apply_milestone(self, item: Item) -> list[Dispatch]:
+        name, at = item.payload
+        field_name = self.MILESTONE_FIELDS.get(name)
+        if field_name is None:
+            return []
+        call = self._call_row()
+        if Call.objects.filter(pk=call.pk, **{f"{field_name}__isnull": True}).update(
+            **{field_name: at}
+        ):
+            setattr(call, field_name, at)
         return []
 
     def _apply_session_seconds(self, item: Item) -> list[Dispatch]:

@@ -67,6 +67,7 @@ def entry_as_dict(entry: TranscriptEntry) -> dict[str, Any]:
         "heard_text": entry.heard_text if entry.interrupted else None,
         "offset_ms": entry.offset_ms,
         "latency_ms": entry.latency_ms,
+        "call_start_ms": call.start_timings(),
         "openai_item_id": entry.openai_item_id or None,
         "created_at": _iso(entry.created_at),
     }

@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.admin.telephony import AgentTelephonyInline
@@ -75,7 +75,9 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     list_filter = ("enabled", "is_default", "backend")
     search_fields = ("name", "slug", "phone_numbers", "instructions")
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("effective_session_config", "created_at", "updated_at")
+    readonly_fields = (
+        "effective_session_config", "first_audio_percentiles", "created_at", "updated_at",
+    )
     fieldsets = (
         (None, {"fields": (
             "name", "slug", ("enabled", "is_default"), "phone_numbers", "backend",
@@ -92,24 +94,35 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
         )}),
         (_("Caller audio and transcription"), {"fields": (
             "noise_reduction",
-            ("transcription_model", "transcription_language"),
+            ("transcription_model", "transcription_language", "transcription_delay"),
             "transcription_prompt",
         )}),
-        (_("Limits and reasoning"), {"fields": (
-            ("reasoning_effort", "max_output_tokens"), "session_extra",
-        )}),
+        (_("Reasoning, tools and context"), {
+            "description": _(
+                "Reasoning and parallel tool calls need a reasoning model (the gpt-realtime-2 "
+                "family); options the chosen model does not accept are refused here."
+            ),
+            "fields": (
+                ("reasoning_effort", "greeting_reasoning_effort"),
+                ("parallel_tool_calls", "max_output_tokens"),
+                ("truncation", "truncation_retention_ratio",
+                 "truncation_post_instructions_tokens"),
+                "session_extra",
+            ),
+        }),
         (_("GPT-Live"), {
             "description": _("GPT-Live agents only: how tool calls are delegated."),
             "fields": (("live_delegation_model", "live_acknowledgement_delay_ms"),),
         }),
         (_("Tools"), {"fields": ("tools",)}),
         (_("Effective session config"), {"fields": ("effective_session_config",)}),
+        (_("Time to first audio"), {"fields": ("first_audio_percentiles",)}),
         (_("History"), {"classes": ("collapse",), "fields": (("created_at", "updated_at"),)}),
     )
 
     #: Fieldsets only one backend has (by title).
     REALTIME_SECTIONS = ("Turn detection", "Caller audio and transcription",
-                         "Limits and reasoning")
+                         "Reasoning, tools and context")
     LIVE_SECTIONS = ("GPT-Live",)
 
     def get_fieldsets(self, request: HttpRequest, obj: Agent | None = None) -> Any:
@@ -139,6 +152,39 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     @admin.display(description=_("tools"), ordering="n_tools")
     def tool_count(self, obj: Agent) -> int:
         return int(getattr(obj, "n_tools", 0) or 0)
+
+    #: How many of the agent's latest calls the time-to-first-audio figures cover.
+    TIMING_CALLS = 50
+
+    @admin.display(description=_("time to first audio"))
+    def first_audio_percentiles(self, obj: Agent | None) -> str:
+        """p50 / p90 of each start step over the agent's last :attr:`TIMING_CALLS` calls."""
+        if obj is None or not obj.pk:
+            return "-"
+        from voiceconv.models import Call
+
+        calls = list(
+            Call.objects.filter(agent=obj, stream_started_at__isnull=False)
+            .order_by("-created_at")[: self.TIMING_CALLS]
+        )
+        if not calls:
+            return str(_("No calls yet."))
+        rows = []
+        timings = [c.start_timings() for c in calls]
+        for name, _field in Call.MILESTONES[1:]:
+            values = sorted(v for t in timings if (v := t[name]) is not None)
+            if values:
+                p50 = values[(len(values) - 1) // 2]
+                p90 = values[min(len(values) - 1, round(0.9 * (len(values) - 1)))]
+                rows.append((name.replace("_", " "), p50, p90, len(values)))
+        return format_html(
+            '<p class="help">Milliseconds after the webhook, over the last {} calls.</p>'
+            "<table><tr><th>step</th><th>p50</th><th>p90</th><th>calls</th></tr>{}</table>",
+            len(calls),
+            format_html_join(
+                "", "<tr><td>{}</td><td>{} ms</td><td>{} ms</td><td>{}</td></tr>", rows
+            ),
+        )
 
     @admin.display(description=_("effective session config"))
     def effective_session_config(self, obj: Agent | None) -> str:

@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from voiceconv import formatting, monitor
 from voiceconv.admin.telephony import RecordingInline, WarmTransferInline
 from voiceconv.admin.tools import ToolInvocationInline
+from voiceconv.conf import voiceconv_settings
 from voiceconv.models import Call, TranscriptEntry
 from voiceconv.onboarding import twilio_console_urls
 from voiceconv.transcripts import calls_as_text, iter_entries_jsonl
@@ -53,7 +54,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
     inlines = [ToolInvocationInline, RecordingInline, WarmTransferInline]
     list_display = (
         "started", "parties", "agent", "status", "ended_because", "duration", "turns",
-        "median_latency", "cost",
+        "median_latency", "cost", "cost_minute",
     )
     list_display_links = ("started", "parties")
     list_filter = ("status", "agent", "direction", "transport", "created_at", "end_reason")
@@ -76,14 +77,18 @@ class CallAdmin(admin.ModelAdmin[Call]):
         (_("Timings"), {
             "description": _("Times of day with milliseconds; in brackets, since the webhook."),
             "fields": (
-                ("webhook_time", "stream_time", "first_audio_time", "end_time"),
+                ("webhook_time", "stream_time", "session_ready_time"),
+                ("first_audio_time", "first_heard_time", "end_time"),
                 ("duration_seconds", "turn_total", "median_latency"),
             ),
         }),
         (_("Usage"), {"fields": (
-            ("responses", "input_tokens", "output_tokens", "estimated_cost"),
-            ("input_text_tokens", "input_audio_tokens", "input_cached_tokens"),
+            ("responses", "input_tokens", "output_tokens", "estimated_cost", "cost_minute"),
+            ("input_text_tokens", "input_audio_tokens", "input_image_tokens"),
+            ("input_cached_tokens", "input_cached_text_tokens", "input_cached_audio_tokens",
+             "input_cached_image_tokens"),
             ("output_text_tokens", "output_audio_tokens"),
+            "price_note",
         )}),
         (_("Error"), {"classes": ("collapse",), "fields": ("error", "traceback")}),
     )
@@ -91,8 +96,9 @@ class CallAdmin(admin.ModelAdmin[Call]):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         names = [f.name for f in Call._meta.concrete_fields]
         return [
-            *names, "turn_total", "median_latency",
+            *names, "turn_total", "median_latency", "cost_minute", "price_note",
             "webhook_time", "stream_time", "first_audio_time", "end_time",
+            "session_ready_time", "first_heard_time",
         ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
@@ -157,9 +163,17 @@ class CallAdmin(admin.ModelAdmin[Call]):
     def stream_time(self, obj: Call) -> str | None:
         return self._moment(obj, obj.stream_started_at)
 
-    @admin.display(description=_("first assistant audio"))
+    @admin.display(description=_("OpenAI session ready"))
+    def session_ready_time(self, obj: Call) -> str | None:
+        return self._moment(obj, obj.session_ready_at)
+
+    @admin.display(description=_("first assistant audio sent"))
     def first_audio_time(self, obj: Call) -> str | None:
         return self._moment(obj, obj.first_audio_at)
+
+    @admin.display(description=_("first audio heard"))
+    def first_heard_time(self, obj: Call) -> str | None:
+        return self._moment(obj, obj.first_audio_heard_at)
 
     @admin.display(description=_("ended"))
     def end_time(self, obj: Call) -> str | None:
@@ -188,6 +202,20 @@ class CallAdmin(admin.ModelAdmin[Call]):
     @admin.display(description=_("cost"), ordering="estimated_cost")
     def cost(self, obj: Call) -> str:
         return f"${obj.estimated_cost:.4f}"
+
+    @admin.display(description=_("cost / min"))
+    def cost_minute(self, obj: Call) -> str | None:
+        per_minute = obj.cost_per_minute
+        return None if per_minute is None else f"${per_minute:.4f}"
+
+    @admin.display(description=_("prices"))
+    def price_note(self, obj: Call) -> str:
+        from voiceconv.pricing import PRICES_AS_OF, PRICES_SOURCE
+
+        own = " (VOICECONV PRICES)" if obj.pricing_model in (
+            voiceconv_settings.PRICES or {}) else ""
+        return f"{obj.pricing_model}{own}; built-in list prices as of {PRICES_AS_OF}: " \
+               f"{PRICES_SOURCE}"
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -230,6 +258,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
             (_("median latency"), self.median_latency(call) or none, ""),
             (_("tokens in / out"), f"{call.input_tokens} / {call.output_tokens}", ""),
             (_("cost"), self.cost(call), ""),
+            (_("cost / min"), self.cost_minute(call) or none, ""),
         ]
         return {"status": call.status, "items": items}
 

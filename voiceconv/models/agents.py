@@ -77,6 +77,12 @@ class Agent(models.Model):
         LOW = "low", _("low")
         MEDIUM = "medium", _("medium")
         HIGH = "high", _("high")
+        XHIGH = "xhigh", _("extra high")
+
+    class Truncation(models.TextChoices):
+        AUTO = "auto", _("auto (drop the oldest turns when the context is full)")
+        DISABLED = "disabled", _("disabled (an error instead)")
+        RETENTION_RATIO = "retention_ratio", _("retention ratio (keeps prompt-cache hits)")
 
     name = models.CharField(_("name"), max_length=100)
     slug = models.SlugField(_("slug"), max_length=100, unique=True)
@@ -94,7 +100,10 @@ class Agent(models.Model):
                     "GPT-Live: the model takes turns itself, billed by the second."),
     )
     model = models.CharField(_("model"), max_length=100, blank=True)
-    voice = models.CharField(_("voice"), max_length=100, blank=True)
+    voice = models.CharField(
+        _("voice"), max_length=100, blank=True,
+        help_text=_('A built-in voice (marin, cedar, …) or a custom voice id, "voice_…".'),
+    )
     live_delegation_model = models.CharField(
         _("tool model (GPT-Live)"), max_length=100, blank=True,
         help_text=_("GPT-Live only: the Responses model the session delegates tool calls to "
@@ -153,6 +162,10 @@ class Agent(models.Model):
     transcription_prompt = models.TextField(
         _("transcription prompt"), blank=True, help_text=_("Vocabulary hints for transcription.")
     )
+    transcription_delay = models.CharField(
+        _("transcription delay"), max_length=10, blank=True, choices=ReasoningEffort.choices,
+        help_text=_("gpt-realtime-whisper only: longer waits transcribe more accurately."),
+    )
     noise_reduction = models.CharField(
         _("noise reduction"), max_length=20, blank=True, choices=NoiseReduction.choices
     )
@@ -161,7 +174,31 @@ class Agent(models.Model):
         validators=[MinValueValidator(0.25), MaxValueValidator(1.5)],
     )
     reasoning_effort = models.CharField(
-        _("reasoning effort"), max_length=10, blank=True, choices=ReasoningEffort.choices
+        _("reasoning effort"), max_length=10, blank=True, choices=ReasoningEffort.choices,
+        help_text=_("Reasoning models only; low or minimal keep phone answers quick."),
+    )
+    greeting_reasoning_effort = models.CharField(
+        _("greeting reasoning effort"), max_length=10, blank=True,
+        choices=ReasoningEffort.choices,
+        help_text=_("The greeting's response alone; minimal gets the first words out soonest."),
+    )
+    parallel_tool_calls = models.BooleanField(
+        _("parallel tool calls"), null=True, blank=True,
+        help_text=_("Reasoning models only: may the model call several tools at once."),
+    )
+    truncation = models.CharField(
+        _("truncation"), max_length=20, blank=True, choices=Truncation.choices,
+        help_text=_("What happens when a long call fills the model's context."),
+    )
+    truncation_retention_ratio = models.FloatField(
+        _("retention ratio"), null=True, blank=True,
+        validators=[MinValueValidator(0.01), MaxValueValidator(1.0)],
+        help_text=_("Retention ratio: the share of the conversation kept, e.g. 0.8."),
+    )
+    truncation_post_instructions_tokens = models.PositiveIntegerField(
+        _("token limit after instructions"), null=True, blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("Retention ratio: truncate once the conversation passes this many tokens."),
     )
     max_output_tokens = models.PositiveIntegerField(
         _("max output tokens"), null=True, blank=True,
@@ -224,6 +261,71 @@ class Agent(models.Model):
             raise ValidationError(
                 {"turn_detection_type": f"{TURN_DETECTION_OFF} {TURN_DETECTION_HINT}"}
             )
+        errors = self.session_option_errors()
+        if errors:
+            raise ValidationError(errors)
+
+    #: Agent fields by the option names of :func:`voiceconv.capabilities.option_problems`.
+    OPTION_FIELDS = {
+        "reasoning_effort": "reasoning_effort",
+        "greeting_reasoning_effort": "greeting_reasoning_effort",
+        "parallel_tool_calls": "parallel_tool_calls",
+        "truncation": "truncation",
+        "voice": "voice",
+        "transcription_delay": "transcription_delay",
+        "idle_timeout_ms": "vad_idle_timeout_ms",
+        "eagerness": "vad_eagerness",
+        "max_output_tokens": "max_output_tokens",
+    }
+
+    def session_option_errors(self) -> dict[str, str]:
+        """This agent's session options that its model (or VAD, or transcription model)
+        does not accept, by field name; judged with the ``VOICECONV`` defaults it inherits."""
+        from voiceconv.capabilities import option_problems
+
+        s = voiceconv_settings
+        errors: dict[str, str] = {}
+        if self.truncation == self.Truncation.RETENTION_RATIO:
+            if self.truncation_retention_ratio is None:
+                errors["truncation_retention_ratio"] = str(
+                    _("Retention-ratio truncation needs its ratio.")
+                )
+        else:
+            for name in ("truncation_retention_ratio", "truncation_post_instructions_tokens"):
+                if getattr(self, name) is not None:
+                    errors[name] = str(_("Only for retention-ratio truncation."))
+        base_td = s.TURN_DETECTION if isinstance(s.TURN_DETECTION, dict) else {}
+        transcription_model = self.transcription_model or s.TRANSCRIPTION_MODEL or None
+        if transcription_model and transcription_model.lower() in {"off", "none"}:
+            transcription_model = None
+        options: dict[str, Any] = {
+            "turn_detection_type": self.turn_detection_type or base_td.get("type"),
+            "transcription_model": transcription_model,
+            "reasoning_effort": self.reasoning_effort or None,
+            "greeting_reasoning_effort": self.greeting_reasoning_effort or None,
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "voice": self.voice or None,
+            "transcription_delay": self.transcription_delay or None,
+            "idle_timeout_ms": self.vad_idle_timeout_ms,
+            "eagerness": self.vad_eagerness or None,
+            "max_output_tokens": self.max_output_tokens,
+        }
+        if self.truncation and "truncation_retention_ratio" not in errors:
+            options["truncation"] = self.truncation_config()
+        problems = option_problems(self.model or s.MODEL, options)
+        for option, problem in problems.items():
+            errors.setdefault(self.OPTION_FIELDS[option], problem)
+        return errors
+
+    def truncation_config(self) -> Any:
+        """The GA ``truncation`` this agent sets, or None."""
+        from voiceconv.capabilities import truncation_value
+
+        return truncation_value(
+            self.truncation or None,
+            self.truncation_retention_ratio,
+            self.truncation_post_instructions_tokens,
+        )
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save; making this agent the default takes the flag from any other agent."""
@@ -322,6 +424,14 @@ class Agent(models.Model):
             out["speed"] = self.speed
         if self.reasoning_effort:
             out["reasoning_effort"] = self.reasoning_effort
+        if self.greeting_reasoning_effort:
+            out["greeting_reasoning_effort"] = self.greeting_reasoning_effort
+        if self.parallel_tool_calls is not None:
+            out["parallel_tool_calls"] = self.parallel_tool_calls
+        if self.truncation:
+            out["truncation"] = self.truncation_config()
+        if self.transcription_delay:
+            out["transcription_delay"] = self.transcription_delay
         if self.max_output_tokens is not None:
             out["max_output_tokens"] = self.max_output_tokens
         if self.session_extra:

@@ -245,7 +245,12 @@ class Call(models.Model):
 
     webhook_received_at = models.DateTimeField(_("webhook received"), null=True, blank=True)
     stream_started_at = models.DateTimeField(_("stream started"), null=True, blank=True)
+    session_ready_at = models.DateTimeField(_("OpenAI session ready"), null=True, blank=True)
     first_audio_at = models.DateTimeField(_("first assistant audio"), null=True, blank=True)
+    first_audio_heard_at = models.DateTimeField(
+        _("first audio heard"), null=True, blank=True,
+        help_text=_("Twilio's first mark echo: the caller has heard the first audio."),
+    )
     ended_at = models.DateTimeField(_("ended"), null=True, blank=True)
     duration_seconds = models.FloatField(_("duration (s)"), null=True, blank=True)
 
@@ -255,6 +260,13 @@ class Call(models.Model):
     input_text_tokens = models.PositiveIntegerField(_("input text tokens"), default=0)
     input_audio_tokens = models.PositiveIntegerField(_("input audio tokens"), default=0)
     input_cached_tokens = models.PositiveIntegerField(_("cached input tokens"), default=0)
+    input_image_tokens = models.PositiveIntegerField(_("input image tokens"), default=0)
+    input_cached_text_tokens = models.PositiveIntegerField(
+        _("cached input text tokens"), default=0)
+    input_cached_audio_tokens = models.PositiveIntegerField(
+        _("cached input audio tokens"), default=0)
+    input_cached_image_tokens = models.PositiveIntegerField(
+        _("cached input image tokens"), default=0)
     output_text_tokens = models.PositiveIntegerField(_("output text tokens"), default=0)
     output_audio_tokens = models.PositiveIntegerField(_("output audio tokens"), default=0)
     estimated_cost = models.DecimalField(
@@ -306,6 +318,10 @@ class Call(models.Model):
         "input_text_tokens",
         "input_audio_tokens",
         "input_cached_tokens",
+        "input_image_tokens",
+        "input_cached_text_tokens",
+        "input_cached_audio_tokens",
+        "input_cached_image_tokens",
         "output_text_tokens",
         "output_audio_tokens",
     )
@@ -335,12 +351,38 @@ class Call(models.Model):
         """Estimated USD cost of the usage accumulated so far."""
         return estimate_cost(
             self.pricing_model,
-            input_text_tokens=self.input_text_tokens,
-            input_audio_tokens=self.input_audio_tokens,
-            input_cached_tokens=self.input_cached_tokens,
-            output_text_tokens=self.output_text_tokens,
-            output_audio_tokens=self.output_audio_tokens,
+            **{f: getattr(self, f) for f in self.USAGE_FIELDS
+               if f not in ("input_tokens", "output_tokens")},
         )
+
+    #: The call's start, step by step: (name, field), in order.
+    MILESTONES = (
+        ("webhook_received", "webhook_received_at"),
+        ("stream_started", "stream_started_at"),
+        ("session_ready", "session_ready_at"),
+        ("first_audio_sent", "first_audio_at"),
+        ("first_audio_heard", "first_audio_heard_at"),
+    )
+
+    def start_timings(self) -> dict[str, int | None]:
+        """Milliseconds from the webhook (else the stream start) to each step of the start;
+        None for a step not reached (or not recorded)."""
+        origin = self.webhook_received_at or self.stream_started_at
+        out: dict[str, int | None] = {}
+        for name, field in self.MILESTONES:
+            value = getattr(self, field)
+            out[name] = (
+                None if value is None or origin is None
+                else round((value - origin).total_seconds() * 1000)
+            )
+        return out
+
+    @property
+    def cost_per_minute(self) -> Decimal | None:
+        """Estimated USD cost per minute of this call (None without a duration)."""
+        from voiceconv.pricing import cost_per_minute
+
+        return cost_per_minute(self.estimated_cost, self.duration_seconds)
 
     @property
     def turn_count(self) -> int:

@@ -51,6 +51,15 @@ class RecordSessionSeconds:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordMilestone:
+    """A moment of the call's start to time-stamp: ``session_ready`` (``session.updated``),
+    ``first_audio_heard`` (Twilio's first mark echo)."""
+
+    name: Literal["session_ready", "first_audio_heard"]
+    type: Literal["record_milestone"] = "record_milestone"
+
+
+@dataclass(frozen=True, slots=True)
 class RecordFirstAudio:
     call_ms: int
     type: Literal["record_first_audio"] = "record_first_audio"
@@ -164,6 +173,7 @@ Action = (
     | RecordUsage
     | RecordSessionSeconds
     | RecordFirstAudio
+    | RecordMilestone
     | RunTools
     | StartStream
     | CloseStream

@@ -10,6 +10,7 @@ the core starts asks the I/O layer to arm a deadline (:class:`ArmHangupDeadline`
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from voiceconv.events import TranscriptTurn
 from voiceconv.session import messages as msgs
@@ -117,18 +118,19 @@ class Control:
             )
         return []
 
-    def say(self, instructions: str, *, queue: bool = False) -> list[Action]:
+    def say(
+        self, instructions: str, *, queue: bool = False, reasoning_effort: str | None = None
+    ) -> list[Action]:
         """Ask the model to say something outside the conversation.
 
         With ``queue`` (the end-of-call warning and goodbye) the request waits for an active
         response to end; without it (a holding line) it is dropped when the model is talking.
+        ``reasoning_effort`` overrides the session's for this response.
         """
-        text = dumps(
-            {
-                "type": "response.create",
-                "response": {"instructions": instructions, "conversation": "none"},
-            }
-        )
+        response: dict[str, Any] = {"instructions": instructions, "conversation": "none"}
+        if reasoning_effort:
+            response["reasoning"] = {"effort": reasoning_effort}
+        text = dumps({"type": "response.create", "response": response})
         return self._create(text, queue=queue)
 
     def holding_line(self, message: str) -> list[Action]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from voiceconv.events import TranscriptTurn
@@ -28,6 +29,7 @@ from voiceconv.session.actions import (
     CloseStream,
     EndCall,
     Log,
+    RecordMilestone,
     RecordTurn,
     SendToRealtime,
     StartStream,
@@ -64,6 +66,8 @@ class CallSession(Control, RealtimeSide):
         transcription: bool = True,
         dtmf_pause_ms: int = 0,
         auto_response: bool = True,
+        greeting_reasoning_effort: str | None = None,
+        server_idle_timeout: bool = False,
     ) -> None:
         self.state = CallState()
         #: Caller and assistant audio pass through this core (False: :meth:`begin_without_media`).
@@ -86,6 +90,8 @@ class CallSession(Control, RealtimeSide):
             transcription=transcription,
             dtmf_pause_ms=dtmf_pause_ms,
             auto_response=auto_response,
+            greeting_reasoning_effort=greeting_reasoning_effort,
+            server_idle_timeout=server_idle_timeout,
         )
         #: Caller items committed whose transcript has not arrived yet.
         self.pending_transcripts: set[str] = set()
@@ -101,6 +107,7 @@ class CallSession(Control, RealtimeSide):
         self._speech_start_ms: dict[str, int] = {}
         self._last_speech_stop_ms: int | None = None
         self._first_audio_recorded = False
+        self._first_echo_recorded = False
         # Function calls asked for by the current Realtime session (outputs go only to these)
         self._open_calls: set[str] = set()
         # Items of an earlier Realtime session (after a reconnect): never truncated
@@ -140,15 +147,26 @@ class CallSession(Control, RealtimeSide):
         transcription: bool = True,
         dtmf_pause_ms: int = 0,
         auto_response: bool = True,
+        greeting_reasoning_effort: str | None = None,
+        server_idle_timeout: bool = False,
     ) -> None:
         """Set the call's options (the consumer knows them once the call is claimed).
 
         ``dtmf_pause_ms``: key presses reach the model together once the caller has pressed
         nothing for this long (0: each key at once). ``auto_response``: the server answers the
         caller's turns itself (``create_response``); when it does not, the core asks for the
-        response once server VAD has committed the turn.
+        response once server VAD has committed the turn. ``greeting_reasoning_effort``: the
+        greeting's response gets this ``reasoning.effort`` (reasoning models only).
+        ``server_idle_timeout``: server VAD has ``idle_timeout_ms``, so the server reprompts a
+        silent caller (``input_audio_buffer.timeout_triggered``) and the core does not; the
+        core still hangs up on a caller who stays silent after that reprompt.
         """
         self.dtmf_pause_ms = dtmf_pause_ms
+        self.greeting_reasoning_effort = greeting_reasoning_effort
+        self.server_idle_timeout = server_idle_timeout
+        self._idle_items: set[str] = set()
+        if server_idle_timeout and limits is not None:
+            limits = replace(limits, idle_reprompt_ms=0)
         self.auto_response = auto_response
         self.greeting = greeting
         self.instructions = instructions
@@ -328,6 +346,9 @@ class CallSession(Control, RealtimeSide):
             return []
         self.clock.last_activity_ms = now
         actions: list[Action] = []
+        if not self._first_echo_recorded:
+            self._first_echo_recorded = True
+            actions.append(RecordMilestone("first_audio_heard"))
         for item in done:
             actions.extend(self._maybe_record_item(item))
         actions.extend(self._maybe_hang_up())

@@ -286,7 +286,10 @@ class LiveCallSession(CallSession):
         self._greeted = True
         return [SendToRealtime(commentary(self.greeting))]
 
-    def say(self, instructions: str, *, queue: bool = False) -> list[Action]:
+    def say(
+        self, instructions: str, *, queue: bool = False, reasoning_effort: str | None = None
+    ) -> list[Action]:
+        # GPT-Live has no per-response reasoning effort: the option is ignored here.
         if not self.state.realtime_ready:
             return []
         if queue:

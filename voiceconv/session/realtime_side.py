@@ -21,6 +21,7 @@ from voiceconv.session.actions import (
     FlushEarlyAudio,
     Log,
     RecordFirstAudio,
+    RecordMilestone,
     RecordTurn,
     RecordUsage,
     RunTools,
@@ -28,7 +29,7 @@ from voiceconv.session.actions import (
     SendToTwilio,
     ToolCall,
 )
-from voiceconv.session.limits import LimitClock
+from voiceconv.session.limits import NEVER, LimitClock, Limits
 from voiceconv.session.messages import BadEvent, dumps, obj
 from voiceconv.session.playback import AssistantItem, Playback, estimate_heard
 from voiceconv.session.state import CallState
@@ -56,6 +57,8 @@ class RealtimeSide:
     state: CallState
     playback: Playback
     clock: LimitClock
+    limits: Limits
+    deadline_ms: int
     greeting: str
     instructions: str
     interrupt_response: bool
@@ -83,8 +86,10 @@ class RealtimeSide:
     _running: dict[str, ToolCall]
     _turn_unanswered: bool
     _last_request: str
+    _idle_items: set[str]
     auto_response: bool
     append_prefix: str
+    greeting_reasoning_effort: str | None
 
     # Provided by Control (turn-taking), the other part of the session.
     def _request_response(self) -> list[Action]:
@@ -106,6 +111,14 @@ class RealtimeSide:
         raise NotImplementedError
 
     def handle_twilio_dtmf(self, msg: dict[str, Any]) -> list[Action]:
+        raise NotImplementedError
+
+    def say(
+        self, instructions: str, *, queue: bool = False, reasoning_effort: str | None = None
+    ) -> list[Action]:
+        raise NotImplementedError
+
+    def request_hangup(self, reason: str = "agent_ended") -> list[Action]:
         raise NotImplementedError
 
     def realtime_audio_delta(
@@ -199,7 +212,7 @@ class RealtimeSide:
         if st.realtime_ready:
             return []
         st.realtime_ready = True
-        actions: list[Action] = []
+        actions: list[Action] = [RecordMilestone("session_ready")]
         if self._early:
             self._input_origin_ms = st.now_ms - 20 * (len(self._early) - 1)
             # Sent from here (the caller may be silent): live frames queue behind them.
@@ -250,11 +263,10 @@ class RealtimeSide:
         st.response_active = True  # owed: the server will answer with response.created
         # Not asked again if it meets a response already under way (the caller spoke first).
         self._last_request = ""
-        return [
-            SendToRealtime(
-                dumps({"type": "response.create", "response": {"instructions": instructions}})
-            )
-        ]
+        response: dict[str, Any] = {"instructions": instructions}
+        if self.greeting_reasoning_effort:
+            response["reasoning"] = {"effort": self.greeting_reasoning_effort}
+        return [SendToRealtime(dumps({"type": "response.create", "response": response}))]
 
     def handle_error(self, event: dict[str, Any]) -> list[Action]:
         """A Realtime ``error`` event, by code (``docs/protocols.md`` §R7)."""
@@ -320,8 +332,35 @@ class RealtimeSide:
             self._last_speech_stop_ms = self.state.now_ms
         return []
 
+    def handle_input_audio_buffer_timeout_triggered(
+        self, event: dict[str, Any]
+    ) -> list[Action]:
+        """The server's idle timeout fired: it reprompts the caller itself (an empty user item
+        and a response follow). A second one with the caller silent since ends the call."""
+        st = self.state
+        item_id = event.get("item_id")
+        if isinstance(item_id, str):
+            self._idle_items.add(item_id)  # its commit is not the caller's doing
+        if self.auto_response and not st.response_active:
+            st.response_active = True  # owed: the server answers the empty item itself
+        if st.ended or st.hangup_reason is not None:
+            return []
+        if self.clock.idle_stage == 0:
+            self.clock.idle_stage = 1
+            self.clock.last_activity_ms = st.now_ms
+            return [Log("info", "caller silent: the server's idle timeout reprompts them")]
+        actions: list[Action] = [Log("info", "caller still silent: ending the call")]
+        actions.extend(self.say(self.limits.goodbye_instructions, queue=True))
+        actions.extend(self.request_hangup("idle"))
+        self.deadline_ms = NEVER
+        return actions
+
     def handle_input_audio_buffer_committed(self, event: dict[str, Any]) -> list[Action]:
         item_id = event.get("item_id")
+        if item_id in self._idle_items:
+            # The server's idle reprompt: an empty user item, answered by the server.
+            self._idle_items.discard(item_id)
+            return []
         self.clock.activity(self.state.now_ms)
         self._turn_unanswered = True
         if self.transcription and isinstance(item_id, str):
@@ -526,5 +565,7 @@ REALTIME_HANDLERS: dict[str, Handler] = {
         RealtimeSide.handle_input_audio_buffer_dtmf_event_received,
     "output_audio_buffer.stopped": RealtimeSide.handle_output_audio_buffer_stopped,
     "output_audio_buffer.cleared": RealtimeSide.handle_output_audio_buffer_stopped,
+    "input_audio_buffer.timeout_triggered":
+        RealtimeSide.handle_input_audio_buffer_timeout_triggered,
 }
 

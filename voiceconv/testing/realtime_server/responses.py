@@ -106,6 +106,11 @@ class Responses(ConversationItems):
     ) -> dict[str, Any]:
         request = run.request
         out_cfg = self.config["audio"]["output"]
+        voice = out_cfg["voice"]
+        if isinstance(voice, dict):
+            # RealtimeResponse types the voice as a string: a custom voice is reported by its
+            # id (assumed; the types leave the shape of a custom voice here open).
+            voice = voice.get("id")
         return {
             "id": run.id,
             "object": "realtime.response",
@@ -117,7 +122,7 @@ class Responses(ConversationItems):
             or self.config["output_modalities"],
             "max_output_tokens": request.get("max_output_tokens")
             or self.config["max_output_tokens"],
-            "audio": {"output": {"format": out_cfg["format"], "voice": out_cfg["voice"]}},
+            "audio": {"output": {"format": out_cfg["format"], "voice": voice}},
             "usage": usage,
             "metadata": request.get("metadata"),
         }
