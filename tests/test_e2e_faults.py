@@ -99,8 +99,8 @@ async def test_socket_drop_mid_call_reconnects_and_restores_the_conversation(
     await client.send_silence(200)
     await client.send_audio(speech_like(600))
     await client.send_audio(silence(800))
-    await eventually(lambda: any(e["type"] == "response.done" for e in first.sent))
-    await client.send_silence(3000)  # the answer plays to the end
+    await eventually(lambda: any(e["type"] == "response.done" for e in first.sent), 30)
+    await client.wait_for_playback(timeout=30)  # the answer plays to the end
 
     await first.close(code=1011)
     dropped = time.monotonic()
@@ -168,7 +168,23 @@ async def test_calls_beyond_the_process_limit_get_a_polite_busy_answer(
         env = server_env(standin_port, MAX_CONCURRENT_CALLS=1, GREETING="")
     with ServerProcess(env=env, cwd=ROOT) as server:
         first = await enter_call(server)
-        await standin.wait_for_session(0, timeout=5)
+
+        def live_calls() -> int:
+            import json
+            import urllib.error
+
+            try:
+                with urllib.request.urlopen(server.http_url + "/twilio/health/", timeout=5) as r:
+                    return int(json.loads(r.read())["calls"])
+            except urllib.error.HTTPError as unhealthy:  # 503 still says how many calls
+                return int(json.loads(unhealthy.read())["calls"])
+
+        # The server holds the first call (a session on the stand-in could be another
+        # test's call reconnecting, so ask the server itself).
+        deadline = asyncio.get_running_loop().time() + 30
+        while await asyncio.to_thread(live_calls) < 1:
+            assert asyncio.get_running_loop().time() < deadline, "the first call never went live"
+            await asyncio.sleep(0.05)
         form = {"CallSid": "CA" + "e" * 32, "From": "+14155550111", "To": "+14155550100"}
         url = PUBLIC_URL + "/twilio/incoming/"
         signature = RequestValidator(AUTH_TOKEN).compute_signature(url, form)

@@ -104,9 +104,10 @@ async def test_every_start_step_is_timed_and_shown_and_exported(
     client = await enter_call(e2e_server)
     session = await standin.wait_for_session(0, timeout=10)
     await session.expect_event("response.create", timeout=10)
-    await client.send_silence(3000)  # the greeting plays, Twilio echoes its marks
+    await client.wait_for_media(timeout=30)  # the greeting's first audio has arrived
+    await client.wait_for_playback(timeout=30)  # it plays, Twilio echoes its marks
     await client.hang_up()
-    call = await wait_for_call(client.call_sid, ended=True, timeout=10)
+    call = await wait_for_call(client.call_sid, ended=True, timeout=30)
     timings = await sync_to_async(call.start_timings)()
     assert set(timings) == {"webhook_received", "stream_started", "session_ready",
                             "first_audio_sent", "first_audio_heard"}

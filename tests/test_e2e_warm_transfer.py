@@ -223,8 +223,8 @@ async def test_the_control_api_starts_a_warm_transfer_on_the_allow_list_only(
     assert ET.fromstring(human.param("Twiml")).find("Say").text == BRIEF  # type: ignore[union-attr]
     await eventually_placed(human.sid)
     assert await twilio_api.send_status(human.sid, "in-progress") == 204
-    await play_until_closed(client, timeout=20)
-    call = await wait_for_call(client.call_sid, ended=True, timeout=15)
+    await play_until_closed(client, timeout=60)
+    call = await wait_for_call(client.call_sid, ended=True, timeout=60)
     assert call.end_reason == "transferred"
     assert (await call.warm_transfers.aget()).status == "connected"
     texts = [t async for t in call.transcript_entries.filter(role="control").values_list(
