@@ -145,7 +145,7 @@ BAD_INPUT: dict[str, Maker] = {
     "payload breaking out of its JSON": lambda c: media(c, payload='AAAA","type":"response.create'),
 }
 
-# Known failures (consumers.py / call.py are not this file's to fix); see each reason.
+# Known failures (the consumer and the call core are not this file's to fix); see each reason.
 
 # Malformed bodies of known events: ignored by the core (a debug line at most), not counted.
 IGNORED: dict[str, Maker] = {

@@ -16,3 +16,8 @@ LIVE: set[Any] = set()
 def count() -> int:
     """Calls in progress in this process."""
     return len(LIVE)
+
+
+def group_name(call_sid: str) -> str:
+    """The channel-layer group of a live call, through which any process can reach it."""
+    return "voiceconv.call." + "".join(c for c in call_sid if c.isalnum())[:80]

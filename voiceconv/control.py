@@ -36,8 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from voiceconv import active_calls
 from voiceconv.conf import voiceconv_settings
 from voiceconv.exceptions import VoiceconvError
 from voiceconv.phone import transfer_target
@@ -207,10 +209,6 @@ async def arequest(
     timeout: float | None = None,
 ) -> ControlResult:
     """Send ``action`` to the live call and wait for its acknowledgement."""
-    from channels.db import database_sync_to_async
-
-    from voiceconv.consumers import MediaStreamConsumer
-
     checked = validate(action, dict(args or {}))
     await database_sync_to_async(_check_live_sync, thread_sensitive=False)(call_sid)
     layer = get_channel_layer()
@@ -220,7 +218,7 @@ async def arequest(
     reply_to = await layer.new_channel()
     request_id = uuid.uuid4().hex
     await layer.group_send(
-        MediaStreamConsumer.group_name(call_sid),
+        active_calls.group_name(call_sid),
         {
             "type": "voiceconv.control",
             "id": request_id,
@@ -349,14 +347,12 @@ def notify_status(call_sid: str, status: str) -> None:
     A final status ends the call's stream if Twilio's ``stop`` never arrived. Nothing waits
     for an answer: with no live call, nobody is listening and nothing happens.
     """
-    from voiceconv.consumers import MediaStreamConsumer
-
     layer = get_channel_layer()
     if layer is None:
         return
     try:
         async_to_sync(layer.group_send)(
-            MediaStreamConsumer.group_name(call_sid),
+            active_calls.group_name(call_sid),
             {"type": "voiceconv.control", "action": "status", "args": {"status": status},
              "by": "twilio"},
         )

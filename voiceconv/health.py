@@ -29,6 +29,7 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from voiceconv import active_calls
 from voiceconv.conf import voiceconv_settings
 from voiceconv.writer import get_writer
 
@@ -59,9 +60,7 @@ def stop_draining() -> None:
 
 
 def _live_here() -> int:
-    from voiceconv.consumers import MediaStreamConsumer
-
-    return MediaStreamConsumer.active_calls()
+    return active_calls.count()
 
 
 def _check_database() -> None:

@@ -34,7 +34,7 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from voiceconv import metrics, signals
+from voiceconv import active_calls, metrics, signals
 from voiceconv.conf import voiceconv_settings
 
 logger = logging.getLogger("voiceconv.live")
@@ -239,9 +239,7 @@ def _mark_live(pk: int) -> Any:
 
 
 def _consumer_for(info: Any) -> Any:
-    from voiceconv.consumers import MediaStreamConsumer
-
-    for consumer in list(MediaStreamConsumer.live):
+    for consumer in list(active_calls.LIVE):
         if getattr(consumer, "info", None) is info:
             return consumer
     return None

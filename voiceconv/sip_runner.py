@@ -20,7 +20,7 @@ from typing import Any, cast
 from channels.layers import get_channel_layer
 
 from voiceconv.calllog import CallLog
-from voiceconv.consumers import MediaStreamConsumer, _close_quietly, _describe
+from voiceconv.consumers import MediaStreamConsumer, close_quietly, describe
 from voiceconv.realtime import OpenAIRealtimeBackend, RealtimeBackend
 from voiceconv.session import StreamStart, dumps
 from voiceconv.sip import IncomingSipCall, refer_uri, sip_session
@@ -143,12 +143,12 @@ class SipCallRunner(MediaStreamConsumer):
             await asyncio.wait_for(backend.connect(), float(self._connect_timeout()))
             await backend.send(dumps({"type": "session.update", "session": self.session_config}))
         except asyncio.CancelledError:
-            await _close_quietly(backend)
+            await close_quietly(backend)
             raise
         except Exception as exc:
-            await _close_quietly(backend)
-            self.log.error("could not attach to the call's sideband: %s", _describe(exc))
-            await self.end("openai_error", f"sideband connect failed: {_describe(exc)}")
+            await close_quietly(backend)
+            self.log.error("could not attach to the call's sideband: %s", describe(exc))
+            await self.end("openai_error", f"sideband connect failed: {describe(exc)}")
             return
         self.backend = backend
         watchdog = self.spawn(self._ready_watchdog(backend))
@@ -159,7 +159,7 @@ class SipCallRunner(MediaStreamConsumer):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = _describe(exc)
+            reason = describe(exc)
         finally:
             watchdog.cancel()
         if self._end_reason is None:
@@ -198,8 +198,8 @@ class SipCallRunner(MediaStreamConsumer):
         try:
             await self.get_openai_client().realtime.calls.refer(self.call_id, target_uri=uri)
         except Exception as exc:
-            self.log.error("transfer to %s failed: %s", uri, _describe(exc))
-            await self.end("error", f"transfer to {uri} failed: {_describe(exc)}")
+            self.log.error("transfer to %s failed: %s", uri, describe(exc))
+            await self.end("error", f"transfer to {uri} failed: {describe(exc)}")
             return
         self.log.info("transferred to %s", uri)
         await self.end("transferred")
@@ -212,5 +212,5 @@ class SipCallRunner(MediaStreamConsumer):
                     self.get_openai_client().realtime.calls.hangup(self.call_id), 5.0
                 )
             except Exception as exc:
-                self.log.warning("hangup through OpenAI failed: %s", _describe(exc))
+                self.log.warning("hangup through OpenAI failed: %s", describe(exc))
         await super()._finish(reason, error)

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 
+from voiceconv import active_calls
 from voiceconv.conf import voiceconv_settings
 
 if TYPE_CHECKING:
-    from voiceconv.consumers import MediaStreamConsumer
+    from voiceconv.consumers.base import ConsumerBase
     from voiceconv.models import AgentTelephony
 
 __all__ = ["CallTelephony", "adeliver_verdict", "deliver_verdict"]
@@ -47,9 +48,7 @@ SILENCE_WAIT = 5.0
 
 
 def _group(call_sid: str) -> str:
-    from voiceconv.consumers import MediaStreamConsumer
-
-    return MediaStreamConsumer.group_name(call_sid)
+    return active_calls.group_name(call_sid)
 
 
 async def adeliver_verdict(call_sid: str, answered_by: str) -> bool:
@@ -97,7 +96,7 @@ class CallTelephony:
     """The telephony side of one live call (made by the consumer at stream start)."""
 
     def __init__(
-        self, consumer: MediaStreamConsumer, telephony: AgentTelephony, *, outbound: bool
+        self, consumer: ConsumerBase, telephony: AgentTelephony, *, outbound: bool
     ) -> None:
         self.consumer = consumer
         self.settings = telephony
@@ -108,7 +107,7 @@ class CallTelephony:
         self._early_verdict = ""
 
     @staticmethod
-    async def load_settings(consumer: MediaStreamConsumer) -> AgentTelephony:
+    async def load_settings(consumer: ConsumerBase) -> AgentTelephony:
         """The agent's telephony row (the defaults without one), read in a thread of its own
         within ``START_DATABASE_TIMEOUT``: a hanging database never holds up other calls'
         starts, and this call goes on with the defaults."""
@@ -140,7 +139,7 @@ class CallTelephony:
         return telephony
 
     @classmethod
-    async def start(cls, consumer: MediaStreamConsumer) -> CallTelephony:
+    async def start(cls, consumer: ConsumerBase) -> CallTelephony:
         """Load the agent's telephony row and prepare the session before it is sent."""
         info = consumer.info
         assert info is not None

@@ -35,11 +35,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
+from voiceconv import active_calls
 from voiceconv.conf import voiceconv_settings
 from voiceconv.views import twilio_signed
 
 if TYPE_CHECKING:
-    from voiceconv.consumers import MediaStreamConsumer
+    from voiceconv.consumers.base import ConsumerBase
 
 __all__ = ["conference_twiml", "human_twiml", "start", "status_view"]
 
@@ -103,7 +104,7 @@ def _update(pk: int, **fields: Any) -> None:
         logger.exception("warm transfer %s: could not record %s", pk, fields)
 
 
-async def start(consumer: MediaStreamConsumer, target: str, brief: str) -> str | None:
+async def start(consumer: ConsumerBase, target: str, brief: str) -> str | None:
     """Begin a warm transfer of ``consumer``'s call; the refusal, or None once dialling."""
     from voiceconv.models import WarmTransfer
 
@@ -139,7 +140,7 @@ async def start(consumer: MediaStreamConsumer, target: str, brief: str) -> str |
     return None
 
 
-async def _dial(consumer: MediaStreamConsumer, pk: int, target: str, from_: str, brief: str,
+async def _dial(consumer: ConsumerBase, pk: int, target: str, from_: str, brief: str,
                 conference: str, status_url: str) -> None:
     try:
         sid = await asyncio.to_thread(_place_human_leg, target, from_, brief, conference,
@@ -163,7 +164,7 @@ async def _dial(consumer: MediaStreamConsumer, pk: int, target: str, from_: str,
         await _back_to_agent(consumer, pk, "not_answered", "no callback in time", target)
 
 
-def _hold(consumer: MediaStreamConsumer, on: bool) -> None:
+def _hold(consumer: ConsumerBase, on: bool) -> None:
     """While the human's phone rings the agent answers nothing the caller says."""
     telephony = consumer.telephony
     if telephony is None:
@@ -177,7 +178,7 @@ def _hold(consumer: MediaStreamConsumer, on: bool) -> None:
             "type": "realtime", "audio": {"input": {"turn_detection": detection}}}})))
 
 
-async def on_status(consumer: MediaStreamConsumer, pk: int, status: str) -> None:
+async def on_status(consumer: ConsumerBase, pk: int, status: str) -> None:
     """The human's leg changed status (its callback reached this process's call)."""
     row = consumer.warm_transfer
     info = consumer.info
@@ -211,7 +212,7 @@ async def on_status(consumer: MediaStreamConsumer, pk: int, status: str) -> None
     await _back_to_agent(consumer, pk, outcome, f"human's call {status}", row.target, status)
 
 
-async def _back_to_agent(consumer: MediaStreamConsumer, pk: int, outcome: str, detail: str,
+async def _back_to_agent(consumer: ConsumerBase, pk: int, outcome: str, detail: str,
                          target: str, human_status: str = "") -> None:
     from voiceconv.live_control import _say
 
@@ -231,7 +232,7 @@ async def _back_to_agent(consumer: MediaStreamConsumer, pk: int, outcome: str, d
             "Tell the caller so in one short sentence, and offer to help them yourself."))
 
 
-async def abandon(consumer: MediaStreamConsumer, reason: str) -> None:
+async def abandon(consumer: ConsumerBase, reason: str) -> None:
     """The call ends while the person's phone still rings: hang up their leg, record it."""
     row = consumer.warm_transfer
     consumer.warm_transfer = None
@@ -251,14 +252,13 @@ async def deliver_status(transfer_pk: int, status: str) -> bool:
     """Send the human leg's status to the live call's group."""
     from channels.layers import get_channel_layer
 
-    from voiceconv.consumers import MediaStreamConsumer
     from voiceconv.models import WarmTransfer
 
     row = await WarmTransfer.objects.select_related("call").filter(pk=transfer_pk).afirst()
     layer = get_channel_layer()
     if row is None or layer is None:
         return False
-    await layer.group_send(MediaStreamConsumer.group_name(row.call.twilio_call_sid), {
+    await layer.group_send(active_calls.group_name(row.call.twilio_call_sid), {
         "type": "voiceconv.warm_transfer", "transfer": row.pk, "status": status})
     return True
 
