@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.realtime import websocket_options
 
 logger = logging.getLogger("voiceconv.gpt_live")
 
@@ -95,7 +96,8 @@ class OpenAILiveBackend:
         return self._conn
 
     async def connect(self) -> None:
-        self._manager = self.client.live.connect()
+        self._manager = self.client.live.connect(
+            websocket_connection_options=websocket_options(self.client))
         self._conn = await self._manager.enter()
 
     async def send(self, text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -140,6 +141,29 @@ def create_response_enabled(session: Mapping[str, Any]) -> bool:
     return bool(td.get("create_response", True))
 
 
+#: One TLS context per CA configuration, shared by every call's OpenAI connection.
+_tls_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+
+
+def websocket_options(client: Any) -> dict[str, Any]:
+    """``websocket_connection_options`` for the SDK's ``connect()``: one shared TLS context.
+
+    Without one, ``websockets`` builds a new default context for every ``wss://`` connection,
+    loading the system's CA bundle each time: 30 ms or more of CPU on the event loop per call
+    start on a Debian machine, in the middle of other calls' audio. The context honours
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as the default one does (one context per setting).
+    Plain ``ws://`` (a local stand-in) takes no TLS options.
+    """
+    base = getattr(client, "websocket_base_url", None) or getattr(client, "base_url", "")
+    if str(base).partition(":")[0].lower() not in ("https", "wss"):
+        return {}
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    context = _tls_contexts.get(key)
+    if context is None:
+        context = _tls_contexts[key] = ssl.create_default_context()
+    return {"ssl": context}
+
+
 @runtime_checkable
 class RealtimeBackend(Protocol):
     """A speech-to-speech connection for one call."""
@@ -185,10 +209,13 @@ class OpenAIRealtimeBackend:
         return self._conn
 
     async def connect(self) -> None:
+        options = websocket_options(self.client)
         if self.call_id:
-            self._manager = self.client.realtime.connect(call_id=self.call_id)
+            self._manager = self.client.realtime.connect(
+                call_id=self.call_id, websocket_connection_options=options)
         else:
-            self._manager = self.client.realtime.connect(model=self.model)
+            self._manager = self.client.realtime.connect(
+                model=self.model, websocket_connection_options=options)
         self._conn = await self._manager.enter()
         ws = getattr(self._conn, "_connection", None)
         # The websockets connection under the SDK's, where this SDK version exposes it.
