@@ -14,6 +14,8 @@ from django.db import connections
 from voiceconv.testing import RealtimeStandIn
 from voiceconv.testing.server import ServerProcess, free_port
 
+from .db_faults import SQLiteLock
+
 # The conversation-test plugin: the ``voiceconv_model`` fixture and the ``real_model`` marker.
 pytest_plugins = ["voiceconv.testing.conversation"]
 
@@ -153,3 +155,19 @@ def _browser_required_in_ci(request: pytest.FixtureRequest) -> None:
 
 
 _ = settings
+
+
+@pytest.fixture
+def sqlite_lock() -> Iterator[SQLiteLock]:
+    """A lock holder; the project's 20 s busy timeout is cut to 0.1 s for new connections,
+    so that a lock of a few seconds is an outage (errors) rather than a wait."""
+    options = connections.settings["default"].setdefault("OPTIONS", {})
+    saved = options.get("timeout")
+    options["timeout"] = 0.1
+    lock = SQLiteLock()
+    yield lock
+    lock.close()
+    if saved is None:
+        options.pop("timeout", None)
+    else:
+        options["timeout"] = saved

@@ -7,7 +7,6 @@ import datetime as dt
 import itertools
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,8 @@ from voiceconv.models import Agent, Call, ToolInvocation, TranscriptEntry
 from voiceconv.recorder import CallRecorder
 from voiceconv.tools.runtime import ToolResult
 from voiceconv.writer import RecordWriter
+
+from .db_faults import SQLiteLock, sqlite_only
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -473,49 +474,6 @@ async def test_bad_input_is_logged_and_skipped(caplog: pytest.LogCaptureFixture)
 
 
 # --- the database goes away ----------------------------------------------------------------------
-
-
-class SQLiteLock:
-    """Hold SQLite's write lock from a second connection, as a busy or stuck writer would."""
-
-    def __init__(self) -> None:
-        name = connection.settings_dict["NAME"]
-        uri = str(name).startswith("file:")
-        self.conn = sqlite3.connect(name, uri=uri, check_same_thread=False, timeout=0.05,
-                                    isolation_level=None)
-
-    def acquire(self) -> None:
-        self.conn.execute("BEGIN EXCLUSIVE")
-        # A write makes the lock real in shared-cache (in-memory) databases too.
-        self.conn.execute("UPDATE voiceconv_call SET status = status")
-        self.conn.execute("DELETE FROM voiceconv_transcriptentry WHERE 0")
-
-    def release(self) -> None:
-        self.conn.execute("ROLLBACK")
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-sqlite_only = pytest.mark.skipif(
-    connection.vendor != "sqlite", reason="SQLite locking (PostgreSQL has its own test)"
-)
-
-
-@pytest.fixture
-def sqlite_lock() -> Iterator[SQLiteLock]:
-    """A lock holder; the project's 20 s busy timeout is cut to 0.1 s for new connections,
-    so that a lock of a few seconds is an outage (errors) rather than a wait."""
-    options = connections.settings["default"].setdefault("OPTIONS", {})
-    saved = options.get("timeout")
-    options["timeout"] = 0.1
-    lock = SQLiteLock()
-    yield lock
-    lock.close()
-    if saved is None:
-        options.pop("timeout", None)
-    else:
-        options["timeout"] = saved
 
 
 @sqlite_only

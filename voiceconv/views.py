@@ -7,9 +7,12 @@ call needs, **record** it through the ``Call`` manager (:meth:`CallManager.recor
 :data:`voiceconv.signals.call_status_changed`), **answer** (TwiML that opens the bidirectional
 media stream with a short-lived token bound to the CallSid; 204 for a status).
 
-The views are async: the database work runs in a worker thread of its own
-(``thread_sensitive=False``), so under an ASGI server a burst of webhooks never queues behind
-one shared thread, and the event loop never waits on it.
+The incoming call is answered from the request alone: Twilio waits for its TwiML before the
+caller hears anything, and calls come in bursts, so its row is written off the response path
+by the process-wide writer and ``call_received`` is sent once it is
+(:mod:`voiceconv.webhook_records`); the stream's claim picks the agent. The status callback's
+database work runs in a worker thread of its own (``thread_sensitive=False``): the event loop
+never waits on it, nor does it queue behind the one shared thread.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from voiceconv import active_calls, security, signals, twiml
+from voiceconv import active_calls, health, security, signals, twiml, webhook_records
 from voiceconv.conf import voiceconv_settings
+from voiceconv.webhook_records import WebhookRecord
 
 logger = logging.getLogger("voiceconv.views")
 
@@ -118,18 +123,12 @@ class IncomingCall:
 @twilio_signed
 async def incoming_call(request: HttpRequest) -> HttpResponse:
     """Answer an incoming (or outbound-API) call with ``<Connect><Stream>``."""
-    # Imported here, not at the top: the models need Django's app registry, and this module is
-    # importable before it is ready.
-    from voiceconv.models import Call
-
     incoming = IncomingCall.parse(request.POST)
     if incoming is None:
         logger.warning("incoming-call webhook without CallSid refused")
         return HttpResponse("CallSid missing", status=400)
     call_sid = incoming.call_sid
-    from voiceconv.health import draining
-
-    if draining():
+    if health.draining():
         logger.warning("call %s refused: this process is draining (shutting down)", call_sid)
         return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
     limit = voiceconv_settings.MAX_CONCURRENT_CALLS
@@ -138,25 +137,15 @@ async def incoming_call(request: HttpRequest) -> HttpResponse:
                        active_calls.count(), limit)
         return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
 
+    # Answered from the request alone: the row is written off the response path (the
+    # process-wide writer), and call_received is sent once it is (voiceconv.webhook_records).
+    webhook_records.record(WebhookRecord(
+        call_sid=call_sid, account_sid=incoming.account_sid,
+        from_number=incoming.from_number, to_number=incoming.to_number,
+        direction=incoming.direction, status=incoming.status, received_at=timezone.now(),
+    ))
     parameters = dict(incoming.parameters)
-    call = agent = None
-    try:
-        call, agent = await _in_thread(Call.objects.record_webhook)(
-            call_sid,
-            account_sid=incoming.account_sid,
-            from_number=incoming.from_number,
-            to_number=incoming.to_number,
-            direction=incoming.direction,
-            status=incoming.status,
-        )
-    except DatabaseError:
-        # The call goes on with the default configuration; the stream re-creates the row.
-        logger.exception("call %s: could not record the incoming call", call_sid)
-    if agent is not None:
-        parameters["agent"] = str(agent.pk)
     parameters["call_token"] = security.make_stream_token(call_sid)
-    if call is not None:
-        await _send(signals.call_received, call=call, agent=agent)
 
     origin = security.public_origin(request)
     stream_url = security.websocket_origin(origin).replace("ws://", "wss://", 1)

@@ -9,6 +9,7 @@ from here too, as before).
 
 from __future__ import annotations
 
+import datetime as dt
 import statistics
 from decimal import Decimal
 from typing import Any
@@ -42,27 +43,44 @@ class CallManager(models.Manager["Call"]):
         to_number: str = "",
         direction: str = "",
         status: str = "",
+        received_at: dt.datetime | None = None,
     ) -> tuple[Call, Agent | None]:
         """The incoming-call webhook: pick the agent for our number (:func:`our_number`:
         the number called for inbound calls, the one we call from for outbound ones) and
-        record the call.
+        record the call (written off the webhook's response path, see
+        :mod:`voiceconv.webhook_records`).
 
+        The stream's claim may have created the row first (it does when it gets there before
+        this record): then only what it lacks is filled in and its status is kept. A retried
+        webhook for a call whose stream has not started refreshes the row.
         Returns the row and the agent (``None``: the default configuration).
         """
         agent = Agent.objects.for_number(our_number(direction, from_number, to_number))
-        call, _created = self.update_or_create(
-            twilio_call_sid=call_sid,
-            defaults={
-                "twilio_account_sid": account_sid,
-                "agent": agent,
-                "direction": direction,
-                "from_number": from_number,
-                "to_number": to_number,
-                "status": status or Call.Status.RINGING,
-                "webhook_received_at": timezone.now(),
-            },
-        )
-        return call, agent
+        received_at = received_at or timezone.now()
+        fields: dict[str, Any] = {
+            "twilio_account_sid": account_sid,
+            "agent": agent,
+            "direction": direction,
+            "from_number": from_number,
+            "to_number": to_number,
+            "status": status or Call.Status.RINGING,
+            "webhook_received_at": received_at,
+        }
+        call, created = self.get_or_create(twilio_call_sid=call_sid, defaults=fields)
+        if created:
+            return call, agent
+        if self.filter(pk=call.pk, twilio_stream_sid="").update(**fields):
+            for name, value in fields.items():
+                setattr(call, name, value)
+            return call, agent
+        # The stream is there already: keep its status and agent, add what it lacks.
+        lacking = {name: value for name, value in fields.items() if value and name != "status"
+                   and not getattr(call, "agent_id" if name == "agent" else name)}
+        lacking["webhook_received_at"] = received_at
+        self.filter(pk=call.pk).update(**lacking)
+        for name, value in lacking.items():
+            setattr(call, name, value)
+        return call, call.agent
 
     def record_status(
         self,
