@@ -11,6 +11,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from voiceconv.asgi import WebhookFastPath  # noqa: E402
 from voiceconv.health import DrainingMiddleware  # noqa: E402
 from voiceconv.routing import websocket_urlpatterns  # noqa: E402
 
@@ -19,10 +20,12 @@ from voiceconv.routing import websocket_urlpatterns  # noqa: E402
 # guarded by Twilio's handshake signature and the per-call stream token instead (the admin's
 # live monitor, also in websocket_urlpatterns, is wrapped by voiceconv itself).
 # DrainingMiddleware: on SIGTERM, refuse new calls and let live ones finish (DRAIN_SECONDS).
+# WebhookFastPath: Twilio's signed webhooks skip the HTTP middleware (a dozen hops to the
+# shared thread per request under ASGI); everything else goes through it as usual.
 application = DrainingMiddleware(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": WebhookFastPath(django_asgi_app),
             "websocket": URLRouter(websocket_urlpatterns),
         }
     )
