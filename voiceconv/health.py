@@ -29,7 +29,7 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from voiceconv import active_calls
+from voiceconv import active_calls, realtime
 from voiceconv.conf import voiceconv_settings
 from voiceconv.writer import get_writer
 
@@ -169,26 +169,36 @@ class DrainingMiddleware:
     ``application = DrainingMiddleware(ProtocolTypeRouter({...}))``. The handler is put in
     place at the first connection, after the server has installed its own.
 
-    It also answers the ASGI ``lifespan`` protocol: at ``lifespan.shutdown`` (after the server
-    has closed every connection and finalised the calls) it writes the records still queued
-    before answering. This matters under uvicorn, which ends the process by re-raising SIGTERM
-    once it is done, so nothing registered with ``atexit`` runs; keep uvicorn's lifespan on.
+    It also answers the ASGI ``lifespan`` protocol. At ``lifespan.startup`` it warms the
+    process up (:func:`voiceconv.realtime.warm_up`: the SDK imported, the client and its TLS
+    context built) so that the first call does not pay for it on the event loop. At
+    ``lifespan.shutdown`` (after the server has closed every connection and finalised the
+    calls) it writes the records still queued before answering. This matters under uvicorn,
+    which ends the process by re-raising SIGTERM once it is done, so nothing registered with
+    ``atexit`` runs; keep uvicorn's lifespan on.
     """
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
+        self._warm: asyncio.Future[bool] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
         if scope.get("type") == "lifespan":
             return await self._lifespan(receive, send)
         if _installed_pid != os.getpid():
             _install(asyncio.get_running_loop())
+        if self._warm is None:
+            # A server without lifespan (daphne): warm up beside the first connection.
+            self._warm = asyncio.ensure_future(asyncio.to_thread(realtime.warm_up))
         return await self.app(scope, receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Before the first call, not during it (realtime.warm_up).
+                self._warm = asyncio.ensure_future(asyncio.to_thread(realtime.warm_up))
+                await asyncio.wait({self._warm})
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:

@@ -141,6 +141,32 @@ def create_response_enabled(session: Mapping[str, Any]) -> bool:
     return bool(td.get("create_response", True))
 
 
+def warm_up() -> bool:
+    """Pay at start-up what the first call would otherwise pay on the event loop.
+
+    Importing the ``openai`` SDK and building the process's client and TLS context take about
+    1.5 s of CPU on the benchmark's machine; done by the first call, that blocks every call and
+    webhook of the process meanwhile (the first burst after a deploy). Called when the server
+    starts (``voiceconv.health.DrainingMiddleware``: at ASGI ``lifespan.startup``, or in a
+    thread at the first connection where the server has no lifespan). With
+    ``OPENAI_CLIENT_FACTORY`` set only the SDK is imported. Returns whether a client was built.
+    """
+    # Imported here, not at the top: importing voiceconv (settings, checks, the test kit,
+    # management commands) does not pay for the SDK; a server does, once, here.
+    import openai  # noqa: F401
+
+    if voiceconv_settings.OPENAI_CLIENT_FACTORY is not None:
+        return False
+    try:
+        client = default_openai_client()
+    except Exception as exc:  # no key yet: the first call reports it
+        logger.info("OpenAI client not built at start-up (%s); the first call builds it", exc)
+        return False
+    websocket_options(client)
+    logger.info("OpenAI client ready (warmed up before the first call)")
+    return True
+
+
 #: One TLS context per CA configuration, shared by every call's OpenAI connection.
 _tls_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
 
