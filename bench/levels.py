@@ -36,6 +36,8 @@ class LevelConfig:
     audio_ms: int = 4000
     tls: bool = False
     profile: bool = False
+    #: Profile the start of the level (the calls' ramp and settle) instead of the window.
+    profile_start: bool = False
     warmup: bool = True
     #: Seconds over which the N calls enter (None: 2 s up to 100 calls, 50 calls/s beyond).
     ramp_s: float | None = None

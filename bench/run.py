@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", help="write the PNG plot here")
     parser.add_argument("--profile", metavar="SERVER:N",
                         help="instead of the sweep: profile the server with py-spy at N calls")
+    parser.add_argument("--profile-start", action="store_true",
+                        help="with --profile: the calls' entry (ramp and settle), not the window")
     args = parser.parse_args(argv)
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {0})  # the orchestrator stays off the server's core
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         server, _, n = args.profile.partition(":")
         cfg = LevelConfig(server=server, n=int(n or 50), duration=args.duration,
                           database_url=database_url, workdir=workdir, profile=True,
-                          tls=args.tls, calls_per_generator=args.calls_per_generator)
+                          profile_start=args.profile_start, tls=args.tls,
+                          calls_per_generator=args.calls_per_generator)
         result = run_level(cfg)
         print(table([result]))
         print(result.profile)

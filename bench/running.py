@@ -222,9 +222,19 @@ def run_level(cfg: LevelConfig) -> LevelResult:
         window: list[float] = []
         profile_out = workdir / f"{tag}-profile.txt"
 
+        def py_spy(seconds: float) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                 str(pid), "--duration", str(max(1, int(seconds))), "--rate", "250",
+                 "--format", "raw", "--nonblocking", "--output", str(profile_out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+
         def sampler(t0: float, gen_pids: list[int]) -> None:
             start = t0 + cfg.ramp + cfg.settle
             window[:] = [start, start + cfg.duration]
+            if cfg.profile and cfg.profile_start:
+                py_spy(cfg.ramp + cfg.settle)  # the calls' entry: webhooks, claims, connects
 
             def sample() -> None:
                 delay = window[0] - time.monotonic()
@@ -235,13 +245,8 @@ def run_level(cfg: LevelConfig) -> LevelResult:
                 standin0 = _cpu_of([standin.proc.pid])
                 cores0 = core_busy_seconds()
                 spy = None
-                if cfg.profile:
-                    spy = subprocess.Popen(
-                        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                         str(pid), "--duration", str(int(cfg.duration)), "--rate", "250",
-                         "--format", "raw", "--nonblocking", "--output", str(profile_out)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )
+                if cfg.profile and not cfg.profile_start:
+                    spy = py_spy(cfg.duration)
                 peak = 0
                 while time.monotonic() < window[1]:
                     peak = max(peak, rss_bytes(pid))
