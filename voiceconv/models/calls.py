@@ -453,19 +453,24 @@ class TranscriptEntryManager(models.Manager["TranscriptEntry"]):
         """
         offset = fields.get("offset_ms")
         item_id = fields.get("openai_item_id") or ""
-        with transaction.atomic(using=self.db):
+        # No savepoint of its own: the record writer already wraps each record in one, and an
+        # error here then rolls back to it (outside a transaction this still opens one).
+        with transaction.atomic(using=self.db, savepoint=False):
             list(Call.objects.using(self.db).select_for_update().filter(pk=call.pk).values("pk"))
             entries = self.filter(call=call)
             if item_id:
                 existing = entries.filter(openai_item_id=item_id, role=fields.get("role")).first()
                 if existing is not None:
                     return existing
-            last = entries.aggregate(sequence=Max("sequence"), written=Max("write_sequence"))
-            position = None
+            # One query: the last places, and the first entry that began after this one.
+            aggregates: dict[str, Any] = {
+                "last_sequence": Max("sequence"), "last_written": Max("write_sequence")}
             if offset is not None:
-                position = entries.filter(offset_ms__gt=offset).aggregate(m=Min("sequence"))["m"]
+                aggregates["later"] = Min("sequence", filter=Q(offset_ms__gt=offset))
+            last = entries.aggregate(**aggregates)
+            position = last.get("later")
             if position is None:
-                position = (last["sequence"] or 0) + 1
+                position = (last["last_sequence"] or 0) + 1
             else:
                 entries.filter(sequence__gte=position).update(
                     sequence=F("sequence") + _SEQUENCE_SHIFT
@@ -476,7 +481,7 @@ class TranscriptEntryManager(models.Manager["TranscriptEntry"]):
             return self.create(
                 call=call,
                 sequence=position,
-                write_sequence=(last["written"] or 0) + 1,
+                write_sequence=(last["last_written"] or 0) + 1,
                 **fields,
             )
 
