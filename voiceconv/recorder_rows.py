@@ -195,7 +195,9 @@ class CallRows:
 
     def _apply_usage(self, item: Item) -> list[Dispatch]:
         call = self._call_row()
-        with db_transaction.atomic():
+        # Within the writer's savepoint for this record: no second one (an error rolls back
+        # to the writer's; outside a transaction this still opens one).
+        with db_transaction.atomic(savepoint=False):
             row = (
                 Call.objects.select_for_update(of=("self",))
                 .select_related("agent")
