@@ -188,6 +188,8 @@ def run_level(cfg: LevelConfig) -> LevelResult:
             "DEBUG": "0",
             "ALLOWED_HOSTS": "*",
             "VOICECONV_LOG_LEVEL": "WARNING",
+            # SIGTERM at the end finalises whatever is still live at once (no drain).
+            "VOICECONV_DRAIN_SECONDS": "0",
             **cfg.server_env,
         }
         if cert:

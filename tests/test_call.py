@@ -14,6 +14,7 @@ from voiceconv.session import (
     EndCall,
     HangUp,
     Log,
+    RecordBargeIn,
     RecordFirstAudio,
     RecordTurn,
     RecordUsage,
@@ -219,6 +220,11 @@ def test_barge_in_truncates_at_what_was_played_by_marks() -> None:
     rt = realtime_texts(actions)
     assert rt == [{"type": "conversation.item.truncate", "item_id": "item_1",
                    "content_index": 0, "audio_end_ms": 400}]
+    # The I/O layer times the reaction up to here: after the clear and the truncate.
+    marker = next(i for i, a in enumerate(actions) if isinstance(a, RecordBargeIn))
+    assert [type(a) for a in actions[:marker]].count(SendToRealtime) == 1
+    assert isinstance(actions[0], SendToTwilio)
+    assert sum(isinstance(a, RecordBargeIn) for a in actions) == 1
 
 
 def test_barge_in_refines_by_call_time_since_the_last_echo_capped_by_next_mark() -> None:
@@ -264,6 +270,7 @@ def test_no_clear_and_no_truncate_when_nothing_is_playing() -> None:
     actions = c.speech_started()
     assert twilio_texts(actions) == []
     assert realtime_texts(actions) == []
+    assert not any(isinstance(a, RecordBargeIn) for a in actions)  # no barge-in to time
 
 
 def test_second_answer_after_first_played_truncates_from_its_own_start() -> None:

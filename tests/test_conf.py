@@ -100,12 +100,26 @@ def test_limits_and_timeouts_are_typed_objects_built_once() -> None:
         assert timeouts == Timeouts(
             connect=4.0, hangup_grace=10.0, tool_holding=1.5, tool=3.0,
             stream_token_max_age=120.0, stream_start=5.0, start_database=5.0, control=5.0,
-            drain=0.0, heartbeat=10.0, live=45.0,
+            drain=100.0, heartbeat=10.0, live=45.0,  # the longest call, then its goodbye
         )
         assert voiceconv_settings.timeouts is timeouts
     with override_settings(VOICECONV={"CONNECT_TIMEOUT": 1}):
         assert voiceconv_settings.timeouts.connect == 1.0  # rebuilt on setting_changed
         assert voiceconv_settings.limits.max_call_ms == 1_800_000
+
+
+@pytest.mark.parametrize(("overrides", "drain"), [
+    ({}, 1810.0),  # MAX_CALL_SECONDS 1800 + HANGUP_GRACE_SECONDS 10: every call ends itself
+    ({"MAX_CALL_SECONDS": 600, "HANGUP_GRACE_SECONDS": 5}, 605.0),
+    ({"MAX_CALL_SECONDS": 0}, float("inf")),  # no call limit: until the calls end
+    ({"DRAIN_SECONDS": 0}, 0.0),  # stop at once
+    ({"DRAIN_SECONDS": 45, "MAX_CALL_SECONDS": 0}, 45.0),
+])
+def test_the_drain_on_sigterm_lasts_as_long_as_a_call_may_unless_set(
+    overrides: dict[str, Any], drain: float
+) -> None:
+    with override_settings(VOICECONV=overrides):
+        assert voiceconv_settings.timeouts.drain == drain
 
 
 def test_unknown_settings_are_attribute_errors() -> None:

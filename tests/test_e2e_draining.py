@@ -1,11 +1,13 @@
-"""Draining on SIGTERM, end to end: a real server process with ``DRAIN_SECONDS`` set and the
-example project's ``DrainingMiddleware``. After SIGTERM, health answers 503 and new calls get
-the busy message, while the call in progress goes on until the caller hangs up; then the
-process exits by itself."""
+"""Draining on SIGTERM, end to end: a real server process (daphne and uvicorn) with the
+default ``DRAIN_SECONDS`` and the example project's ``DrainingMiddleware``. After SIGTERM,
+health answers 503 and new calls get the busy message, while the call in progress goes on
+until the caller hangs up; then the process exits by itself. A drain whose time is up ends the
+calls still live (reason ``shutdown``) with their records written."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import urllib.error
@@ -48,12 +50,29 @@ def post_incoming(server: ServerProcess, call_sid: str) -> str:
         return response.read().decode()
 
 
+async def sigterm_until_draining(server: ServerProcess) -> None:
+    """SIGTERM the server and wait until its health says it drains."""
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+
+    async def draining() -> bool:
+        status, body = await asyncio.to_thread(get, server.http_url + "/twilio/health/")
+        return status == 503 and body["status"] == "draining"
+
+    for _ in range(100):
+        if await draining():
+            break
+        await asyncio.sleep(0.1)
+    assert await draining()
+
+
+@pytest.mark.parametrize("server_kind", ["daphne", "uvicorn"])
 async def test_sigterm_drains_new_calls_away_and_lets_the_live_call_finish(
-    django_db_blocker: object, standin_port: int, standin: RealtimeStandIn
+    django_db_blocker: object, standin_port: int, standin: RealtimeStandIn, server_kind: str
 ) -> None:
-    env = server_env(standin_port, DRAIN_SECONDS=60)
+    env = server_env(standin_port)  # the default DRAIN_SECONDS
     standin.responses.append(ScriptedResponse(text="Hello, how can I help?"))
-    with ServerProcess(env=env, cwd=ROOT) as server:
+    with ServerProcess(env=env, cwd=ROOT, server=server_kind) as server:  # type: ignore[arg-type]
         status, body = await asyncio.to_thread(get, server.http_url + "/twilio/health/")
         assert status == 200 and body["status"] == "ok", body
 
@@ -63,18 +82,8 @@ async def test_sigterm_drains_new_calls_away_and_lets_the_live_call_finish(
         await client.send_silence(500)
         await eventually(lambda: any(e["type"] == "response.done" for e in session.sent), 10)
 
+        await sigterm_until_draining(server)
         assert server.process is not None
-        server.process.send_signal(signal.SIGTERM)
-
-        async def draining() -> bool:
-            status, body = await asyncio.to_thread(get, server.http_url + "/twilio/health/")
-            return status == 503 and body["status"] == "draining"
-
-        for _ in range(100):
-            if await draining():
-                break
-            await asyncio.sleep(0.1)
-        assert await draining()
         twiml = await asyncio.to_thread(post_incoming, server, "CA" + "d" * 32)
         assert "<Hangup" in twiml and "<Stream" not in twiml
 
@@ -95,3 +104,32 @@ async def test_sigterm_drains_new_calls_away_and_lets_the_live_call_finish(
         lambda: list(call.transcript_entries.values_list("text", flat=True)))
     assert "Still here for you." in texts
     assert "draining: new calls are refused" in log and "drained: stopping" in log
+
+
+async def test_a_drain_whose_time_is_up_ends_the_calls_still_live(
+    django_db_blocker: object, standin_port: int, standin: RealtimeStandIn
+) -> None:
+    env = server_env(standin_port, DRAIN_SECONDS=2)
+    standin.responses.append(ScriptedResponse(text="Welcome, one moment."))
+    with ServerProcess(env=env, cwd=ROOT) as server:
+        client = await enter_call(server)
+        session = await standin.wait_for_session(0, timeout=15)
+        await session.expect_event("session.update", timeout=10)
+        await client.send_silence(500)
+        await eventually(lambda: any(e["type"] == "response.done" for e in session.sent), 10)
+        await client.send_silence(1000)  # the greeting is heard
+        await sigterm_until_draining(server)
+        assert server.process is not None
+        # The caller stays on the line; the drain's 2 s run out and the server stops.
+        with contextlib.suppress(Exception):
+            while server.process.poll() is None and not client.closed.is_set():
+                await client.send_silence(100)
+        await asyncio.to_thread(server.process.wait, 30)
+        log = server.log_text()
+
+    call = await wait_for_call(client.call_sid, ended=True)
+    assert call.end_reason == "shutdown"
+    texts = await asyncio.to_thread(
+        lambda: list(call.transcript_entries.values_list("text", flat=True)))
+    assert "Welcome, one moment." in texts
+    assert "go on for up to 2 s" in log and "drained: stopping the server (1 call(s)" in log

@@ -267,3 +267,100 @@ async def test_twilios_completed_status_on_another_process_ends_the_live_call(
     assert call.status == "completed"
     assert call.end_reason == "caller_hung_up"
     await asyncio.wait_for(session.closed.wait(), 5)
+
+
+def make_watchers() -> str:
+    """A staff watcher without the control permission, and a clerk who is not staff (but has
+    both permissions); returns a session key logged in as the clerk."""
+    from django.contrib.auth.models import Permission, User
+    from django.test import Client
+
+    perms = Permission.objects.filter(content_type__app_label="voiceconv",
+                                      codename__in=["view_call", "control_call"])
+    watcher = User.objects.create_user("watcher", password="watcher-pw", is_staff=True)
+    watcher.user_permissions.add(*perms.filter(codename="view_call"))
+    clerk = User.objects.create_user("clerk", password="clerk-pw", is_staff=False)
+    clerk.user_permissions.add(*perms)
+    client = Client()
+    client.force_login(clerk)
+    return client.cookies["sessionid"].value
+
+
+#: In the page: open the call's monitor socket, ask it to hang up once it answers, and resolve
+#: with whether it opened, what it said and how it closed.
+TRY_SOCKET = """async ([url, action]) => await new Promise((resolve) => {
+  const ws = new WebSocket(url);
+  const got = [];
+  let opened = false;
+  ws.onopen = () => { opened = true; };
+  ws.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    got.push(m);
+    if (m.event === "snapshot") ws.send(JSON.stringify({id: 1, action: action, args: {}}));
+    if (m.event === "control_result") { ws.close(); resolve({opened, got}); }
+  };
+  ws.onclose = (e) => resolve({opened, got, code: e.code});
+})"""
+
+
+async def test_a_watcher_without_the_permission_sees_no_buttons_and_strangers_get_nothing(
+    two_servers: tuple[ServerProcess, ServerProcess], standin: RealtimeStandIn
+) -> None:
+    from playwright.async_api import async_playwright
+
+    server_a, server_b = two_servers
+    clerk_session = await sync_to_async(make_watchers)()
+    standin.responses.append(ScriptedResponse(text="Hello, this is the front desk."))
+    client = await enter_call(server_a, realtime=True)
+    sid = client.call_sid
+    session = await standin.wait_for_session(0, timeout=15)
+    await session.expect_event("session.update", timeout=10)
+    socket_url = server_b.ws_url + f"/voiceconv/live/{sid}/"
+
+    async with caller_line(client):
+        call = await wait_for_call(sid, timeout=15)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                # A staff watcher with only the view permission: the turns, no buttons.
+                page = await browser.new_page()
+                page.set_default_timeout(20_000)
+                await page.goto(server_b.http_url + "/admin/login/")
+                await page.fill("#id_username", "watcher")
+                await page.fill("#id_password", "watcher-pw")
+                await page.click("input[type=submit]")
+                await page.wait_for_url("**/admin/")
+                await page.goto(server_b.http_url + f"/admin/voiceconv/call/{call.pk}/change/")
+                await page.wait_for_selector("#vc-live.vc-connected")
+                await page.locator("#vc-live-turns").get_by_text(
+                    "Hello, this is the front desk.").wait_for()
+                assert await page.locator("button[data-action]").count() == 0
+                assert await page.locator("#vc-controls").count() == 0
+                # Nor can the watcher steer the call through the socket itself.
+                tried = await page.evaluate(TRY_SOCKET, [socket_url, "hang_up"])
+                assert tried["opened"], tried
+                answer = tried["got"][-1]
+                assert answer["event"] == "control_result" and answer["ok"] is False, tried
+                assert "permission" in answer["detail"]
+
+                # A stranger (no session) and a clerk who is not staff: the socket refuses
+                # them at the handshake, with nothing of the call sent.
+                for cookies in ([], [{"name": "sessionid", "value": clerk_session,
+                                      "url": server_b.http_url}]):
+                    context = await browser.new_context()
+                    if cookies:
+                        await context.add_cookies(cookies)  # type: ignore[arg-type]
+                    other = await context.new_page()
+                    await other.goto(server_b.http_url + "/admin/login/")
+                    tried = await other.evaluate(TRY_SOCKET, [socket_url, "hang_up"])
+                    assert not tried["opened"] and tried["got"] == [], tried
+                    await context.close()
+            finally:
+                await browser.close()
+        assert not client.closed.is_set()  # nobody hung up the call
+    await client.hang_up()
+
+    call = await wait_for_call(sid, ended=True, timeout=15)
+    assert call.end_reason == "caller_hung_up"
+    roles = await sync_to_async(list)(call.transcript_entries.values_list("role", flat=True))
+    assert "control" not in roles

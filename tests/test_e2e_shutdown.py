@@ -1,4 +1,5 @@
-"""Graceful shutdown: SIGTERM finalises calls in progress and writes every record."""
+"""Graceful shutdown without a drain (``DRAIN_SECONDS`` 0, or a drain whose time is up):
+SIGTERM finalises calls in progress and writes every record."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ async def test_sigterm_finalises_calls_in_progress(
     server_kind: str,
 ) -> None:
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        env = server_env(standin_port)
+        env = server_env(standin_port, DRAIN_SECONDS=0)
     server = ServerProcess(env=env, cwd=ROOT, server=server_kind).start()  # type: ignore[arg-type]
     try:
         standin.responses.append(ScriptedResponse(text="Welcome to the shop."))

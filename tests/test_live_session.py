@@ -11,6 +11,7 @@ from voiceconv.session import (
     CallSession,
     FlushEarlyAudio,
     Log,
+    RecordBargeIn,
     RecordFirstAudio,
     RecordSessionSeconds,
     RecordTurn,
@@ -140,6 +141,9 @@ def test_caller_speech_over_queued_audio_clears_twilio_without_truncate() -> Non
     clears = [json.loads(a.text) for a in actions if isinstance(a, SendToTwilio)]
     assert clears == [{"event": "clear", "streamSid": SID}]
     assert not [a for a in actions if isinstance(a, SendToRealtime)]  # no truncate
+    kinds = [type(a) for a in actions]  # the I/O layer times the reaction up to the marker
+    assert kinds.count(RecordBargeIn) == 1
+    assert kinds.index(SendToTwilio) < kinds.index(RecordBargeIn)
     (assistant,) = turns(actions)
     assert assistant.interrupted and assistant.heard_ms == 100 and assistant.total_ms == 500
     # What the model says next is a new turn, played.

@@ -80,6 +80,36 @@ def test_metrics_for_staff_in_the_prometheus_text_format(client: Client) -> None
     assert after[("voiceconv_calls_live", ())] == 1
 
 
+def test_timings_a_call_kept_are_observed_once(client: Client) -> None:
+    class Consumer:  # timings in ns the consumer keeps between two looks
+        session = SimpleNamespace(state=SimpleNamespace(frames_in=0, frames_out=0),
+                                  bad_input={})
+        added_latency_ns = [2_000_000, 500_000]
+        barge_in_ns = [3_000_000]
+
+    consumer = Consumer()
+    before = samples(metrics.generate_latest(metrics.REGISTRY))
+    metrics.observe_consumer(consumer)
+    metrics.observe_consumer(consumer, final=True)  # nothing new: nothing observed twice
+    assert consumer.added_latency_ns == [] and consumer.barge_in_ns == []
+    client.force_login(User.objects.create_user("ops", password="pw", is_staff=True))
+    after = samples(client.get(URL).content)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    added = "voiceconv_caller_audio_added_latency_seconds"
+    assert grew(f"{added}_count") == 2
+    assert grew(f"{added}_sum") == pytest.approx(0.0025)
+    assert grew(f"{added}_bucket", le="0.001") == 1
+    assert grew(f"{added}_bucket", le="0.0025") == 2
+    barge = "voiceconv_barge_in_reaction_seconds"
+    assert grew(f"{barge}_count") == 1
+    assert grew(f"{barge}_bucket", le="0.0025") == 0
+    assert grew(f"{barge}_bucket", le="0.005") == 1
+
+
 async def test_health_answers_ok_and_503_while_draining(settings: Any) -> None:
     from django.test import AsyncClient
 

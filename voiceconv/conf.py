@@ -164,9 +164,14 @@ DEFAULTS: dict[str, Any] = {
     "CONTROL_TIMEOUT": 5.0,
     # Bearer token for the metrics endpoint ("" = staff users only).
     "METRICS_TOKEN": "",
+    # One caller frame in this many is timed from Twilio's socket to OpenAI's, for the
+    # voiceconv_caller_audio_added_latency_seconds histogram (0 = none timed).
+    "LATENCY_SAMPLE_FRAMES": 50,
     # On SIGTERM, seconds to keep serving the calls in progress while refusing new ones
-    # (health answers 503, the webhook answers busy) before the server stops (0 = stop now).
-    "DRAIN_SECONDS": 0.0,
+    # (health answers 503, the webhook answers busy) before the server stops. None: until
+    # they end, at most MAX_CALL_SECONDS + HANGUP_GRACE_SECONDS (no bound without a call
+    # limit); 0: stop now, ending them (reason "shutdown").
+    "DRAIN_SECONDS": None,
     # --- telephony: outbound calls, answering machines, recording, transfers ---------------
     # Caller ID of outbound calls for agents without a number of their own ("" = required).
     "OUTBOUND_CALLER_ID": "",
@@ -254,7 +259,8 @@ class Timeouts:
     start_database: float
     #: For a live call to acknowledge a control request.
     control: float
-    #: For live calls to end on SIGTERM before the server stops (0 = do not wait).
+    #: For live calls to end on SIGTERM before the server stops (0 = do not wait; ``inf``:
+    #: until they end).
     drain: float
     #: Between a live call's heartbeats.
     heartbeat: float
@@ -319,7 +325,8 @@ class VoiceconvSettings:
     LIVE_TIMEOUT_SECONDS: float
     CONTROL_TIMEOUT: float
     METRICS_TOKEN: str
-    DRAIN_SECONDS: float
+    LATENCY_SAMPLE_FRAMES: int
+    DRAIN_SECONDS: float | None
     OUTBOUND_CALLER_ID: str
     OUTBOUND_MAX_CONCURRENT: int
     OUTBOUND_CALLS_PER_MINUTE: int
@@ -396,11 +403,19 @@ class VoiceconvSettings:
                 stream_start=self.STREAM_START_TIMEOUT,
                 start_database=self.START_DATABASE_TIMEOUT,
                 control=self.CONTROL_TIMEOUT,
-                drain=self.DRAIN_SECONDS,
+                drain=self._drain_seconds(),
                 heartbeat=self.HEARTBEAT_SECONDS,
                 live=self.LIVE_TIMEOUT_SECONDS,
             )
         return self._timeouts
+
+    def _drain_seconds(self) -> float:
+        """``DRAIN_SECONDS``, or (None) as long as a call in progress may still last."""
+        if self.DRAIN_SECONDS is not None:
+            return max(0.0, self.DRAIN_SECONDS)
+        if self.MAX_CALL_SECONDS <= 0:
+            return math.inf
+        return self.MAX_CALL_SECONDS + max(0.0, self.HANGUP_GRACE_SECONDS)
 
     def reload(self) -> None:
         self._cache.clear()

@@ -8,8 +8,12 @@ process then stops taking calls (health answers 503 so the balancer moves on, th
 incoming-call webhook answers the busy TwiML) while the calls in progress go on, for up to
 ``VOICECONV["DRAIN_SECONDS"]``; when the last one ends, or that time is up, the server's own
 SIGTERM handling runs (daphne and uvicorn finalise what is left, reason ``shutdown``). A second
-SIGTERM stops at once. With ``DRAIN_SECONDS`` 0 the server stops at once, as without the
-middleware.
+SIGTERM stops at once.
+
+``DRAIN_SECONDS`` None (the default) waits as long as a call in progress may still last
+(``MAX_CALL_SECONDS`` plus ``HANGUP_GRACE_SECONDS``), so every call ends by itself. 0 stops at
+once, as without the middleware: daphne cancels the calls, uvicorn closes their sockets with
+1012; either way they end with reason ``shutdown``, their records written.
 """
 
 from __future__ import annotations
@@ -50,8 +54,12 @@ def draining() -> bool:
 def start_draining() -> None:
     if not _draining.is_set():
         _draining.set()
-        logger.warning("draining: new calls are refused; %d call(s) in progress go on",
-                       _live_here())
+        drain = voiceconv_settings.timeouts.drain
+        then = ("end now (DRAIN_SECONDS is 0)" if drain <= 0 else
+                "go on until they end" if drain == float("inf") else
+                f"go on for up to {drain:g} s")
+        logger.warning("draining: new calls are refused; %d call(s) in progress %s",
+                       _live_here(), then)
 
 
 def stop_draining() -> None:

@@ -6,6 +6,13 @@ module reads those counts off the calls a process holds at each heartbeat and wh
 ends, and observes everything else (calls, tools, timings) from the signals the call's writer
 task sends after saving a record.
 
+Two timings are taken by the consumer itself and kept as plain integers (nanoseconds) until
+the same heartbeat observes them: the added latency of one caller frame in
+``LATENCY_SAMPLE_FRAMES`` (from the frame taken off Twilio's socket to its send to OpenAI
+returning; every other frame costs one integer decrement), and each barge-in's reaction (from
+the OpenAI event that caused it, handed over by the event loop, to the Twilio ``clear`` and the
+``truncate`` sent).
+
 Several worker processes on one host: set the ``PROMETHEUS_MULTIPROC_DIR`` environment
 variable to an empty directory (the same for all of them, emptied at each deployment) and
 the endpoint sums every process's counters (``prometheus_client`` multiprocess mode). The
@@ -41,6 +48,9 @@ from voiceconv.conf import voiceconv_settings
 logger = logging.getLogger("voiceconv.metrics")
 
 _SECONDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+#: The bridge's own share of a delay: well under a millisecond when the process keeps up.
+_FAST_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                 0.5, 1.0)
 
 CALLS_STARTED = Counter("voiceconv_calls_started", "Calls whose media stream started.")
 CALLS_ENDED = Counter("voiceconv_calls_ended", "Calls that ended, by end reason.", ["reason"])
@@ -65,6 +75,16 @@ RESPONSE_LATENCY = Histogram(
     "voiceconv_response_latency_seconds",
     "Caller stopped speaking to the first assistant audio sent, per assistant turn.",
     buckets=_SECONDS,
+)
+ADDED_LATENCY = Histogram(
+    "voiceconv_caller_audio_added_latency_seconds",
+    "Caller audio: a frame taken off Twilio's socket to its send to OpenAI returning "
+    "(one frame in LATENCY_SAMPLE_FRAMES).", buckets=_FAST_SECONDS,
+)
+BARGE_IN_REACTION = Histogram(
+    "voiceconv_barge_in_reaction_seconds",
+    "Barge-in: the OpenAI event that the caller started speaking, handed to the call, to the "
+    "Twilio clear and the truncate sent.", buckets=_FAST_SECONDS,
 )
 BARGE_INS = Counter(
     "voiceconv_barge_ins", "Assistant turns the caller interrupted (what was heard is recorded)."
@@ -98,10 +118,23 @@ def observe_consumer(consumer: Any, *, final: bool = False) -> None:
             BAD_INPUT.labels(kind).inc(n - last_bad.get(kind, 0))
     if reconnects > last_reconnects:
         RECONNECTS.inc(reconnects - last_reconnects)
+    for ns in _take(consumer, "added_latency_ns"):
+        ADDED_LATENCY.observe(ns / 1e9)
+    for ns in _take(consumer, "barge_in_ns"):
+        BARGE_IN_REACTION.observe(ns / 1e9)
     if final:
         _exported.pop(consumer, None)
     else:
         _exported[consumer] = (frames_in, frames_out, bad, reconnects)
+
+
+def _take(consumer: Any, name: str) -> list[int]:
+    """The timings (ns) ``consumer`` kept in its list ``name`` since the last look."""
+    taken = getattr(consumer, name, None)
+    if not taken:
+        return []
+    setattr(consumer, name, [])
+    return list(taken)
 
 
 def call_ended(call: Any, reason: str) -> None:

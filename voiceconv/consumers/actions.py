@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from time import perf_counter_ns
 from typing import Any, assert_never
 
 from django.utils import timezone
 
 from voiceconv.conf import voiceconv_settings
-from voiceconv.consumers.base import ConsumerBase, describe
+from voiceconv.consumers.base import MAX_TIMINGS, ConsumerBase, describe
 from voiceconv.consumers.control import ToolControl
 from voiceconv.session import (
     Action,
@@ -26,6 +27,7 @@ from voiceconv.session import (
     FlushEarlyAudio,
     HangUp,
     Log,
+    RecordBargeIn,
     RecordFirstAudio,
     RecordMilestone,
     RecordSessionSeconds,
@@ -73,6 +75,11 @@ class Actions(ConsumerBase):
                 case RecordMilestone(name=name):
                     if self.recorder is not None:
                         self.recorder.milestone(name, timezone.now())
+                case RecordBargeIn():
+                    # From the speech event handed over (set by the speech side's pump) to
+                    # here, the clear and truncate before this action sent; kept for metrics.
+                    if self.event_at_ns and len(self.barge_in_ns) < MAX_TIMINGS:
+                        self.barge_in_ns.append(perf_counter_ns() - self.event_at_ns)
                 case RunTools(calls=calls):
                     self.spawn(self.run_tools(calls))
                 case StartStream(start=start):

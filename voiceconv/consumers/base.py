@@ -28,6 +28,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from voiceconv import active_calls
 from voiceconv.calllog import CallLog
+from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo
 from voiceconv.realtime import RealtimeBackend
 from voiceconv.session import CallSession
@@ -50,6 +51,10 @@ LAST_TRANSCRIPT_WAIT = 0.7
 #: Longest wait at the end of a call for the control-message loop to stop (seconds).
 LAYER_STOP_WAIT = 2.0
 APOLOGY_AUDIO = Path(__file__).parent.parent / "data" / "apology.ulaw"
+#: Most timings a call keeps between two looks of voiceconv.metrics (the rest are not kept).
+MAX_TIMINGS = 1000
+#: A countdown that never runs out (``LATENCY_SAMPLE_FRAMES`` 0: no frame is timed).
+NEVER_SAMPLE = 1 << 62
 
 
 class ConsumerBase(AsyncWebsocketConsumer):
@@ -91,6 +96,16 @@ class ConsumerBase(AsyncWebsocketConsumer):
         self._end_reason: str | None = None
         #: New Realtime sessions opened after a drop (voiceconv.metrics reads it).
         self.reconnects = 0
+        #: Timings in ns, kept until voiceconv.metrics observes them (at most MAX_TIMINGS):
+        #: sampled caller frames (Twilio to OpenAI), barge-in reactions.
+        self.added_latency_ns: list[int] = []
+        self.barge_in_ns: list[int] = []
+        #: ``perf_counter_ns`` when the speech event whose actions run now was handed over.
+        self.event_at_ns = 0
+        #: Caller frames until the next one is timed (one in ``LATENCY_SAMPLE_FRAMES``).
+        every = voiceconv_settings.LATENCY_SAMPLE_FRAMES
+        self.sample_every = every if every > 0 else NEVER_SAMPLE
+        self.sample_countdown = self.sample_every
         self._send_text: Callable[[str], Awaitable[None]] | None = None
         self._apology_mark: asyncio.Event | None = None
 

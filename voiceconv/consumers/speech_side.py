@@ -4,6 +4,7 @@ events into the core, and open a new one when it drops mid-call."""
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter_ns
 
 from voiceconv.conf import voiceconv_settings
 from voiceconv.consumers.base import ConsumerBase, close_quietly, describe
@@ -99,6 +100,8 @@ class SpeechSide(ConsumerBase):
                 await send_text(out[0])
                 await send_text(out[1])
             elif out:
+                self.event_at_ns = perf_counter_ns()  # not per frame: audio is the tuple
                 await self.run_actions(out)
+                self.event_at_ns = 0
 
     # ------------------------------------------------------------------ actions

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter_ns
 from typing import Any
 
 from asgiref.typing import WebSocketDisconnectEvent
@@ -18,7 +19,13 @@ from channels.layers import get_channel_layer
 
 from voiceconv import security
 from voiceconv.conf import voiceconv_settings
-from voiceconv.consumers.base import LAYER_STOP_WAIT, ConsumerBase, describe, logger
+from voiceconv.consumers.base import (
+    LAYER_STOP_WAIT,
+    MAX_TIMINGS,
+    ConsumerBase,
+    describe,
+    logger,
+)
 from voiceconv.layers import redis_timeout_problem
 
 
@@ -196,7 +203,13 @@ class TwilioSide(ConsumerBase):
     # ------------------------------------------------------------------ Twilio frames
 
     async def receive_frame(self, text: str) -> None:
-        """One Twilio text frame: the core validates it; media takes the fast path."""
+        """One Twilio text frame: the core validates it; media takes the fast path.
+
+        One frame in ``LATENCY_SAMPLE_FRAMES`` is timed, from here to its send to OpenAI
+        returning (kept for voiceconv.metrics); every other frame costs one decrement.
+        """
+        self.sample_countdown -= 1
+        started = perf_counter_ns() if self.sample_countdown <= 0 else 0
         session = self.session
         try:
             out = session.receive_twilio(text)
@@ -209,8 +222,17 @@ class TwilioSide(ConsumerBase):
                     await self.backend.send(out)  # type: ignore[union-attr]
                 except Exception:  # the connection is going: the realtime loop reopens it
                     session.requeue_audio(out)
+                    return
+                if started:
+                    self._frame_timed(started)
             return
         await self.run_actions(out)
+
+    def _frame_timed(self, started: int) -> None:
+        """A sampled caller frame reached OpenAI: keep its added latency (ns)."""
+        self.sample_countdown = self.sample_every
+        if len(self.added_latency_ns) < MAX_TIMINGS:
+            self.added_latency_ns.append(perf_counter_ns() - started)
 
 
 

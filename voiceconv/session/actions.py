@@ -66,6 +66,14 @@ class RecordFirstAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordBargeIn:
+    """The caller barged in: the Twilio ``clear`` (and any ``truncate``) before this action
+    have been sent. The I/O layer times the reaction from the event that caused it."""
+
+    type: Literal["record_barge_in"] = "record_barge_in"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCall:
     """One ``function_call`` item the model asked for."""
 
@@ -174,6 +182,7 @@ Action = (
     | RecordSessionSeconds
     | RecordFirstAudio
     | RecordMilestone
+    | RecordBargeIn
     | RunTools
     | StartStream
     | CloseStream

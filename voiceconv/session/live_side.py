@@ -27,6 +27,7 @@ from voiceconv.session.actions import (
     Action,
     EndCall,
     Log,
+    RecordBargeIn,
     RecordSessionSeconds,
     RecordTurn,
     RunTools,
@@ -205,6 +206,7 @@ class LiveCallSession(CallSession):
             item.truncated = True  # nothing to send: the API has no truncate
             actions.extend(self._maybe_record_item(item))
         self._live_item = None  # PLAY_AUDIO_AFTER_BARGE_IN: what comes next is a new turn
+        actions.append(RecordBargeIn())
         return actions
 
     def _record(self, turn: FragmentTurn) -> list[Action]:

@@ -20,6 +20,7 @@ from voiceconv.session.actions import (
     EndCall,
     FlushEarlyAudio,
     Log,
+    RecordBargeIn,
     RecordFirstAudio,
     RecordMilestone,
     RecordTurn,
@@ -320,6 +321,7 @@ class RealtimeSide:
             if item.item_id not in self._stale_items:
                 actions.append(SendToRealtime(msgs.truncate_event(item.item_id, item.heard_ms)))
             actions.extend(self._maybe_record_item(item))
+        actions.append(RecordBargeIn())
         return actions
 
     def handle_input_audio_buffer_speech_stopped(self, event: dict[str, Any]) -> list[Action]:
