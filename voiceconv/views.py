@@ -29,6 +29,8 @@ from django.views.decorators.http import require_POST
 
 from voiceconv import active_calls, security, signals, twiml
 from voiceconv.conf import voiceconv_settings
+from voiceconv.control import notify_status
+from voiceconv.health import draining
 
 logger = logging.getLogger("voiceconv.views")
 
@@ -127,8 +129,6 @@ async def incoming_call(request: HttpRequest) -> HttpResponse:
         logger.warning("incoming-call webhook without CallSid refused")
         return HttpResponse("CallSid missing", status=400)
     call_sid = incoming.call_sid
-    from voiceconv.health import draining
-
     if draining():
         logger.warning("call %s refused: this process is draining (shutting down)", call_sid)
         return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
@@ -253,8 +253,6 @@ async def call_status(request: HttpRequest) -> HttpResponse:
     await _send(signals.call_status_changed, call=call, status=update.status,
                 duration=update.duration, created=created)
     if update.status in Call.FINAL_STATUSES:
-        from voiceconv.control import notify_status
-
         # Ends a stream Twilio never stopped (sync: it waits on the channel layer).
         await sync_to_async(notify_status, thread_sensitive=False)(update.call_sid, update.status)
     return HttpResponse(status=204)
