@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connections
+from django.test import Client
+from twilio.request_validator import RequestValidator
 
-from voiceconv.testing import RealtimeStandIn
+from voiceconv.testing import FakeTwilioAPI, RealtimeStandIn
 from voiceconv.testing.server import ServerProcess, free_port
 
 from .db_faults import SQLiteLock
@@ -41,6 +46,25 @@ def database_url() -> str:
     password = f":{sd['PASSWORD']}" if sd.get("PASSWORD") else ""
     auth = f"{user}{password}@" if user else ""
     return f"postgres://{auth}{sd.get('HOST') or '127.0.0.1'}:{sd.get('PORT') or 5432}/{sd['NAME']}"
+
+
+def run_without_django(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter at the repository's root, without
+    ``DJANGO_SETTINGS_MODULE``: as a project's settings or app config module would import."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+
+
+def post_as_twilio(path: str, form: Mapping[str, str], *, sign: bool = True) -> Any:
+    """POST ``form`` to this process's view at ``path`` as Twilio does: signed with
+    :data:`AUTH_TOKEN` over :data:`PUBLIC_URL` (the test's ``TWILIO_AUTH_TOKEN`` and
+    ``PUBLIC_URL``), or unsigned with ``sign=False``; Django's test response."""
+    headers = {}
+    if sign:
+        headers["HTTP_X_TWILIO_SIGNATURE"] = RequestValidator(AUTH_TOKEN).compute_signature(
+            PUBLIC_URL + path, dict(form))
+    return Client().post(path, dict(form), **headers)
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +122,47 @@ def e2e_server(
         yield server
     finally:
         server.stop()
+        if os.environ.get("SHOW_SERVER_LOG"):
+            print(server.log_text())
+
+
+@pytest.fixture(scope="module")
+def twilio_api() -> Iterator[FakeTwilioAPI]:
+    """Twilio's REST API on loopback for this module's ``twilio_server``; the callbacks it
+    posts are signed with the server's auth token over its public URL."""
+    with FakeTwilioAPI(auth_token=AUTH_TOKEN, public_url=PUBLIC_URL) as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def server_settings() -> dict[str, object]:
+    """``VOICECONV`` settings of this module's ``twilio_server``: a module overrides it."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server_environ() -> dict[str, str]:
+    """Further environment of this module's ``twilio_server``: a module overrides it."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def twilio_server(
+    django_db_setup: None,
+    django_db_blocker: pytest.FixtureRequest,
+    standin_port: int,
+    twilio_api: FakeTwilioAPI,
+    server_settings: dict[str, object],
+    server_environ: dict[str, str],
+) -> Iterator[ServerProcess]:
+    """The example project under daphne for one module, its Twilio REST API ``twilio_api``
+    (which delivers its callbacks to it), with the module's ``server_settings``."""
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        env = server_env(standin_port, TWILIO_API_BASE=twilio_api.url, **server_settings)
+    env.update(server_environ)
+    with ServerProcess(env=env, cwd=ROOT) as server:
+        twilio_api.app_url = server.http_url
+        yield server
         if os.environ.get("SHOW_SERVER_LOG"):
             print(server.log_text())
 

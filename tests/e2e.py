@@ -64,6 +64,30 @@ async def enter_call(server: ServerProcess, **kwargs: Any) -> TwilioStreamClient
     return client
 
 
+def offer(*names: str, targets: str | None = None) -> None:
+    """Make the default agent offer exactly these tools (and, given ``targets``, set its
+    transfer allow-list: one entry a line)."""
+    from voiceconv.models import Agent, AgentTelephony, ToolDefinition
+
+    agent = Agent.objects.get(is_default=True)
+    agent.tools.set([ToolDefinition.objects.get_or_create(name=n)[0] for n in names])
+    if targets is not None:
+        AgentTelephony.objects.update_or_create(agent=agent, defaults={"transfer_targets": targets})
+
+
+async def talk_until(
+    client: TwilioStreamClient, predicate: Callable[[], bool], timeout: float = 20
+) -> None:
+    """Let call time pass (silence) until ``predicate()`` holds, the call still up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not met"
+        assert not client.closed.is_set(), "the app ended the call"
+        await client.send_silence(100)
+        await asyncio.sleep(0.005)
+
+
 async def wait_for_call(call_sid: str, *, ended: bool = False, timeout: float = 5.0) -> Any:
     """The call's ``Call`` row once it exists (and has ended, with ``ended``)."""
     from voiceconv.models import Call

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.conftest import ROOT, server_env
-from tests.e2e import enter_call, eventually, play_until_closed, wait_for_call
+from tests.e2e import enter_call, eventually, offer, play_until_closed, wait_for_call
 from voiceconv.testing import (
     FakeTwilioAPI,
     RealtimeStandIn,
@@ -30,35 +28,6 @@ TARGET = "+14155550199"
 THROUGH = "Putting you through now."
 
 
-@pytest.fixture(scope="module")
-def twilio_api() -> Iterator[FakeTwilioAPI]:
-    with FakeTwilioAPI() as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
-def transfer_server(
-    django_db_setup: None,
-    django_db_blocker: pytest.FixtureRequest,
-    standin_port: int,
-    twilio_api: FakeTwilioAPI,
-) -> Iterator[ServerProcess]:
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        env = server_env(standin_port, TWILIO_API_BASE=twilio_api.url)
-    with ServerProcess(env=env, cwd=ROOT) as server:
-        yield server
-
-
-def offer_transfer() -> None:
-    from voiceconv.models import Agent, ToolDefinition
-
-    agent = Agent.objects.get(is_default=True)
-    agent.tools.set([ToolDefinition.objects.get_or_create(name="transfer_call")[0]])
-    from voiceconv.models import AgentTelephony
-
-    AgentTelephony.objects.update_or_create(agent=agent, defaults={"transfer_targets": TARGET})
-
-
 def script_transfer(standin: RealtimeStandIn) -> None:
     # The greeting's response asks for the transfer; the next one announces it.
     standin.responses.append(
@@ -70,13 +39,13 @@ def script_transfer(standin: RealtimeStandIn) -> None:
 
 
 async def test_the_transfer_is_announced_and_heard_before_twilio_dials(
-    transfer_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
-    await sync_to_async(offer_transfer)()
+    await sync_to_async(offer)("transfer_call", targets=TARGET)
     twilio_api.requests.clear()
     twilio_api.delay = 0.0
     script_transfer(standin)
-    client = await enter_call(transfer_server)
+    client = await enter_call(twilio_server)
     session = await standin.wait_for_session(0, timeout=10)
     heard_at_dial: list[int] = []
 
@@ -114,14 +83,14 @@ async def test_the_transfer_is_announced_and_heard_before_twilio_dials(
 
 
 async def test_stop_before_twilios_rest_reply_still_ends_as_transferred(
-    transfer_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
-    await sync_to_async(offer_transfer)()
+    await sync_to_async(offer)("transfer_call", targets=TARGET)
     twilio_api.requests.clear()
     twilio_api.delay = 3.0  # Twilio moves the call (stop) before its REST reply arrives
     script_transfer(standin)
     try:
-        client = await enter_call(transfer_server)
+        client = await enter_call(twilio_server)
         while not twilio_api.requests:
             await client.send_silence(100)
             await asyncio.sleep(0.005)

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT, server_env
+from tests.conftest import AUTH_TOKEN, PUBLIC_URL
 from tests.e2e import eventually, play_until_closed, track, wait_for_call
 from voiceconv.calls import aplace_call
 from voiceconv.testing import RealtimeStandIn, ScriptedResponse, TwilioStreamClient, speech_like
@@ -23,28 +21,6 @@ CALLEE = "+14155550123"
 AGENT_NUMBER = "+14155550100"
 GREETING = "Introduce yourself as Ada from Acme, calling about the order."
 VOICEMAIL = "This is Ada from Acme: your order is ready. Please call us back."
-
-
-@pytest.fixture(scope="module")
-def twilio_api() -> Iterator[FakeTwilioAPI]:
-    with FakeTwilioAPI(auth_token=AUTH_TOKEN, public_url=PUBLIC_URL) as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
-def outbound_server(
-    django_db_setup: None,
-    django_db_blocker: pytest.FixtureRequest,
-    standin_port: int,
-    twilio_api: FakeTwilioAPI,
-) -> Iterator[ServerProcess]:
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        env = server_env(standin_port, TWILIO_API_BASE=twilio_api.url)
-    with ServerProcess(env=env, cwd=ROOT) as server:
-        twilio_api.app_url = server.http_url
-        yield server
-        if os.environ.get("SHOW_SERVER_LOG"):
-            print(server.log_text())
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +55,7 @@ async def dial_and_answer(
 
 
 async def test_a_person_answers_and_hears_the_greeting_held_for_the_verdict(
-    outbound_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
     hang_up_leftovers: None,
 ) -> None:
     call, client, session = await dial_and_answer(twilio_api, standin, greeting_wait="amd")
@@ -104,7 +80,7 @@ async def test_a_person_answers_and_hears_the_greeting_held_for_the_verdict(
 
 
 async def test_a_person_speaks_first_and_the_agent_answers(
-    outbound_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
     hang_up_leftovers: None,
 ) -> None:
     call, client, session = await dial_and_answer(
@@ -124,7 +100,7 @@ async def test_a_person_speaks_first_and_the_agent_answers(
 
 
 async def test_a_machine_is_hung_up_on(
-    outbound_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
     hang_up_leftovers: None,
 ) -> None:
     call, client, session = await dial_and_answer(
@@ -142,7 +118,7 @@ async def test_a_machine_is_hung_up_on(
 
 @pytest.mark.parametrize("mode", ["text", "prompt"])
 async def test_a_machine_gets_the_voicemail_after_the_beep(
-    outbound_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
     hang_up_leftovers: None, mode: str,
 ) -> None:
     standin.responses.append(ScriptedResponse(text=VOICEMAIL))
@@ -170,7 +146,7 @@ async def test_a_machine_gets_the_voicemail_after_the_beep(
 
 
 async def test_a_machine_with_the_talk_policy_is_greeted(
-    outbound_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
     hang_up_leftovers: None,
 ) -> None:
     call, client, session = await dial_and_answer(
@@ -187,7 +163,7 @@ async def test_a_machine_with_the_talk_policy_is_greeted(
 
 
 async def test_a_verdict_before_the_stream_started_is_applied(
-    outbound_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI,
     hang_up_leftovers: None,
 ) -> None:
     agent = await sync_to_async(make_agent)(greeting_wait="amd", on_machine="hang_up")

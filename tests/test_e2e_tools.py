@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.conftest import ROOT, server_env
-from tests.e2e import enter_call, eventually, play_until_closed, wait_for_call
+from tests.e2e import enter_call, eventually, offer, play_until_closed, wait_for_call
 from voiceconv.testing import (
     RealtimeStandIn,
     ScriptedFunctionCall,
@@ -24,43 +22,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(scope="module")
-def twilio_api() -> Iterator[FakeTwilioAPI]:
-    with FakeTwilioAPI() as api:
-        yield api
+def server_settings() -> dict[str, object]:
+    return {"TOOL_HOLDING_DELAY": 0.5}
 
 
 @pytest.fixture(scope="module")
-def tools_server(
-    django_db_setup: None,
-    django_db_blocker: pytest.FixtureRequest,
-    standin_port: int,
-    twilio_api: FakeTwilioAPI,
-) -> Iterator[ServerProcess]:
-    """The example project with a test app's slow tool, its Twilio REST API on loopback."""
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        env = server_env(standin_port, TWILIO_API_BASE=twilio_api.url, TOOL_HOLDING_DELAY=0.5)
-    env["EXTRA_INSTALLED_APPS"] = "tests.toolapp"
-    with ServerProcess(env=env, cwd=ROOT) as server:
-        yield server
-
-
-def offer(*names: str) -> None:
-    """Make the default agent offer exactly these tools."""
-    from voiceconv.models import Agent, ToolDefinition
-
-    agent = Agent.objects.get(is_default=True)
-    definitions = [ToolDefinition.objects.get_or_create(name=n)[0] for n in names]
-    agent.tools.set(definitions)
-
-
-def allow_transfers_to(*targets: str) -> None:
-    """The default agent's transfer allow-list."""
-    from voiceconv.models import Agent, AgentTelephony
-
-    AgentTelephony.objects.update_or_create(
-        agent=Agent.objects.get(is_default=True),
-        defaults={"transfer_targets": "\n".join(targets)},
-    )
+def server_environ() -> dict[str, str]:
+    """The test app's slow tool, installed in the server."""
+    return {"EXTRA_INSTALLED_APPS": "tests.toolapp"}
 
 
 async def test_the_example_tool_answers_through_the_model(
@@ -94,14 +63,14 @@ async def test_the_example_tool_answers_through_the_model(
 
 
 async def test_a_slow_sync_tool_holds_the_line_and_delays_no_caller_frame(
-    tools_server: ServerProcess, standin: RealtimeStandIn
+    twilio_server: ServerProcess, standin: RealtimeStandIn
 ) -> None:
     await sync_to_async(offer)("slow_lookup")
     standin.responses.append(ScriptedResponse(
         text="", function_calls=[ScriptedFunctionCall("slow_lookup", {"order_id": "A17"})]))
     standin.responses.append(ScriptedResponse(text="One moment."))  # the holding line
     standin.responses.append(ScriptedResponse(text="Order A17 has shipped."))
-    client = await enter_call(tools_server, realtime=True)
+    client = await enter_call(twilio_server, realtime=True)
     session = await standin.wait_for_session(0, timeout=10)
     await session.expect_event("response.create")  # greeting → function call
     await client.send_silence(3000)  # 3 s of real-time caller audio while the tool sleeps 2 s
@@ -122,13 +91,13 @@ async def test_a_slow_sync_tool_holds_the_line_and_delays_no_caller_frame(
 
 
 async def test_end_call_hangs_up_after_the_goodbye_was_heard(
-    tools_server: ServerProcess, standin: RealtimeStandIn
+    twilio_server: ServerProcess, standin: RealtimeStandIn
 ) -> None:
     await sync_to_async(offer)("end_call")
     standin.responses.append(ScriptedResponse(
         text="", function_calls=[ScriptedFunctionCall("end_call", {"reason": "caller is done"})]))
     standin.responses.append(ScriptedResponse(text="Thanks for calling, goodbye!"))
-    client = await enter_call(tools_server)
+    client = await enter_call(twilio_server)
     session = await standin.wait_for_session(0, timeout=10)
     await eventually(lambda: sum(e["type"] == "response.done" for e in session.sent) >= 2)
     goodbye = sum(len(base64.b64decode(d)) for _, _, d in session.sent_deltas)
@@ -143,16 +112,15 @@ async def test_end_call_hangs_up_after_the_goodbye_was_heard(
 
 
 async def test_transfer_call_dials_the_target_through_the_rest_api(
-    tools_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
-    await sync_to_async(offer)("transfer_call")
-    await sync_to_async(allow_transfers_to)("+14155550199")
+    await sync_to_async(offer)("transfer_call", targets="+14155550199")
     twilio_api.requests.clear()
     standin.responses.append(ScriptedResponse(
         text="", function_calls=[ScriptedFunctionCall("transfer_call",
                                                       {"target": "+14155550199"})]))
     standin.responses.append(ScriptedResponse(text="Putting you through now."))
-    client = await enter_call(tools_server)
+    client = await enter_call(twilio_server)
     await play_until_closed(client)
     [request] = await asyncio.to_thread(twilio_api.wait_for_requests, 1)
     assert request.method == "POST"

@@ -7,22 +7,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.conftest import ROOT, server_env
 from tests.dtmf_decode import decode
-from tests.e2e import enter_call, eventually, play_until_closed, wait_for_call
+from tests.e2e import (
+    enter_call,
+    eventually,
+    offer,
+    play_until_closed,
+    talk_until,
+    wait_for_call,
+)
 from voiceconv.testing import (
     FakeTwilioAPI,
     RealtimeStandIn,
     ScriptedFunctionCall,
     ScriptedResponse,
     ServerProcess,
-    TwilioStreamClient,
 )
 
 pytestmark = [
@@ -37,32 +41,8 @@ SORRY = "I am sorry, I cannot transfer you to that number."
 
 
 @pytest.fixture(scope="module")
-def twilio_api() -> Iterator[FakeTwilioAPI]:
-    with FakeTwilioAPI() as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
-def server(
-    django_db_setup: None,
-    django_db_blocker: pytest.FixtureRequest,
-    standin_port: int,
-    twilio_api: FakeTwilioAPI,
-) -> Iterator[ServerProcess]:
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        env = server_env(standin_port, TWILIO_API_BASE=twilio_api.url, HEARTBEAT_SECONDS=1)
-    with ServerProcess(env=env, cwd=ROOT) as proc:
-        yield proc
-        if os.environ.get("SHOW_SERVER_LOG"):
-            print(proc.log_text())
-
-
-def offer(*names: str, targets: str = ALLOWED) -> None:
-    from voiceconv.models import Agent, AgentTelephony, ToolDefinition
-
-    agent = Agent.objects.get(is_default=True)
-    agent.tools.set([ToolDefinition.objects.get_or_create(name=n)[0] for n in names])
-    AgentTelephony.objects.update_or_create(agent=agent, defaults={"transfer_targets": targets})
+def server_settings() -> dict[str, object]:
+    return {"HEARTBEAT_SECONDS": 1}
 
 
 def tool_outputs(session: Any) -> list[dict[str, Any]]:
@@ -71,26 +51,15 @@ def tool_outputs(session: Any) -> list[dict[str, Any]]:
             and e["item"].get("type") == "function_call_output"]
 
 
-async def talk_until(client: TwilioStreamClient, predicate: Any, timeout: float = 20) -> None:
-    """Let call time pass (silence) until ``predicate()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met"
-        assert not client.closed.is_set(), "the app ended the call"
-        await client.send_silence(100)
-        await asyncio.sleep(0.005)
-
-
 async def test_a_transfer_off_the_allow_list_is_refused_and_never_reaches_twilio(
-    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
-    await sync_to_async(offer)("transfer_call")
+    await sync_to_async(offer)("transfer_call", targets=ALLOWED)
     twilio_api.requests.clear()
     standin.responses.append(ScriptedResponse(
         text="", function_calls=[ScriptedFunctionCall("transfer_call", {"target": OUTSIDE})]))
     standin.responses.append(ScriptedResponse(text=SORRY))
-    client = await enter_call(server)
+    client = await enter_call(twilio_server)
     session = await standin.wait_for_session(0, timeout=10)
     # The model is told, in words it can say, and says them; the call goes on.
     await talk_until(client, lambda: any(
@@ -108,19 +77,19 @@ async def test_a_transfer_off_the_allow_list_is_refused_and_never_reaches_twilio
     assert call.end_reason != "transferred"
     invocation = await call.tool_invocations.aget(tool_name="transfer_call")
     assert "not_allowed" in invocation.output
-    await eventually(lambda: f"transfer_call to {OUTSIDE} refused" in server.log_text(), 10)
+    await eventually(lambda: f"transfer_call to {OUTSIDE} refused" in twilio_server.log_text(), 10)
 
 
 async def test_a_transfer_on_the_allow_list_goes_through(
-    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
-    await sync_to_async(offer)("transfer_call")
+    await sync_to_async(offer)("transfer_call", targets=ALLOWED)
     twilio_api.requests.clear()
     standin.responses.append(ScriptedResponse(
         text="", function_calls=[ScriptedFunctionCall("transfer_call",
                                                       {"target": "+1 415 555 0199"})]))
     standin.responses.append(ScriptedResponse(text="Putting you through."))
-    client = await enter_call(server)
+    client = await enter_call(twilio_server)
     await play_until_closed(client, timeout=20)
     [request] = await asyncio.to_thread(twilio_api.wait_for_requests, 1)
     assert request.form == {"Twiml": ["<Response><Dial>+14155550199</Dial></Response>"]}
@@ -129,15 +98,15 @@ async def test_a_transfer_on_the_allow_list_goes_through(
 
 
 async def test_the_agent_presses_keys_heard_as_dtmf_tones(
-    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
-    await sync_to_async(offer)("send_dtmf")
+    await sync_to_async(offer)("send_dtmf", targets=ALLOWED)
     twilio_api.requests.clear()
     standin.responses.append(ScriptedResponse(
         text="Let me choose billing.",
         function_calls=[ScriptedFunctionCall("send_dtmf", {"digits": "2w1#"})]))
     standin.responses.append(ScriptedResponse(text="I pressed two, one, hash."))
-    client = await enter_call(server)
+    client = await enter_call(twilio_server)
     session = await standin.wait_for_session(0, timeout=10)
     await talk_until(client, lambda: len(
         [e for e in session.sent if e["type"] == "response.done"]) >= 2)
@@ -155,13 +124,13 @@ async def test_the_agent_presses_keys_heard_as_dtmf_tones(
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"),
                     reason="the control API crosses processes: needs REDIS_URL")
 async def test_the_control_api_sends_digits_and_refuses_an_unlisted_transfer(
-    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
     from voiceconv import control
 
-    await sync_to_async(offer)("end_call")
+    await sync_to_async(offer)("end_call", targets=ALLOWED)
     twilio_api.requests.clear()
-    client = await enter_call(server)
+    client = await enter_call(twilio_server)
     await talk_until(client, lambda: client.queued_bytes == 0 and len(client.heard) > 0)
     call = await wait_for_call(client.call_sid)
     from voiceconv.live import live_calls

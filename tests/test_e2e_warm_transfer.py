@@ -8,14 +8,13 @@ import asyncio
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, ROOT, server_env
-from tests.e2e import enter_call, play_until_closed, wait_for_call
+from tests.conftest import PUBLIC_URL
+from tests.e2e import enter_call, offer, play_until_closed, talk_until, wait_for_call
 from voiceconv.testing import (
     FakeTwilioAPI,
     RealtimeStandIn,
@@ -38,34 +37,8 @@ SORRY = "I am sorry, nobody answered. Can I help you myself?"
 
 
 @pytest.fixture(scope="module")
-def twilio_api() -> Iterator[FakeTwilioAPI]:
-    with FakeTwilioAPI(auth_token=AUTH_TOKEN, public_url=PUBLIC_URL) as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
-def server(
-    django_db_setup: None,
-    django_db_blocker: pytest.FixtureRequest,
-    standin_port: int,
-    twilio_api: FakeTwilioAPI,
-) -> Iterator[ServerProcess]:
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        env = server_env(standin_port, TWILIO_API_BASE=twilio_api.url,
-                         WARM_TRANSFER_RING_TIMEOUT=60)
-    with ServerProcess(env=env, cwd=ROOT) as proc:
-        twilio_api.app_url = proc.http_url
-        yield proc
-        if os.environ.get("SHOW_SERVER_LOG"):
-            print(proc.log_text())
-
-
-def offer_warm_transfer() -> None:
-    from voiceconv.models import Agent, AgentTelephony, ToolDefinition
-
-    agent = Agent.objects.get(is_default=True)
-    agent.tools.set([ToolDefinition.objects.get_or_create(name="warm_transfer")[0]])
-    AgentTelephony.objects.update_or_create(agent=agent, defaults={"transfer_targets": HUMAN})
+def server_settings() -> dict[str, object]:
+    return {"WARM_TRANSFER_RING_TIMEOUT": 60}
 
 
 def said(session: Any, text: str) -> bool:
@@ -74,27 +47,17 @@ def said(session: Any, text: str) -> bool:
                for o in e["response"]["output"])
 
 
-async def talk_until(client: TwilioStreamClient, predicate: Any, timeout: float = 20) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met"
-        assert not client.closed.is_set(), "the app ended the call"
-        await client.send_silence(100)
-        await asyncio.sleep(0.005)
-
-
-async def begin(server: ServerProcess, standin: RealtimeStandIn,
+async def begin(twilio_server: ServerProcess, standin: RealtimeStandIn,
                 twilio_api: FakeTwilioAPI) -> tuple[TwilioStreamClient, Any, Any]:
     """A call whose agent starts a warm transfer; the caller has heard the hold message and
     the human's phone rings."""
-    await sync_to_async(offer_warm_transfer)()
+    await sync_to_async(offer)("warm_transfer", targets=HUMAN)
     twilio_api.requests.clear()
     twilio_api.calls.clear()
     standin.responses.append(ScriptedResponse(text="", function_calls=[
         ScriptedFunctionCall("warm_transfer", {"target": "+1 415 555 0188", "brief": BRIEF})]))
     standin.responses.append(ScriptedResponse(text=HOLD))
-    client = await enter_call(server)
+    client = await enter_call(twilio_server)
     session = await standin.wait_for_session(0, timeout=10)
     await talk_until(client, lambda: bool(twilio_api.calls) and said(session, HOLD))
     await talk_until(client, lambda: client.queued_bytes == 0)
@@ -103,9 +66,9 @@ async def begin(server: ServerProcess, standin: RealtimeStandIn,
 
 
 async def test_an_answered_warm_transfer_briefs_the_human_and_bridges_the_caller(
-    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
-    client, session, human = await begin(server, standin, twilio_api)
+    client, session, human = await begin(twilio_server, standin, twilio_api)
     conference = f"voiceconv-{client.call_sid}"
     # The human's leg: from the agent's number, ringing for the configured time, the brief
     # said before the human enters (and starts) the conference.
@@ -140,9 +103,9 @@ async def test_an_answered_warm_transfer_briefs_the_human_and_bridges_the_caller
 
 
 async def test_an_unanswered_warm_transfer_returns_the_caller_to_the_agent(
-    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
-    client, session, human = await begin(server, standin, twilio_api)
+    client, session, human = await begin(twilio_server, standin, twilio_api)
     standin.responses.append(ScriptedResponse(text=SORRY))
     heard = len(client.heard)
     assert await twilio_api.send_status(human.sid, "no-answer") == 204
@@ -171,9 +134,9 @@ async def test_an_unanswered_warm_transfer_returns_the_caller_to_the_agent(
 
 
 async def test_the_persons_phone_stops_ringing_when_the_caller_hangs_up(
-    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
-    client, _, human = await begin(server, standin, twilio_api)
+    client, _, human = await begin(twilio_server, standin, twilio_api)
     await eventually_placed(human.sid)
     await client.hang_up()
     call = await wait_for_call(client.call_sid, ended=True, timeout=15)
@@ -199,15 +162,15 @@ async def eventually_placed(human_sid: str) -> None:
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"),
                     reason="the control API crosses processes: needs REDIS_URL")
 async def test_the_control_api_starts_a_warm_transfer_on_the_allow_list_only(
-    server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
+    twilio_server: ServerProcess, standin: RealtimeStandIn, twilio_api: FakeTwilioAPI
 ) -> None:
     from voiceconv import control
     from voiceconv.live import live_calls
 
-    await sync_to_async(offer_warm_transfer)()
+    await sync_to_async(offer)("warm_transfer", targets=HUMAN)
     twilio_api.requests.clear()
     twilio_api.calls.clear()
-    client = await enter_call(server)
+    client = await enter_call(twilio_server)
     call = await wait_for_call(client.call_sid)
     for _ in range(100):
         if await live_calls().filter(pk=call.pk).aexists():

@@ -11,30 +11,20 @@ from channels.layers import get_channel_layer
 from django.test import Client
 from twilio.request_validator import RequestValidator
 
+from tests.conftest import AUTH_TOKEN, PUBLIC_URL, post_as_twilio
 from voiceconv import security
 from voiceconv.consumers import MediaStreamConsumer
 from voiceconv.models import Agent, Call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TOKEN = "secret-token"
-PUBLIC = "https://voice.example.test"
 SID = "CA" + "c" * 32
 
 
 @pytest.fixture(autouse=True)
 def _settings(settings: Any) -> None:
-    settings.TWILIO_AUTH_TOKEN = TOKEN
-    settings.VOICECONV = {"PUBLIC_URL": PUBLIC}
-
-
-def post(path: str, form: dict[str, str], *, sign: bool = True) -> Any:
-    headers = {}
-    if sign:
-        headers["HTTP_X_TWILIO_SIGNATURE"] = RequestValidator(TOKEN).compute_signature(
-            PUBLIC + path, form
-        )
-    return Client().post(path, form, **headers)
+    settings.TWILIO_AUTH_TOKEN = AUTH_TOKEN
+    settings.VOICECONV = {"PUBLIC_URL": PUBLIC_URL}
 
 
 def outbound_call(**fields: Any) -> Call:
@@ -48,8 +38,8 @@ def outbound_call(**fields: Any) -> Call:
 
 def test_answer_connects_the_stream_with_agent_parameters_and_token() -> None:
     call = outbound_call()
-    response = post(f"/twilio/outbound/answer/?call={call.pk}",
-                    {"CallSid": SID, "AccountSid": "AC1", "CallStatus": "in-progress"})
+    response = post_as_twilio(f"/twilio/outbound/answer/?call={call.pk}",
+                              {"CallSid": SID, "AccountSid": "AC1", "CallStatus": "in-progress"})
     assert response.status_code == 200
     stream = ET.fromstring(response.content).find("Connect/Stream")
     assert stream is not None
@@ -68,15 +58,15 @@ def test_answer_connects_the_stream_with_agent_parameters_and_token() -> None:
 def test_answer_refuses_unsigned_and_foreign_calls() -> None:
     call = outbound_call(twilio_call_sid="CA" + "d" * 32)
     path = f"/twilio/outbound/answer/?call={call.pk}"
-    assert post(path, {"CallSid": SID}, sign=False).status_code == 403
+    assert post_as_twilio(path, {"CallSid": SID}, sign=False).status_code == 403
     # Signed over another URL (a different call id): refused.
     form = {"CallSid": SID}
-    signature = RequestValidator(TOKEN).compute_signature(PUBLIC + path, form)
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + path, form)
     response = Client().post(f"/twilio/outbound/answer/?call={call.pk + 1}", form,
                              HTTP_X_TWILIO_SIGNATURE=signature)
     assert response.status_code == 403
     # Signed, but the call already has another CallSid.
-    assert post(path, {"CallSid": SID}).status_code == 400
+    assert post_as_twilio(path, {"CallSid": SID}).status_code == 400
 
 
 def test_amd_verdict_is_recorded_and_reaches_the_calls_group() -> None:
@@ -84,8 +74,8 @@ def test_amd_verdict_is_recorded_and_reaches_the_calls_group() -> None:
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(MediaStreamConsumer.group_name(SID), channel)
-    response = post("/twilio/outbound/amd/", {"CallSid": SID, "AnsweredBy": "machine_end_beep",
-                                              "MachineDetectionDuration": "2730"})
+    response = post_as_twilio("/twilio/outbound/amd/", {
+        "CallSid": SID, "AnsweredBy": "machine_end_beep", "MachineDetectionDuration": "2730"})
     assert response.status_code == 204
     call.refresh_from_db()
     assert (call.answered_by, call.machine_detection_ms) == ("machine_end_beep", 2730)
@@ -96,8 +86,9 @@ def test_amd_verdict_is_recorded_and_reaches_the_calls_group() -> None:
 def test_amd_callback_refuses_forgeries_and_nonsense(caplog: Any) -> None:
     call = outbound_call(twilio_call_sid=SID)
     form = {"CallSid": SID, "AnsweredBy": "human"}
-    assert post("/twilio/outbound/amd/", form, sign=False).status_code == 403
-    assert post("/twilio/outbound/amd/", {"CallSid": SID, "AnsweredBy": "robot"}).status_code == 400
+    assert post_as_twilio("/twilio/outbound/amd/", form, sign=False).status_code == 403
+    robot = {"CallSid": SID, "AnsweredBy": "robot"}
+    assert post_as_twilio("/twilio/outbound/amd/", robot).status_code == 400
     assert "unknown AnsweredBy 'robot'" in caplog.text
     call.refresh_from_db()
     assert call.answered_by == ""

@@ -9,8 +9,6 @@ import enum
 import itertools
 import json
 import logging
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -32,6 +30,7 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 import voiceconv
 import voiceconv.models.tools
+from tests.conftest import run_without_django
 from voiceconv.checks_tools import check_tool_definitions
 from voiceconv.events import CallInfo
 from voiceconv.models import Agent, Call, ToolDefinition, ToolInvocation
@@ -1035,11 +1034,7 @@ def test_registry_imports_no_models_and_models_import_it_at_module_level() -> No
         "assert 'end_call' in r.registry and 'transfer_call' in r.registry\n"
         "assert not [m for m in sys.modules if m.startswith('voiceconv.models')], sys.modules\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
-        cwd=Path(voiceconv.__file__).parent.parent,
-    )
+    done = run_without_django(code)
     assert done.returncode == 0, done.stderr
     # models/tools.py reaches the registry through a module-level import, not a hidden one.
     tree = ast.parse(Path(voiceconv.models.tools.__file__).read_text())

@@ -7,32 +7,21 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.test import Client
 from django.urls import reverse
-from twilio.request_validator import RequestValidator
 
+from tests.conftest import AUTH_TOKEN, PUBLIC_URL, post_as_twilio
 from voiceconv.consumers import MediaStreamConsumer
 from voiceconv.models import Call, WarmTransfer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TOKEN = "secret-token"
-PUBLIC = "https://voice.example.test"
 SID = "CA" + "d" * 32
 
 
 @pytest.fixture(autouse=True)
 def _settings(settings: Any) -> None:
-    settings.TWILIO_AUTH_TOKEN = TOKEN
-    settings.VOICECONV = {"PUBLIC_URL": PUBLIC}
-
-
-def post(path: str, form: dict[str, str], *, sign: bool = True) -> Any:
-    headers = {}
-    if sign:
-        headers["HTTP_X_TWILIO_SIGNATURE"] = RequestValidator(TOKEN).compute_signature(
-            PUBLIC + path, form)
-    return Client().post(path, form, **headers)
+    settings.TWILIO_AUTH_TOKEN = AUTH_TOKEN
+    settings.VOICECONV = {"PUBLIC_URL": PUBLIC_URL}
 
 
 def transfer() -> WarmTransfer:
@@ -47,7 +36,7 @@ def test_the_status_is_recorded_and_sent_to_the_live_call() -> None:
     holder = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(MediaStreamConsumer.group_name(SID), holder)
     path = reverse("voiceconv:warm-transfer-status") + f"?transfer={row.pk}"
-    response = post(path, {"CallSid": "CA" + "e" * 32, "CallStatus": "no-answer"})
+    response = post_as_twilio(path, {"CallSid": "CA" + "e" * 32, "CallStatus": "no-answer"})
     assert response.status_code == 204
     message = async_to_sync(layer.receive)(holder)
     assert message == {"type": "voiceconv.warm_transfer", "transfer": row.pk,
@@ -59,9 +48,9 @@ def test_the_status_is_recorded_and_sent_to_the_live_call() -> None:
 def test_unsigned_and_incomplete_callbacks_are_refused(caplog: pytest.LogCaptureFixture) -> None:
     row = transfer()
     path = reverse("voiceconv:warm-transfer-status") + f"?transfer={row.pk}"
-    assert post(path, {"CallStatus": "in-progress"}, sign=False).status_code == 403
-    assert post(reverse("voiceconv:warm-transfer-status"),
-                {"CallStatus": "in-progress"}).status_code == 400
+    assert post_as_twilio(path, {"CallStatus": "in-progress"}, sign=False).status_code == 403
+    assert post_as_twilio(reverse("voiceconv:warm-transfer-status"),
+                          {"CallStatus": "in-progress"}).status_code == 400
     assert "without CallStatus or transfer" in caplog.text
     row.refresh_from_db()
     assert row.human_status == ""

@@ -52,9 +52,9 @@ class WebhookHandler(ASGIHandler):
         self._view_middleware: list[Any] = []
         self._template_response_middleware: list[Any] = []
         self._exception_middleware: list[Any] = []
-        # BaseHandler's own response step (URL resolution, the view), untyped in the stubs.
-        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = getattr(
-            self, "_get_response_async")
+        # BaseHandler's own response step (URL resolution, the view); the stubs lack it.
+        step = "_get_response_async"
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = getattr(self, step)
 
         async def checked(request: HttpRequest) -> HttpResponseBase:
             request.get_host()  # DisallowedHost → 400, as CommonMiddleware would have it

@@ -21,21 +21,21 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from twilio.base.exceptions import TwilioRestException
 
 from voiceconv import security
 from voiceconv.conf import voiceconv_settings
 from voiceconv.exceptions import ConfigurationError, VoiceconvError
+from voiceconv.models import Agent, AgentTelephony, Call
 from voiceconv.phone import normalize_number
-
-if TYPE_CHECKING:
-    from voiceconv.models import Agent, AgentTelephony, Call
+from voiceconv.twilio_rest import get_twilio_client
 
 __all__ = [
     "OUTBOUND_DIRECTION",
@@ -123,10 +123,6 @@ class _Plan:
 
 
 def _resolve_agent(agent: Agent | int | str | None) -> Agent | None:
-    # Imported here, not at the top: the models need Django's app registry, and this module is
-    # importable before it is ready.
-    from voiceconv.models import Agent
-
     if agent is None:
         default: Agent | None = Agent.objects.filter(enabled=True, is_default=True).first()
         return default
@@ -146,10 +142,6 @@ def _resolve_agent(agent: Agent | int | str | None) -> Agent | None:
 def _machine_detection(value: str | bool | None, telephony: AgentTelephony) -> str:
     """Twilio's ``MachineDetection`` value, or "" for none."""
     if value is None:
-        # Imported here, not at the top: the models need Django's app registry, and this module is
-        # importable before it is ready.
-        from voiceconv.models import AgentTelephony
-
         needed = (
             telephony.on_machine != AgentTelephony.OnMachine.TALK
             or telephony.greeting_wait == AgentTelephony.GreetingWait.AMD
@@ -184,10 +176,6 @@ def _reserve(
     status_callback: bool | str,
 ) -> _Plan:
     """Validate, check the agent's limits and record the call (in one transaction)."""
-    # Imported here, not at the top: the models need Django's app registry, and this module is
-    # importable before it is ready.
-    from voiceconv.models import Agent, AgentTelephony, Call
-
     try:
         number = normalize_e164(to)
     except ValueError as exc:
@@ -288,10 +276,6 @@ def _reserve(
 
 def _create_remote(plan: _Plan) -> tuple[str | None, OutboundCallError | None]:
     """Ask Twilio to place the call: its CallSid, or the error to record (never raises)."""
-    from twilio.base.exceptions import TwilioRestException
-
-    from voiceconv.twilio_rest import get_twilio_client
-
     client = None
     try:
         client = get_twilio_client()
@@ -314,10 +298,6 @@ def _create_remote(plan: _Plan) -> tuple[str | None, OutboundCallError | None]:
 
 
 def _record_result(plan: _Plan, sid: str | None, error: OutboundCallError | None) -> Call:
-    # Imported here, not at the top: the models need Django's app registry, and this module is
-    # importable before it is ready.
-    from voiceconv.models import Call
-
     call: Call = Call.objects.get(pk=plan.call_pk)
     if error is None:
         assert sid is not None

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from voiceconv.capabilities import EVERYTHING, option_problems
 from voiceconv.conf import DEFAULTS
+from voiceconv.security import auth_token
 
 
 def _user_settings() -> dict[str, Any] | None:
@@ -56,8 +58,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 def _session_option_checks(user: dict[str, Any]) -> list[CheckMessage]:
     """The session options of the settings, against what ``MODEL`` accepts."""
-    from voiceconv.capabilities import EVERYTHING, option_problems
-
     td = _setting(user, "TURN_DETECTION")
     td = td if isinstance(td, dict) else {}
     options = {
@@ -113,8 +113,6 @@ def check_security(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     user = _user_settings()
     if user is None:
         return []  # reported by check_settings
-    from voiceconv.security import auth_token
-
     messages: list[CheckMessage] = []
     validate = bool(_setting(user, "VALIDATE_TWILIO_SIGNATURE"))
     if not validate and not settings.DEBUG:

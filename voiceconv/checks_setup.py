@@ -20,12 +20,14 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
+from channels.layers import get_channel_layer
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Tags, Warning, register
 from django.db import DatabaseError
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.layers import redis_timeout_problem
 
 _TOOL_DECORATOR = re.compile(r"^\s*@(?:voiceconv\.)?tool\b", re.M)
 _SKIP_DIRS = {"migrations", "__pycache__", "node_modules", "static", "templates", ".git"}
@@ -180,10 +182,6 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
     if "redis" not in str((layers.get("default") or {}).get("BACKEND", "")).lower():
         return []
-    from channels.layers import get_channel_layer
-
-    from voiceconv.layers import redis_timeout_problem
-
     try:
         problem = redis_timeout_problem(get_channel_layer())
     except Exception:  # a layer that cannot even be built is reported when it is used

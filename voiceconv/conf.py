@@ -8,10 +8,10 @@ Every key has a documented default here; read them as attributes of ``voiceconv_
 
 Reads are typed: :class:`VoiceconvSettings` declares the type of every key, and a value is
 checked (and, where that is lossless, converted: ``10`` for a float, ``"30"`` for an int) when
-it is first read, so the point of use never converts. A value of the wrong type is a
-:class:`~voiceconv.exceptions.ConfigurationError` naming the key. The call limits and the
-timeouts also come as small typed objects, :attr:`VoiceconvSettings.limits` and
-:attr:`VoiceconvSettings.timeouts`, built once.
+it is first read (:func:`voiceconv.coercion.coerce`), so the point of use never converts. A
+value of the wrong type is a :class:`~voiceconv.exceptions.ConfigurationError` naming the key.
+The call limits and the timeouts also come as small typed objects,
+:attr:`VoiceconvSettings.limits` and :attr:`VoiceconvSettings.timeouts`, built once.
 
 Values are read lazily and cached; the cache is dropped when Django's ``setting_changed``
 signal fires for ``VOICECONV`` (as in tests using ``override_settings``).
@@ -23,8 +23,6 @@ A new setting is one line in :data:`DEFAULTS` (with a comment), one annotation i
 from __future__ import annotations
 
 import math
-import os
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from voiceconv.coercion import coerce
 from voiceconv.exceptions import ConfigurationError
 
 DEFAULTS: dict[str, Any] = {
@@ -372,7 +371,7 @@ class VoiceconvSettings:
                 ) from exc
         annotation = setting_types().get(name)
         if annotation is not None:
-            value = _coerce(name, value, annotation)
+            value = coerce(name, value, annotation)
         self._cache[name] = value
         return value
 
@@ -432,94 +431,6 @@ def setting_types() -> dict[str, Any]:
         hints = typing.get_type_hints(VoiceconvSettings)
         _TYPES.update({k: v for k, v in hints.items() if k.isupper()})
     return _TYPES
-
-
-_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "True or False"}
-
-
-def _describe(annotation: Any) -> str:
-    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
-        return " or ".join(_describe(a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return "None"
-    if typing.get_origin(annotation) is dict:
-        return "a dict"
-    if typing.get_origin(annotation) is Callable:
-        return "a callable or a dotted path"
-    return _NAMES.get(annotation, str(annotation))
-
-
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """``value`` as ``annotation``: kept when it already is one, else converted losslessly."""
-    options = (
-        typing.get_args(annotation)
-        if typing.get_origin(annotation) in (types.UnionType, typing.Union)
-        else (annotation,)
-    )
-    for option in options:  # an exact match wins (so 4096 stays an int in ``int | str``)
-        if _matches(value, option):
-            return float(value) if option is float else value
-    for option in options:
-        converted = _convert(value, option)
-        if converted is not _NO:
-            return converted
-    raise ConfigurationError(
-        f"VOICECONV[{name!r}] must be {_describe(annotation)}, got {value!r}."
-    )
-
-
-_NO: Any = object()
-
-
-def _matches(value: Any, option: Any) -> bool:
-    if option is type(None):
-        return value is None
-    if option is Any:
-        return True
-    origin = typing.get_origin(option)
-    if origin is dict:
-        return isinstance(value, dict)
-    if origin is list:
-        return isinstance(value, (list, tuple))
-    if origin is Callable:
-        return callable(value)
-    if option is float:
-        return (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-        )
-    if option is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(option, type) and isinstance(value, option)
-
-
-def _convert(value: Any, option: Any) -> Any:
-    """A lossless conversion of ``value`` to ``option``, or ``_NO``."""
-    if isinstance(value, bool):
-        return _NO  # True is not a number here
-    if option is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                return _NO
-    if option is float and isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return _NO
-        return number if math.isfinite(number) else _NO
-    if option is str:
-        if value is None:
-            return ""
-        if isinstance(value, os.PathLike):
-            return os.fspath(value)
-    if option is bool and value in (0, 1):
-        return bool(value)
-    return _NO
 
 
 voiceconv_settings = VoiceconvSettings()

@@ -40,8 +40,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from voiceconv import active_calls
+from voiceconv.capabilities import REASONING_EFFORTS
 from voiceconv.conf import voiceconv_settings
 from voiceconv.exceptions import VoiceconvError
+from voiceconv.live import live_calls
 from voiceconv.phone import transfer_target
 
 __all__ = [
@@ -134,8 +136,6 @@ def validate(action: str, args: dict[str, Any]) -> dict[str, Any]:
             "instructions": _text(instructions, "instructions")}
         effort = args.get("reasoning_effort")
         if effort is not None:
-            from voiceconv.capabilities import REASONING_EFFORTS
-
             if effort not in REASONING_EFFORTS:
                 raise ValueError(
                     f"reasoning_effort is one of {', '.join(REASONING_EFFORTS)}, not {effort!r}"
@@ -184,7 +184,8 @@ def validate(action: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_live_sync(call_sid: str) -> None:
-    from voiceconv.live import live_calls
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import Call
 
     call = Call.objects.filter(twilio_call_sid=call_sid).first()

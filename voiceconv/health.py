@@ -35,6 +35,7 @@ from django.http import HttpRequest, JsonResponse
 
 from voiceconv import active_calls, realtime
 from voiceconv.conf import voiceconv_settings
+from voiceconv.live import process_name
 from voiceconv.writer import get_writer
 
 logger = logging.getLogger("voiceconv.health")
@@ -89,8 +90,6 @@ async def _check_channel_layer() -> str:
 
 async def health_view(request: HttpRequest) -> JsonResponse:
     """200 ``{"status": "ok", ...}`` when this process can take calls, else 503."""
-    from voiceconv.live import process_name
-
     checks: dict[str, str] = {}
     healthy = True
     try:

@@ -22,8 +22,9 @@ def redis_timeout_problem(layer: Any) -> str | None:
     hosts = getattr(layer, "hosts", None)
     if not isinstance(blocking, int | float) or not hosts:
         return None
-    # Imported here: redis comes with channels_redis, which a project on another layer may lack.
     try:
+        # Imported here: redis comes with channels_redis, which a project on another layer may
+        # lack.
         from redis.asyncio import ConnectionPool
     except ImportError:
         return None

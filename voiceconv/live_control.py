@@ -17,7 +17,13 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from voiceconv import metrics, warm_transfer
+from voiceconv.capabilities import capabilities
+from voiceconv.control import validate
 from voiceconv.events import TranscriptTurn
+from voiceconv.live import process_name
+from voiceconv.session import SendToTwilio
+from voiceconv.tools.registry import registry
 
 logger = logging.getLogger("voiceconv.control")
 
@@ -32,10 +38,6 @@ class Refused(Exception):
 
 async def handle(consumer: Any, message: dict[str, Any]) -> None:
     """Carry out one control message on ``consumer``'s call and acknowledge it."""
-    from voiceconv import metrics
-    from voiceconv.control import validate
-    from voiceconv.live import process_name
-
     action = str(message.get("action") or "")
     by = str(message.get("by") or "code")[:150]
     if action == "status":
@@ -108,8 +110,6 @@ async def _perform(consumer: Any, action: str, args: dict[str, Any]) -> str:
             instructions = args["instructions"]
         effort = args.get("reasoning_effort")
         if effort is not None:
-            from voiceconv.capabilities import capabilities
-
             model = consumer.get_model()
             if not capabilities(model).reasoning:
                 raise Refused(f"{model} is not a reasoning model: no reasoning_effort")
@@ -128,8 +128,6 @@ async def _perform(consumer: Any, action: str, args: dict[str, Any]) -> str:
             raise Refused(refusal)
         return ""
     if action == "warm_transfer":
-        from voiceconv import warm_transfer
-
         brief = args["brief"] or "A caller is being transferred to you."
         refusal = await warm_transfer.start(consumer, args["target"], brief)
         if refusal:
@@ -192,8 +190,6 @@ def _bind_tools(names: list[str]) -> dict[str, Any]:
     # importable before it is ready.
     from voiceconv.models import ToolDefinition
     from voiceconv.tools.binding import bind_definition
-    from voiceconv.tools.registry import registry
-
     bound: dict[str, Any] = {}
     definitions = {d.name: d for d in ToolDefinition.objects.filter(name__in=names, enabled=True)}
     for name in names:
@@ -248,8 +244,6 @@ def dtmf_audio(digits: str) -> bytes:
 async def send_dtmf(consumer: Any, digits: str) -> None:
     """Queue ``digits`` as in-band tones behind the audio already sent to Twilio (Media
     Streams has no DTMF message; see the README's "DTMF out")."""
-    from voiceconv.session import SendToTwilio
-
     sid = json.dumps(consumer.session.state.stream_sid)
     audio = dtmf_audio(digits)
     actions = []

@@ -186,6 +186,7 @@ def registry() -> CollectorRegistry:
         from prometheus_client import multiprocess
 
         reg = CollectorRegistry()
+        # prometheus_client leaves this constructor unannotated.
         multiprocess.MultiProcessCollector(reg)  # type: ignore[no-untyped-call]
         return reg
     return REGISTRY

@@ -49,6 +49,8 @@ def allowed_transfer_targets(call: Any) -> list[str]:
     """The targets offered as transfer buttons: the exact entries (not the ``*`` prefixes) of
     the agent's transfer allow-list, or, when its enabled ``transfer_call`` tool's schema
     override has a ``target`` enum, those of its entries the allow-list has."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import AgentTelephony
 
     if call is None or not call.agent_id:

@@ -24,7 +24,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from voiceconv import security
 from voiceconv.conf import voiceconv_settings
-from voiceconv.twilio_rest import REQUEST_TIMEOUT, RebasingHttpClient
+from voiceconv.models import Call, Recording
+from voiceconv.twilio_rest import REQUEST_TIMEOUT, RebasingHttpClient, get_twilio_client
 from voiceconv.views import twilio_signed
 
 logger = logging.getLogger("voiceconv.recordings")
@@ -34,8 +35,6 @@ __all__ = ["fetch_recording_audio", "recording_audio", "recording_status", "star
 
 def start_recording(call_sid: str) -> str | None:
     """Ask Twilio to record the call (dual channel); the RecordingSid, or None (logged)."""
-    from voiceconv.twilio_rest import get_twilio_client
-
     origin = security.public_origin()
     client = None
     try:
@@ -64,10 +63,6 @@ def _int(value: str) -> int | None:
 
 
 def _store(form: dict[str, str]) -> bool:
-    # Imported here, not at the top: the models need Django's app registry, and this module is
-    # importable before it is ready.
-    from voiceconv.models import Call, Recording
-
     call = Call.objects.filter(twilio_call_sid=form.get("CallSid", "")).first()
     if call is None:
         logger.warning("recording %s for unknown call %s ignored", form.get("RecordingSid"),
@@ -125,10 +120,6 @@ def fetch_recording_audio(url: str) -> tuple[int, bytes, str]:
 @require_GET
 def recording_audio(request: HttpRequest, pk: int) -> HttpResponse:
     """The recording's audio for the admin's player (staff only), fetched from Twilio."""
-    # Imported here, not at the top: the models need Django's app registry, and this module is
-    # importable before it is ready.
-    from voiceconv.models import Recording
-
     recording = Recording.objects.filter(pk=pk).first()
     if recording is None or not recording.url:
         raise Http404("no such recording")

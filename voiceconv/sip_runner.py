@@ -20,10 +20,12 @@ from typing import Any, cast
 from channels.layers import get_channel_layer
 
 from voiceconv.calllog import CallLog
+from voiceconv.conf import voiceconv_settings
 from voiceconv.consumers import MediaStreamConsumer, close_quietly, describe
 from voiceconv.realtime import OpenAIRealtimeBackend, RealtimeBackend
 from voiceconv.session import StreamStart, dumps
 from voiceconv.sip import IncomingSipCall, refer_uri, sip_session
+from voiceconv.telephony import CallTelephony
 
 logger = logging.getLogger("voiceconv.sip")
 
@@ -82,6 +84,7 @@ class SipCallRunner(MediaStreamConsumer):
 
     async def run(self, call_pk: int | None) -> None:
         """The whole call: start it as the consumer starts a stream, pump the sideband, end."""
+        # None when no layer is configured, as in Channels' own consumers (typed without None).
         self.channel_layer = get_channel_layer(self.channel_layer_alias)  # type: ignore[assignment]
         layer_task: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
@@ -122,8 +125,6 @@ class SipCallRunner(MediaStreamConsumer):
     async def start_telephony(self) -> Any:
         """The agent's telephony settings, for its transfer allow-list; outbound calls, AMD
         and Twilio recordings belong to the media path."""
-        from voiceconv.telephony import CallTelephony
-
         return CallTelephony(self, await CallTelephony.load_settings(self), outbound=False)
 
     def get_backend(self) -> RealtimeBackend:
@@ -170,8 +171,6 @@ class SipCallRunner(MediaStreamConsumer):
 
     @staticmethod
     def _connect_timeout() -> float:
-        from voiceconv.conf import voiceconv_settings
-
         return float(voiceconv_settings.CONNECT_TIMEOUT)
 
     async def _clock(self) -> None:

@@ -26,6 +26,8 @@ from django.views.decorators.http import require_POST
 
 from voiceconv import active_calls, signals
 from voiceconv.conf import voiceconv_settings
+from voiceconv.health import draining
+from voiceconv.models import Call
 from voiceconv.realtime import default_openai_client, session_model
 from voiceconv.sip import IncomingSipCall, accept_arguments
 from voiceconv.sip_runner import SipCallRunner
@@ -46,8 +48,6 @@ def _in_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _refused(call_pk: int, status: str, reason: str, error: str) -> None:
-    from voiceconv.models import Call
-
     now = timezone.now()
     Call.objects.filter(pk=call_pk).update(status=status, end_reason=reason, error=error,
                                            ended_at=now, updated_at=now)
@@ -59,9 +59,9 @@ def make_view(runner_class: type[SipCallRunner] = SipCallRunner) -> View:
     @csrf_exempt
     @require_POST
     async def incoming_sip_call(request: HttpRequest) -> HttpResponse:
+        # Imported here: the SDK takes seconds to import, and the URLconf (which every
+        # manage.py check loads) stays without it.
         from openai import InvalidWebhookSignatureError
-
-        from voiceconv.models import Call
 
         secret = webhook_secret()
         if not secret:
@@ -87,8 +87,6 @@ def make_view(runner_class: type[SipCallRunner] = SipCallRunner) -> View:
                         webhook_id, call.openai_webhook_id or "an earlier delivery")
             return HttpResponse(status=200)
         await signals.call_received.asend_robust(Call, call=call, agent=agent)
-
-        from voiceconv.health import draining
 
         limit = int(voiceconv_settings.MAX_CONCURRENT_CALLS or 0)
         refusal = None

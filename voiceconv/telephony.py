@@ -28,6 +28,8 @@ from channels.layers import get_channel_layer
 
 from voiceconv import active_calls
 from voiceconv.conf import voiceconv_settings
+from voiceconv.session import SendToRealtime
+from voiceconv.session.messages import dumps
 
 if TYPE_CHECKING:
     from voiceconv.consumers.base import ConsumerBase
@@ -163,6 +165,8 @@ class CallTelephony:
 
     def _start_recording(self) -> None:
         """Record the call through Twilio (off the audio path) and announce it if asked."""
+        # Imported here, not at the top: voiceconv.recordings imports the models, and this module is
+        # importable before the app registry is ready.
         from voiceconv.recordings import start_recording
 
         info = self.consumer.info
@@ -263,9 +267,6 @@ class CallTelephony:
         if not await self._ready():
             return
         if detection is not None:
-            from voiceconv.session import SendToRealtime
-            from voiceconv.session.messages import dumps
-
             await self.consumer.run_actions([SendToRealtime(dumps({
                 "type": "session.update",
                 "session": {"type": "realtime",

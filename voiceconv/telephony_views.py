@@ -17,6 +17,8 @@ from django.views.decorators.http import require_POST
 
 from voiceconv import security, twiml
 from voiceconv.conf import voiceconv_settings
+from voiceconv.models import Call
+from voiceconv.telephony import adeliver_verdict
 from voiceconv.views import twilio_signed, xml_response
 
 logger = logging.getLogger("voiceconv.telephony")
@@ -38,10 +40,6 @@ async def outbound_answer(request: HttpRequest) -> HttpResponse:
 
 
 def _outbound_answer(request: HttpRequest) -> HttpResponse:
-    # Imported here, not at the top: the models need Django's app registry, and this module is
-    # importable before it is ready.
-    from voiceconv.models import Call
-
     form = request.POST
     call_sid = form.get("CallSid", "")
     pk = request.GET.get("call", "")
@@ -94,8 +92,6 @@ def _outbound_answer(request: HttpRequest) -> HttpResponse:
 async def amd_status(request: HttpRequest) -> HttpResponse:
     """Twilio's asynchronous answering-machine verdict: record it on the call and hand it to
     the live call, in whichever process holds it (channel-layer group of the call)."""
-    from voiceconv.telephony import adeliver_verdict
-
     form = request.POST
     call_sid = form.get("CallSid", "").strip()
     answered_by = form.get("AnsweredBy", "").strip()
@@ -115,10 +111,6 @@ async def amd_status(request: HttpRequest) -> HttpResponse:
 
 
 def _record_verdict(call_sid: str, answered_by: str, duration_ms: int | None) -> None:
-    # Imported here, not at the top: the models need Django's app registry, and this module is
-    # importable before it is ready.
-    from voiceconv.models import Call
-
     try:
         Call.objects.filter(twilio_call_sid=call_sid).update(
             answered_by=answered_by, machine_detection_ms=duration_ms, updated_at=timezone.now()

@@ -33,6 +33,7 @@ from django.views.decorators.http import require_POST
 
 from voiceconv import active_calls, health, security, signals, twiml, webhook_records
 from voiceconv.conf import voiceconv_settings
+from voiceconv.control import notify_status
 from voiceconv.webhook_records import WebhookRecord
 
 logger = logging.getLogger("voiceconv.views")
@@ -242,8 +243,6 @@ async def call_status(request: HttpRequest) -> HttpResponse:
     await _send(signals.call_status_changed, call=call, status=update.status,
                 duration=update.duration, created=created)
     if update.status in Call.FINAL_STATUSES:
-        from voiceconv.control import notify_status
-
         # Ends a stream Twilio never stopped (sync: it waits on the channel layer).
         await sync_to_async(notify_status, thread_sensitive=False)(update.call_sid, update.status)
     return HttpResponse(status=204)

@@ -23,10 +23,12 @@ Each step is recorded on :class:`~voiceconv.models.WarmTransfer` and logged.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
@@ -37,6 +39,8 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from voiceconv import active_calls
 from voiceconv.conf import voiceconv_settings
+from voiceconv.phone import transfer_target
+from voiceconv.twilio_rest import _client, hangup_call
 from voiceconv.views import twilio_signed
 
 if TYPE_CHECKING:
@@ -76,8 +80,6 @@ def conference_twiml(conference: str) -> str:
 
 def _place_human_leg(target: str, from_: str, brief: str, conference: str,
                      status_url: str) -> str:
-    from voiceconv.twilio_rest import _client
-
     with _client() as client:
         call = client.calls.create(
             to=target, from_=from_, twiml=human_twiml(brief, conference),
@@ -89,13 +91,13 @@ def _place_human_leg(target: str, from_: str, brief: str, conference: str,
 
 
 def _move_caller(call_sid: str, conference: str) -> None:
-    from voiceconv.twilio_rest import _client
-
     with _client() as client:
         client.calls(call_sid).update(twiml=conference_twiml(conference))
 
 
 def _update(pk: int, **fields: Any) -> None:
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import WarmTransfer
 
     try:
@@ -106,6 +108,8 @@ def _update(pk: int, **fields: Any) -> None:
 
 async def start(consumer: ConsumerBase, target: str, brief: str) -> str | None:
     """Begin a warm transfer of ``consumer``'s call; the refusal, or None once dialling."""
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import WarmTransfer
 
     info = consumer.info
@@ -116,8 +120,6 @@ async def start(consumer: ConsumerBase, target: str, brief: str) -> str | None:
         return "A transfer is already in progress."
     if info.call_pk is None:
         return "This call is not on record; it cannot be transferred warm."
-    from voiceconv.phone import transfer_target
-
     destination = transfer_target(target)
     conference = f"voiceconv-{info.call_sid}"
     row = await WarmTransfer.objects.acreate(
@@ -158,8 +160,6 @@ async def _dial(consumer: ConsumerBase, pk: int, target: str, from_: str, brief:
     row = consumer.warm_transfer
     if row is not None and row.pk == pk and row.status == row.Status.DIALLING:
         consumer.log.warning("warm transfer to %s: no answer and no callback in time", target)
-        from voiceconv.twilio_rest import hangup_call
-
         await asyncio.to_thread(hangup_call, sid)
         await _back_to_agent(consumer, pk, "not_answered", "no callback in time", target)
 
@@ -172,8 +172,6 @@ def _hold(consumer: ConsumerBase, on: bool) -> None:
     detection = telephony._set_create_response(not on)
     backend = consumer.backend
     if detection is not None and backend is not None:
-        import json
-
         consumer.spawn(backend.send(json.dumps({"type": "session.update", "session": {
             "type": "realtime", "audio": {"input": {"turn_detection": detection}}}})))
 
@@ -214,6 +212,7 @@ async def on_status(consumer: ConsumerBase, pk: int, status: str) -> None:
 
 async def _back_to_agent(consumer: ConsumerBase, pk: int, outcome: str, detail: str,
                          target: str, human_status: str = "") -> None:
+    # Imported here, not at the top: voiceconv.live_control imports this module.
     from voiceconv.live_control import _say
 
     row = consumer.warm_transfer
@@ -240,8 +239,6 @@ async def abandon(consumer: ConsumerBase, reason: str) -> None:
         return
     consumer.log.info("warm transfer to %s abandoned: the call ended (%s)", row.target, reason)
     if row.human_call_sid:
-        from voiceconv.twilio_rest import hangup_call
-
         await asyncio.to_thread(hangup_call, row.human_call_sid)
     await database_sync_to_async(_update, thread_sensitive=False)(
         row.pk, status="failed", detail=f"the call ended ({reason}) while the person's "
@@ -250,8 +247,8 @@ async def abandon(consumer: ConsumerBase, reason: str) -> None:
 
 async def deliver_status(transfer_pk: int, status: str) -> bool:
     """Send the human leg's status to the live call's group."""
-    from channels.layers import get_channel_layer
-
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
     from voiceconv.models import WarmTransfer
 
     row = await WarmTransfer.objects.select_related("call").filter(pk=transfer_pk).afirst()

@@ -14,7 +14,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.admin.telephony import AgentTelephonyInline
-from voiceconv.models import Agent
+from voiceconv.gpt_live import (
+    LIVE_MODELS,
+    LIVE_ONLY_FIELDS,
+    REALTIME_ONLY_FIELDS,
+    build_live_session,
+)
+from voiceconv.models import Agent, Call
 from voiceconv.realtime import build_session_config, session_model
 from voiceconv.tools.binding import tools_for_agent
 
@@ -38,8 +44,6 @@ class AgentAdminForm(forms.ModelForm[Agent]):
             self.fields["backend"].required = False  # absent: Realtime, the default
 
     def clean(self) -> dict[str, Any]:
-        from voiceconv.gpt_live import LIVE_MODELS, LIVE_ONLY_FIELDS, REALTIME_ONLY_FIELDS
-
         data = super().clean() or {}
         backend = data.get("backend") or Agent.Backend.REALTIME
         data["backend"] = backend
@@ -161,8 +165,6 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
         """p50 / p90 of each start step over the agent's last :attr:`TIMING_CALLS` calls."""
         if obj is None or not obj.pk:
             return "-"
-        from voiceconv.models import Call
-
         calls = list(
             Call.objects.filter(agent=obj, stream_started_at__isnull=False)
             .order_by("-created_at")[: self.TIMING_CALLS]
@@ -203,8 +205,6 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
                 note = f"Tools not shown: {exc}"
         try:
             if live:
-                from voiceconv.gpt_live import build_live_session
-
                 session = build_live_session(overrides, tools)
                 model = f"{session['model']} (GPT-Live session.start)"
             else:

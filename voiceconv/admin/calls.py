@@ -17,6 +17,7 @@ from voiceconv.admin.tools import ToolInvocationInline
 from voiceconv.conf import voiceconv_settings
 from voiceconv.models import Call, TranscriptEntry
 from voiceconv.onboarding import twilio_console_urls
+from voiceconv.pricing import PRICES_AS_OF, PRICES_SOURCE
 from voiceconv.transcripts import calls_as_text, iter_entries_jsonl
 
 _TALK_ROLES = [TranscriptEntry.Role.CALLER, TranscriptEntry.Role.ASSISTANT]
@@ -210,8 +211,6 @@ class CallAdmin(admin.ModelAdmin[Call]):
 
     @admin.display(description=_("prices"))
     def price_note(self, obj: Call) -> str:
-        from voiceconv.pricing import PRICES_AS_OF, PRICES_SOURCE
-
         own = " (VOICECONV PRICES)" if obj.pricing_model in (
             voiceconv_settings.PRICES or {}) else ""
         return f"{obj.pricing_model}{own}; built-in list prices as of {PRICES_AS_OF}: " \

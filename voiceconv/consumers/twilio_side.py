@@ -36,7 +36,7 @@ class TwilioSide(ConsumerBase):
         """Channels' consumer entry, with a receive loop that does not hop per frame."""
         self.scope = scope
         self.base_send = send
-        # None when no layer is configured, as in Channels' own consumers.
+        # None when no layer is configured, as in Channels' own consumers (typed without None).
         self.channel_layer = get_channel_layer(self.channel_layer_alias)  # type: ignore[assignment]
         layer_task: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
@@ -219,6 +219,7 @@ class TwilioSide(ConsumerBase):
         if isinstance(out, str):
             if out:
                 try:
+                    # No backend while the session reopens: the except below requeues the audio.
                     await self.backend.send(out)  # type: ignore[union-attr]
                 except Exception:  # the connection is going: the realtime loop reopens it
                     session.requeue_audio(out)

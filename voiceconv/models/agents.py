@@ -15,6 +15,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from voiceconv.capabilities import option_problems, truncation_value
 from voiceconv.checks import TURN_DETECTION_HINT, TURN_DETECTION_OFF
 from voiceconv.conf import voiceconv_settings
 from voiceconv.exceptions import InvalidPhoneNumberError
@@ -281,8 +282,6 @@ class Agent(models.Model):
     def session_option_errors(self) -> dict[str, str]:
         """This agent's session options that its model (or VAD, or transcription model)
         does not accept, by field name; judged with the ``VOICECONV`` defaults it inherits."""
-        from voiceconv.capabilities import option_problems
-
         s = voiceconv_settings
         errors: dict[str, str] = {}
         if self.truncation == self.Truncation.RETENTION_RATIO:
@@ -319,8 +318,6 @@ class Agent(models.Model):
 
     def truncation_config(self) -> Any:
         """The GA ``truncation`` this agent sets, or None."""
-        from voiceconv.capabilities import truncation_value
-
         return truncation_value(
             self.truncation or None,
             self.truncation_retention_ratio,

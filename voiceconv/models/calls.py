@@ -2,187 +2,32 @@
 
 A :class:`Call` records one phone call from webhook to hang-up; its :class:`TranscriptEntry`
 rows are the conversation, in order, including what the caller actually heard of an
-interrupted assistant turn. The two live together: each needs the other. Agents are in
-:mod:`voiceconv.models.agents`, prices in :mod:`voiceconv.models.pricing` (both importable
-from here too, as before).
+interrupted assistant turn. The two live together: each needs the other. ``Call.objects``, the
+database work of the webhooks and the stream start, is in :mod:`voiceconv.models.call_manager`;
+agents are in :mod:`voiceconv.models.agents`, prices in :mod:`voiceconv.models.pricing` (both
+importable from here too, as before).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import statistics
 from decimal import Decimal
 from typing import Any
 
 from django.db import models, transaction
 from django.db.models import F, Max, Min, Q
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.conf import voiceconv_settings
-from voiceconv.events import CallInfo, our_number
 from voiceconv.models.agents import Agent
+from voiceconv.models.call_manager import CallManager
 from voiceconv.models.pricing import estimate_cost, prices_for
+from voiceconv.pricing import cost_per_minute
 
 __all__ = ["Agent", "Call", "CallManager", "TranscriptEntry", "TranscriptEntryManager",
            "estimate_cost", "prices_for"]
 
 # --- calls -------------------------------------------------------------------------------------
-
-
-class CallManager(models.Manager["Call"]):
-    """The database work of the webhooks and the stream start: :meth:`record_webhook`,
-    :meth:`record_status`, :meth:`claim_stream`."""
-
-    def record_webhook(
-        self,
-        call_sid: str,
-        *,
-        account_sid: str = "",
-        from_number: str = "",
-        to_number: str = "",
-        direction: str = "",
-        status: str = "",
-        received_at: dt.datetime | None = None,
-    ) -> tuple[Call, Agent | None]:
-        """The incoming-call webhook: pick the agent for our number (:func:`our_number`:
-        the number called for inbound calls, the one we call from for outbound ones) and
-        record the call (written off the webhook's response path, see
-        :mod:`voiceconv.webhook_records`).
-
-        The stream's claim may have created the row first (it does when it gets there before
-        this record): then only what it lacks is filled in and its status is kept. A retried
-        webhook for a call whose stream has not started refreshes the row.
-        Returns the row and the agent (``None``: the default configuration).
-        """
-        agent = Agent.objects.for_number(our_number(direction, from_number, to_number))
-        received_at = received_at or timezone.now()
-        fields: dict[str, Any] = {
-            "twilio_account_sid": account_sid,
-            "agent": agent,
-            "direction": direction,
-            "from_number": from_number,
-            "to_number": to_number,
-            "status": status or Call.Status.RINGING,
-            "webhook_received_at": received_at,
-        }
-        call, created = self.get_or_create(twilio_call_sid=call_sid, defaults=fields)
-        if created:
-            return call, agent
-        if self.filter(pk=call.pk, twilio_stream_sid="").update(**fields):
-            for name, value in fields.items():
-                setattr(call, name, value)
-            return call, agent
-        # The stream is there already: keep its status and agent, add what it lacks.
-        lacking = {name: value for name, value in fields.items() if value and name != "status"
-                   and not getattr(call, "agent_id" if name == "agent" else name)}
-        lacking["webhook_received_at"] = received_at
-        self.filter(pk=call.pk).update(**lacking)
-        for name, value in lacking.items():
-            setattr(call, name, value)
-        return call, call.agent
-
-    def record_status(
-        self,
-        call_sid: str,
-        *,
-        status: str = "",
-        duration: float | None = None,
-        account_sid: str = "",
-        from_number: str = "",
-        to_number: str = "",
-        direction: str = "",
-    ) -> tuple[Call, bool]:
-        """Twilio's status callback: its status and duration replace ours.
-
-        A callback for a call never seen creates the row, so every billed call is on record.
-        Returns the row (as updated) and whether it was created.
-        """
-        call, created = self.get_or_create(
-            twilio_call_sid=call_sid,
-            defaults={
-                "twilio_account_sid": account_sid,
-                "from_number": from_number,
-                "to_number": to_number,
-                "direction": direction,
-            },
-        )
-        updates: dict[str, Any] = {}
-        if status:
-            updates["status"] = status
-        if duration is not None:
-            updates["duration_seconds"] = duration
-        if status in Call.FINAL_STATUSES and call.ended_at is None:
-            updates["ended_at"] = timezone.now()
-        if updates:
-            updates["updated_at"] = timezone.now()
-            self.filter(pk=call.pk).update(**updates)
-            for name, value in updates.items():
-                setattr(call, name, value)
-        return call, created
-
-    def record_sip_call(self, incoming: Any) -> tuple[Call, Agent | None, bool]:
-        """OpenAI's ``realtime.call.incoming`` webhook (a
-        :class:`voiceconv.sip.IncomingSipCall`): record the call once per OpenAI call id and
-        pick the agent answering the number called.
-
-        Returns the row, its agent and whether this delivery created it (``False``: a retry
-        of a webhook already handled, which must not be answered twice).
-        """
-        from django.utils import timezone
-
-        agent = Agent.objects.for_number(incoming.to_number)
-        call, created = self.get_or_create(
-            twilio_call_sid=incoming.call_id,
-            defaults={
-                "transport": Call.Transport.SIP,
-                "openai_call_id": incoming.call_id,
-                "openai_webhook_id": incoming.webhook_id,
-                "agent": agent,
-                "direction": Call.Direction.INBOUND,
-                "from_number": incoming.from_number,
-                "to_number": incoming.to_number,
-                "custom_parameters": incoming.custom_parameters(),
-                "status": Call.Status.RINGING,
-                "webhook_received_at": timezone.now(),
-            },
-        )
-        return call, (agent if created else call.agent), created
-
-    def claim_stream(self, info: CallInfo) -> tuple[Call, Agent | None] | str:
-        """Claim the call ``info`` describes for its media stream (sync; at stream start).
-
-        Creates the row when the webhook did not, picks the agent (an enabled ``agent`` custom
-        parameter, else the call's, else the one answering our number: :func:`our_number`),
-        and sets ``twilio_stream_sid`` only where it is empty. Returns the call and its agent,
-        or the reason to refuse the stream (another stream has the call).
-        """
-        call = self.filter(twilio_call_sid=info.call_sid).select_related("agent").first()
-        if call is None:
-            call = self.create(
-                twilio_call_sid=info.call_sid,
-                twilio_account_sid=info.account_sid,
-                agent=Agent.objects.for_number(
-                    our_number(info.direction, info.from_number, info.to_number)
-                ),
-                direction=info.direction,
-                from_number=info.from_number,
-                to_number=info.to_number,
-                status="in-progress",
-            )
-        claimed = self.filter(pk=call.pk, twilio_stream_sid="").update(
-            twilio_stream_sid=info.stream_sid,
-            stream_started_at=timezone.now(),
-            status="in-progress",
-            custom_parameters=info.custom_parameters,
-        )
-        if not claimed:
-            return f"call already has stream {call.twilio_stream_sid}"
-        agent = call.agent
-        agent_pk = info.custom_parameters.get("agent", "")
-        if agent_pk.isdigit():
-            agent = Agent.objects.filter(pk=int(agent_pk), enabled=True).first() or agent
-        return call, agent
 
 
 class Call(models.Model):
@@ -398,8 +243,6 @@ class Call(models.Model):
     @property
     def cost_per_minute(self) -> Decimal | None:
         """Estimated USD cost per minute of this call (None without a duration)."""
-        from voiceconv.pricing import cost_per_minute
-
         return cost_per_minute(self.estimated_cost, self.duration_seconds)
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -168,8 +169,6 @@ class AgentTelephony(models.Model):
     def clean(self) -> None:
         """Each allow-list line must be an E.164 number, a ``sip:`` URI, or a prefix ending
         in ``*``; valid lines are saved normalised (E.164)."""
-        from django.core.exceptions import ValidationError
-
         lines, problems = [], []
         for line in (self.transfer_targets or "").splitlines():
             entry = line.strip()

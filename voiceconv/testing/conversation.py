@@ -32,6 +32,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import DatabaseError
+
 from voiceconv.testing.audio import (
     SAMPLE_RATE,
     espeak_ulaw,
@@ -298,7 +300,7 @@ class Conversation:
         for reply in [self.greeting, *(line.reply for line in self.lines)]:
             if isinstance(reply, (list, tuple)):
                 replies.extend(reply)
-            else:
+            else:  # Reply's other Sequence members are not replies of their own
                 replies.append(reply)  # type: ignore[arg-type]
         if self.greeting is None:
             replies = replies[1:]
@@ -378,8 +380,6 @@ class Conversation:
 
 async def _ended_call(call_sid: str, timeout: float = 15.0) -> Any:
     """The call's row once finalised (None when this database does not have it)."""
-    from django.db import DatabaseError
-
     # Imported here, not at the top: the models need Django's app registry, and this module is
     # importable before it is ready.
     from voiceconv.models import Call

@@ -39,11 +39,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
+
+from twilio.request_validator import RequestValidator
 
 if TYPE_CHECKING:
     from voiceconv.testing.twilio_client import TwilioStreamClient
@@ -295,8 +298,6 @@ class FakeTwilioAPI:
     def conference_members(self, name: str) -> list[str]:
         """CallSids sent into conference ``name`` by TwiML (a call created with it, or a live
         call updated to it), in the order the requests came; Twilio's view of who joins."""
-        import xml.etree.ElementTree as ET
-
         members: list[str] = []
         for request in list(self.requests):
             twiml = (request.form.get("Twiml") or [""])[0]
@@ -326,8 +327,6 @@ class FakeTwilioAPI:
 
     async def post_callback(self, url: str, form: dict[str, str], timeout: float = 10.0) -> int:
         """POST ``form`` to ``url`` (a public URL) as Twilio does, signed; the HTTP status."""
-        from twilio.request_validator import RequestValidator
-
         headers = {"Content-Type": "application/x-www-form-urlencoded",
                    "User-Agent": "TwilioProxy/1.1"}
         if self.auth_token:

@@ -260,6 +260,7 @@ def tool(
             holding_message=holding_message,
         )
         registry.register(spec)
+        # A marker on the function itself, which declares no such attribute.
         f.__voiceconv_tool__ = spec  # type: ignore[attr-defined]
         return f
 

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from voiceconv.conf import voiceconv_settings
+from voiceconv.models import Agent
 
 
 class Command(BaseCommand):
@@ -76,10 +77,6 @@ class Command(BaseCommand):
 
     def agent_number(self, slug: str | None) -> str:
         """The number to dial for the agent (the default agent answers any other number)."""
-        # Imported here, not at the top: the models need Django's app registry, and this module is
-        # importable before it is ready.
-        from voiceconv.models import Agent
-
         if not slug:
             return "+15005550006"
         agent = Agent.objects.filter(slug=slug).first()

@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from voiceconv.models import Call, ToolInvocation, TranscriptEntry
+
 
 class Command(BaseCommand):
     help = (
@@ -23,10 +25,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # Imported here, not at the top: the models need Django's app registry, and this module is
-        # importable before it is ready.
-        from voiceconv.models import Call, ToolInvocation, TranscriptEntry
-
         days = options["older_than_days"]
         if days < 0:
             self.stderr.write("--older-than-days must be 0 or more; nothing deleted.")

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from voiceconv.models import Call, TranscriptEntry
 from voiceconv.transcripts import as_text, iter_entries_jsonl, parse_since
 
 
@@ -28,10 +29,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # Imported here, not at the top: the models need Django's app registry, and this module is
-        # importable before it is ready.
-        from voiceconv.models import Call, TranscriptEntry
-
         calls = Call.objects.all()
         if options["since"]:
             try:

@@ -23,6 +23,8 @@ def live_tables() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(server, client, nested Responses stream) ``type`` → SDK model tables."""
     global _SERVER, _CLIENT, _NESTED
     if _SERVER is None or _CLIENT is None or _NESTED is None:
+        # Imported on first use: the SDK's event models take seconds to import; only validation
+        # needs them.
         from openai.types.live import ClientEvent, ServerEvent
         from openai.types.responses import ResponseStreamEvent
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from voiceconv.testing.audio import speech_like
+
 __all__ = ["ScriptedDelegation", "ScriptedLiveAnswer"]
 
 
@@ -45,7 +47,5 @@ class ScriptedLiveAnswer:
     def audio_bytes(self, seed: int = 0) -> bytes:
         if self.audio is not None:
             return self.audio
-        from voiceconv.testing.audio import speech_like
-
         ms = self.audio_ms if self.audio_ms is not None else max(200, 60 * len(self.text))
         return speech_like(ms, seed=seed)

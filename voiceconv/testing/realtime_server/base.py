@@ -310,6 +310,7 @@ class SessionBase:
         kind = event["type"]
         client_event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         if kind == "input_audio_buffer.append":
+            # An append without "audio" is recorded as sent (None); valid ones carry a str.
             self.appends.append((time.monotonic(), event.get("audio")))  # type: ignore[arg-type]
         else:
             self.received.append(event)

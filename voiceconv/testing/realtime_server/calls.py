@@ -32,6 +32,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from voiceconv.testing.realtime_server.protocol import validate_client_event
+
 if TYPE_CHECKING:
     from voiceconv.testing.realtime_server.session import StandInSession
 
@@ -96,6 +98,8 @@ class SipCall:
             "data": {"call_id": self.call_id, "sip_headers": self.sip_headers,
                      "sip_media_security": "srtp"},
         }
+        # Imported on first use: the SDK's event models take seconds to import; only validation
+        # needs them.
         from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
 
         RealtimeCallIncomingWebhookEvent.model_validate(event)
@@ -156,9 +160,9 @@ async def send_call_incoming(url: str, call: SipCall, secret: str, *,
 
 def check_accept(body: dict[str, Any]) -> list[str]:
     """Problems of an accept body, by the SDK's ``CallAcceptParams`` and session types."""
+    # Imported on first use: the SDK's event models take seconds to import; only validation
+    # needs them.
     from openai.types.realtime.call_accept_params import CallAcceptParams
-
-    from voiceconv.testing.realtime_server.protocol import validate_client_event
 
     problems: list[str] = []
     unknown = set(body) - set(CallAcceptParams.__annotations__)

@@ -36,6 +36,8 @@ _KNOWN_SERVER_EXTRAS = {"session.object", "session.id", "session.expires_at"}
 def _tables() -> tuple[dict[str, Any], dict[str, Any]]:
     global _SERVER_MODELS, _CLIENT_MODELS
     if _SERVER_MODELS is None or _CLIENT_MODELS is None:
+        # Imported on first use: the SDK's event models take seconds to import; only validation
+        # needs them.
         from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 
         _SERVER_MODELS = _models_by_type(RealtimeServerEvent)
