@@ -26,15 +26,21 @@ def softphone_server(
 
 def make_staff(
     username: str = "operator", password: str = "s3cret-pass", *, permission: bool = True,
-    staff: bool = True,
+    staff: bool = True, view_calls: bool = True,
 ) -> User:
-    """A staff user who may place browser calls (``permission``) and review agents and calls."""
+    """A staff user who may place browser calls (``permission``) and review agents and, with
+    ``view_calls``, calls."""
     user = User.objects.create_user(username, password=password, is_staff=staff)
-    codenames = ["view_agent", "change_agent", "view_call"]
+    codenames = ["view_agent", "change_agent"] + (["view_call"] if view_calls else [])
     if permission:
         codenames.append("place_browser_call")
     user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
     return user
+
+
+def grant(user: User, codename: str) -> None:
+    user.user_permissions.add(Permission.objects.get(codename=codename,
+                                                     content_type__app_label="voiceconv"))
 
 
 def session_cookie(user: User) -> str:

@@ -27,6 +27,15 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "\nuv run pytest\n" in ci
 
 
+def test_try_it_without_a_phone_comes_right_after_the_two_commands() -> None:
+    after = README.split("```sh\n", 1)[1].split("```", 1)[1]
+    first_heading = re.search(r"^#+ .*$", after, re.M)
+    assert first_heading is not None and first_heading.group(0) == "### Try it without a phone"
+    section = after.split("### Try it without a phone", 1)[1].split("\n## ", 1)[0]
+    for way in ("*Call this agent*", "manage.py voiceconv_call --standin", "#conversation-tests"):
+        assert way in section, way
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -198,3 +198,43 @@ def test_the_live_pages_need_the_view_permission(client: Client) -> None:
     Call.objects.filter(pk=call.pk).update(ended_at=timezone.now())
     change = client.get(f"/admin/voiceconv/call/{call.pk}/change/").content.decode()
     assert 'id="vc-live"' not in change and 'id="conversation"' in change
+
+
+async def test_whoever_placed_a_browser_call_may_watch_that_call_and_nothing_else() -> None:
+    """The softphone's transcript is this feed: its caller watches it without view_call."""
+    placer = await sync_to_async(user)("lena", perms=("place_browser_call",))
+    other = await sync_to_async(user)("mona", perms=("place_browser_call",))
+    former = await sync_to_async(user)("nils")  # placed it, lost the permission since
+
+    def browser_call(by: User, sid: str = SID) -> None:
+        Call.objects.filter(twilio_call_sid=sid).update(
+            direction=Call.Direction.BROWSER, custom_parameters={"user": str(by.pk)})
+
+    await sync_to_async(make_live_call)()
+    await sync_to_async(browser_call)(placer)
+    communicator, connected, _ = await open_socket(placer)
+    assert connected
+    snapshot = await communicator.receive_json_from(timeout=5)
+    assert snapshot["call"]["call_sid"] == SID and snapshot["can_control"] is False
+    assert [t["text"] for t in snapshot["turns"]] == ["Hello!"]
+    await live.publish(SID, {"event": "turn", "sequence": 2, "role": "tool", "text": "x() → 1"})
+    assert (await communicator.receive_json_from(timeout=5))["role"] == "tool"
+    await communicator.send_json_to({"id": 1, "action": "hang_up", "args": {}})
+    answer = await communicator.receive_json_from(timeout=5)
+    assert answer["ok"] is False and "permission" in answer["detail"]
+    await communicator.disconnect()
+
+    for who, path in [(other, f"/voiceconv/live/{SID}/"), (placer, "/voiceconv/live/"),
+                      (former, f"/voiceconv/live/{SID}/")]:
+        if who is former:
+            await sync_to_async(browser_call)(former)
+        communicator, connected, code = await open_socket(who, path)
+        assert not connected and code == 4403, (who.username, path)
+        await communicator.disconnect()
+
+    # The same "user" parameter on a phone call gives nothing.
+    await sync_to_async(browser_call)(placer)
+    await Call.objects.filter(twilio_call_sid=SID).aupdate(direction=Call.Direction.INBOUND)
+    communicator, connected, code = await open_socket(placer)
+    assert not connected and code == 4403
+    await communicator.disconnect()

@@ -7,6 +7,7 @@ route ignores session cookies.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -172,3 +173,73 @@ def test_the_panel_is_shown_only_to_those_who_may_call(
     if allowed:
         assert 'data-agent="panel"' in html
         assert 'data-ws-path="/voiceconv/softphone/stream/"' in html
+
+
+async def test_the_caller_watches_the_call_on_the_monitors_feed_and_nobody_else_gains(
+    softphone_server: ServerProcess, standin: RealtimeStandIn
+) -> None:
+    """The softphone's live transcript is the live monitor's feed of its call: the user who
+    placed the call may watch that call's feed without ``view_call``, never control it, never
+    watch another call or the list; another softphone user may not watch this call."""
+    await Agent.objects.acreate(name="Feed", slug="feed")
+    caller = await sync_to_async(kit.make_staff)("placer", view_calls=False)
+    other = await sync_to_async(kit.make_staff)("other-placer", view_calls=False)
+    cookie = await sync_to_async(kit.session_cookie)(caller)
+    origin = softphone_server.http_url
+    ws = await open_softphone(softphone_server, cookie, origin)
+    stream_sid = "MZ" + "5" * 32
+    await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    await ws.send(start_message(stream_sid, agent="feed"))
+    hello = json.loads(await ws.recv())
+    assert hello["event"] == "call"
+    call_sid = hello["call"]["callSid"]
+    feed_path = hello["call"]["feedPath"]
+    assert feed_path == f"/voiceconv/live/{call_sid}/"
+    assert hello["call"]["reviewUrl"] == ""  # no view_call: no link to a page it cannot open
+    await standin.wait_for_session(timeout=10)
+
+    feed = await connect(softphone_server.ws_url + feed_path,
+                         additional_headers=[("Cookie", cookie), ("Origin", origin)],
+                         open_timeout=10)
+    snapshot = json.loads(await feed.recv())
+    assert snapshot["event"] == "snapshot" and snapshot["can_control"] is False
+    assert snapshot["call"]["call_sid"] == call_sid
+
+    # A key press on the call is on the feed, as the monitor shows it.
+    await ws.send(json.dumps({"event": "dtmf", "sequenceNumber": "2", "streamSid": stream_sid,
+                              "dtmf": {"track": "inbound_track", "digit": "7"}}))
+    turn = await _next_event(feed, "turn", role="dtmf")
+    assert turn["text"] == "7" and turn["offset_ms"] is not None
+    # Watching is not controlling.
+    await feed.send(json.dumps({"id": 1, "action": "hang_up", "args": {}}))
+    answer = await _next_event(feed, "control_result")
+    assert answer["ok"] is False and "permission" in answer["detail"]
+
+    # Nobody else gains anything: not another softphone user, not the list, not a Twilio call.
+    other_cookie = await sync_to_async(kit.session_cookie)(other)
+    for who, path in [(other_cookie, feed_path), (cookie, "/voiceconv/live/"),
+                      (cookie, "/voiceconv/live/CA" + "6" * 32 + "/")]:
+        with pytest.raises(InvalidStatus) as refused:
+            sneak = await connect(softphone_server.ws_url + path,
+                                  additional_headers=[("Cookie", who), ("Origin", origin)],
+                                  open_timeout=10)
+            await sneak.close()
+        assert refused.value.response.status_code == 403, path
+
+    # The caller hangs up: the feed brings the call's end.
+    await ws.close()
+    ended = await _next_event(feed, "ended")
+    assert ended["call"]["call_sid"] == call_sid and ended["call"]["ended_at"]
+    await feed.close()
+
+
+async def _next_event(feed: Any, kind: str, timeout: float = 15.0,
+                      **fields: Any) -> dict[str, Any]:
+    """The feed's next ``kind`` message (with these ``fields``)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await feed.recv())
+            if message.get("event") == kind and all(
+                message.get(k) == v for k, v in fields.items()
+            ):
+                return message  # type: ignore[no-any-return]

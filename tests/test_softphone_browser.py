@@ -3,7 +3,8 @@
 Chromium's fake microphone plays a WAV file (speech, then a pause, looped); the page sends it
 as Media Streams frames to the softphone route of a real server process; the stand-in
 answers with scripted audio that the page plays with Twilio's playout rules. The next line
-of speech barges in on the long answer: the server clears the page's playback.
+of speech barges in on the long answer: the server clears the page's playback. Beside the
+call, the live monitor's feed of it (the caller may watch it without ``view_call``).
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ async def test_call_an_agent_from_its_admin_page(
     from playwright.async_api import async_playwright
 
     agent = await Agent.objects.acreate(name="Help desk", slug="help-desk")
-    await sync_to_async(kit.make_staff)()
+    # May call agents, not read calls: the live transcript is the feed of the call placed.
+    operator = await sync_to_async(kit.make_staff)(view_calls=False)
     standin.caller_transcripts.extend(["What are your opening hours?", "Wait, one more thing."])
     standin.default_caller_transcript = "Hello?"
     standin.responses.extend([
@@ -142,12 +144,25 @@ async def test_call_an_agent_from_its_admin_page(
             await wait_until(
                 page, f"{phone}.transcript.some(t => t.role === 'assistant' && "
                 f"t.text === {json.dumps(KEY_ANSWER)})", timeout=30)
-            transcript_text = await page.locator("[data-vc=transcript]").inner_text()
+            # The panel shows the monitor's feed: the key press, the barge-in (what was heard),
+            # each turn once, in order.
+            transcript = page.locator("[data-vc=transcript]")
+            transcript_text = await transcript.inner_text()
             assert "What are your opening hours?" in transcript_text
+            await wait_until(page, f"{phone}.transcript.some(t => t.role === 'dtmf' && "
+                             "t.text === '5')")
+            assert await transcript.locator("li.vc-dtmf .vc-role").inner_text() == "key press"
+            cut = transcript.locator("li.vc-assistant.vc-interrupted").first
+            assert "interrupted" in await cut.locator(".vc-chip").inner_text()
+            assert LONG_ANSWER.startswith(await cut.locator(".vc-heard").inner_text())
+            sequences = await page.evaluate(f"{phone}.transcript.map(t => t.sequence)")
+            assert sequences == sorted(set(sequences))
+            assert await page.evaluate(f"{phone}.feedState") == "live"
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "softphone.png"), full_page=True)
             await page.click("[data-vc=hangup]")
             await wait_until(page, f"{phone}.state === 'ended'")
+            await wait_until(page, f"{phone}.feedState === 'ended'")  # the feed's call end
             stats = await page.evaluate(f"{phone}.stats")
 
             voiced = [
@@ -169,8 +184,9 @@ async def test_call_an_agent_from_its_admin_page(
             assert "caller" in roles and "dtmf" in roles
             long_turn = next(e for e in entries if LONG_ANSWER.startswith(e.text.strip()))
             assert long_turn.interrupted and 0 < (long_turn.heard_ms or 0) < 12000
-            review = await page.evaluate(f"{phone}.reviewUrl")
-            await page.goto(base + review)
+            assert await page.evaluate(f"{phone}.reviewUrl") == ""  # it may not read calls
+            await sync_to_async(kit.grant)(operator, "view_call")
+            await page.goto(f"{base}/admin/voiceconv/call/{call.pk}/change/")
             body = await page.locator("#content").inner_text()
             assert SHORT_ANSWER in body and "What are your opening hours?" in body
         finally:

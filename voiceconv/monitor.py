@@ -2,12 +2,14 @@
 
 :class:`LiveMonitorConsumer` is the page's WebSocket. It is routed behind
 ``AllowedHostsOriginValidator`` and ``AuthMiddlewareStack`` (see :mod:`voiceconv.routing`) and
-checks on connect that the user is active staff with ``voiceconv.view_call``; anyone else is
-closed (4403) before anything is sent. Its messages come through the channel layer (the
-call's feed group, or the list group), so the page works whichever process serves it and
-whichever holds the call. Staff who also have ``voiceconv.control_call`` can send control
-requests through it (hang up, say, whisper, transfer to a number the agent allows); they go
-through :mod:`voiceconv.control` like any other, recorded with the user's name.
+checks on connect that the user is active staff with ``voiceconv.view_call``, or, for one
+call's feed, that the user placed that call from the browser softphone and still has
+``voiceconv.place_browser_call`` (the softphone shows its own call's feed through this very
+socket); anyone else is closed (4403) before anything is sent. Its messages come through the
+channel layer (the call's feed group, or the list group), so the page works whichever process
+serves it and whichever holds the call. Staff who also have ``voiceconv.control_call`` can send
+control requests through it (hang up, say, whisper, transfer to a number the agent allows);
+they go through :mod:`voiceconv.control` like any other, recorded with the user's name.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ logger = logging.getLogger("voiceconv.monitor")
 
 VIEW_PERMISSION = "voiceconv.view_call"
 CONTROL_PERMISSION = "voiceconv.control_call"
+#: Lets staff call agents from the browser softphone, and watch the calls they placed.
+PLACE_CALL_PERMISSION = "voiceconv.place_browser_call"
 #: Actions the monitor's buttons send (the rest of voiceconv.control stays with code).
 MONITOR_ACTIONS = frozenset({"hang_up", "say", "whisper", "transfer"})
 #: Path of the monitor's websocket routes (see voiceconv.routing).
@@ -43,6 +47,41 @@ def may_watch(user: Any) -> bool:
 
 def may_control(user: Any) -> bool:
     return may_watch(user) and bool(user.has_perm(CONTROL_PERMISSION))
+
+
+def placed_from_the_browser(user: Any, call: Any) -> bool:
+    """Whether ``user`` placed ``call`` from the browser softphone and still may place such
+    calls (active staff with ``voiceconv.place_browser_call``).
+
+    The softphone's consumer records the caller's primary key as the custom parameter
+    ``user``, which the page itself cannot set.
+    """
+    params = getattr(call, "custom_parameters", None)
+    return bool(
+        call is not None
+        and call.direction == "browser"
+        and isinstance(params, dict)
+        and user is not None
+        and getattr(user, "is_authenticated", False)
+        and str(params.get("user", "")) == str(user.pk)
+        and user.is_active
+        and user.is_staff
+        and user.has_perm(PLACE_CALL_PERMISSION)
+    )
+
+
+def may_watch_call(user: Any, call_sid: str) -> bool:
+    """Whether ``user`` may watch this call's feed: with ``voiceconv.view_call``, or as the
+    one who placed it from the browser softphone."""
+    if may_watch(user):
+        return True
+    # Imported here, not at the top: the models need Django's app registry, and this module is
+    # importable before it is ready.
+    from voiceconv.models import Call
+
+    call = (Call.objects.filter(twilio_call_sid=call_sid)
+            .only("pk", "direction", "custom_parameters").first())
+    return placed_from_the_browser(user, call)
 
 
 def allowed_transfer_targets(call: Any) -> list[str]:
@@ -92,17 +131,20 @@ class LiveMonitorConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope.get("user")
+        route = self.scope.get("url_route")
+        self.call_sid = route["kwargs"].get("call_sid") if route else None
+        call_sid = self.call_sid
         allowed, self.can_control = await database_sync_to_async(
-            lambda: (may_watch(user), may_control(user))
+            lambda: (may_watch_call(user, call_sid) if call_sid else may_watch(user),
+                     may_control(user))
         )()
         if not allowed:
-            logger.warning("live monitor refused: %s is not staff with %s",
-                           getattr(user, "username", None) or "anonymous", VIEW_PERMISSION)
+            logger.warning("live monitor refused: %s is not staff with %s%s",
+                           getattr(user, "username", None) or "anonymous", VIEW_PERMISSION,
+                           " (nor placed this call from the softphone)" if call_sid else "")
             await self.close(code=4403)
             return
         self.user = user
-        route = self.scope.get("url_route")
-        self.call_sid = route["kwargs"].get("call_sid") if route else None
         self.group = feed_group(self.call_sid) if self.call_sid else LIST_GROUP
         if self.channel_layer is None:
             await self.close(code=4500)

@@ -14,9 +14,12 @@ call. Only the way in differs:
   the page is ignored (Twilio's way in is not accepted here), and the Twilio route never
   looks at a session.
 
-Besides Twilio's ``media``/``mark``/``clear``, the page receives two messages of its own:
-``{"event": "call", "call": {...}}`` once the call is recorded, and
-``{"event": "transcript", "transcript": {...}}`` for every finished turn.
+Besides Twilio's ``media``/``mark``/``clear``, the page receives one message of its own,
+``{"event": "call", "call": {"callSid", "agent", "feedPath", "reviewUrl"}}``, once the call is
+recorded. The live transcript beside the call is the live monitor's feed of that call
+(:mod:`voiceconv.monitor`, at ``feedPath``), which lets the user who placed a browser call
+watch it without ``voiceconv.view_call``; ``reviewUrl`` is given to those who may open the
+call in the admin.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from voiceconv.consumers import MediaStreamConsumer
-from voiceconv.events import TranscriptTurn
+from voiceconv.monitor import PLACE_CALL_PERMISSION, SOCKET_PATH, VIEW_PERMISSION
 from voiceconv.session import StreamStart
 
 logger = logging.getLogger("voiceconv.softphone")
 
 #: The permission a staff user needs to call agents from the browser.
-PERMISSION = "voiceconv.place_browser_call"
+PERMISSION = PLACE_CALL_PERMISSION
 #: Prefix of the call sids the server gives browser calls (Twilio's are ``CA…``).
 CALL_SID_PREFIX = "BR"
 #: Custom parameters the page may not set (the server sets them from the session).
@@ -71,6 +74,7 @@ class BrowserCallConsumer(MediaStreamConsumer):
         self.browser_call_pk: int | None = None
         self._start_seen = False
         self._pending_call_event: dict[str, Any] | None = None
+        self._may_review = False
 
     async def websocket_connect(self, message: WebSocketConnectEvent) -> None:
         user = self.scope.get("user")
@@ -145,8 +149,10 @@ class BrowserCallConsumer(MediaStreamConsumer):
             accountSid="", callSid=call_sid, streamSid=stream_sid, customParameters=params
         )
         msg["start"] = start
-        self._pending_call_event = {"callSid": call_sid, "agent": agent.slug,
-                                    "reviewUrl": _review_url(self.browser_call_pk)}
+        self._pending_call_event = {
+            "callSid": call_sid, "agent": agent.slug, "feedPath": f"{SOCKET_PATH}{call_sid}/",
+            "reviewUrl": _review_url(self.browser_call_pk) if self._may_review else "",
+        }
         return json.dumps(msg)
 
     def caller_name(self) -> str:
@@ -174,10 +180,12 @@ class BrowserCallConsumer(MediaStreamConsumer):
             from_number=self.caller_name(),
             to_number=f"agent:{agent.slug}",
             status=Call.Status.RINGING,
-            custom_parameters=params,
+            # Who placed it (the page cannot set ``user``): they may watch its live feed.
+            custom_parameters={**params, "user": str(self.user.pk)},
             webhook_received_at=timezone.now(),
         )
         self.browser_call_pk = call.pk
+        self._may_review = bool(self.user.has_perm(VIEW_PERMISSION))
         return agent
 
     def start_refusal(self, start: StreamStart) -> str | None:
@@ -195,10 +203,6 @@ class BrowserCallConsumer(MediaStreamConsumer):
             await self.send_to_page({"event": "call", "streamSid": start.stream_sid,
                                      "call": event})
 
-    def make_recorder(self) -> Any:
-        recorder = super().make_recorder()
-        return None if recorder is None else _PageEchoingRecorder(recorder, self)
-
     async def send_to_page(self, message: dict[str, Any]) -> None:
         """Send one of the softphone's own messages (never on the audio path)."""
         if self._closed:
@@ -209,37 +213,6 @@ class BrowserCallConsumer(MediaStreamConsumer):
             )
         except Exception as exc:
             logger.debug("softphone page gone: %s", exc)
-
-    def echo_turn(self, turn: TranscriptTurn) -> None:
-        """Show a finished turn in the page's live transcript."""
-        if self._closed:
-            return
-        body = {
-            "role": turn.role,
-            "text": turn.text,
-            "offsetMs": turn.offset_ms,
-            "latencyMs": turn.latency_ms,
-            "interrupted": turn.interrupted,
-            "heardText": turn.heard_text,
-        }
-        sid = self.session.state.stream_sid if self.session is not None else None
-        self.spawn(self.send_to_page({"event": "transcript", "streamSid": sid,
-                                      "transcript": body}))
-
-
-class _PageEchoingRecorder:
-    """The call's recorder, also echoing finished turns to the page."""
-
-    def __init__(self, inner: Any, consumer: BrowserCallConsumer) -> None:
-        self._inner = inner
-        self._consumer = consumer
-
-    def turn(self, turn: TranscriptTurn) -> None:
-        self._inner.turn(turn)
-        self._consumer.echo_turn(turn)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 def _review_url(call_pk: int | None) -> str:

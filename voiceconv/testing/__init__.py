@@ -1,5 +1,5 @@
 """Public test kit: a Realtime stand-in, a Twilio Media Streams client, a Twilio REST stand-in,
-an ASGI server process and μ-law helpers.
+an ASGI server process (or one inside this process) and μ-law helpers.
 
 Everything public is importable from here; the pytest fixtures live in
 ``voiceconv.testing.fixtures`` (``pytest_plugins = ["voiceconv.testing.fixtures"]``).
@@ -23,6 +23,7 @@ from voiceconv.testing.audio import (
     ulaw_encode,
 )
 from voiceconv.testing.factory import TwilioStreamClientFactory
+from voiceconv.testing.inprocess import InProcessServer, InProcessServerError
 from voiceconv.testing.live_server import (
     GPTLiveStandIn,
     LiveStandInSession,
@@ -67,6 +68,8 @@ __all__ = [
     "ClearRecord",
     "FakeTwilioAPI",
     "GPTLiveStandIn",
+    "InProcessServer",
+    "InProcessServerError",
     "LiveStandInSession",
     "MarkRecord",
     "MediaRecord",

@@ -4,10 +4,16 @@
 // (agent and custom parameters), 20 ms mu-law `media` frames from the microphone, `mark`
 // echoes once the agent's audio before them has played, `dtmf` from the keypad and `stop`.
 // From the server: `media`, `mark` and `clear` (played by softphone-worklet.js with Twilio's
-// playout rules), plus `call` and `transcript` messages for the panel.
+// playout rules), plus one `call` message naming the call once it is recorded.
+//
+// The live transcript beside the call is the live monitor's feed of that call (live-feed.js,
+// through the monitor's socket at the `call` message's `feedPath`): the same turns, tool calls
+// with their results, barge-ins, key presses, control actions and system notes as the admin's
+// live call page.
 //
 // Every panel's state is on `panel.voiceconvSoftphone` (and `window.voiceconvSoftphones`):
-// counters of frames sent, audio received and played, marks and clears, and the transcript.
+// counters of frames sent, audio received and played, marks and clears; `transcript` (the
+// feed's turns) and `feedState`.
 (function () {
   "use strict";
 
@@ -51,6 +57,8 @@
       this.context = null;
       this.node = null;
       this.media = null;
+      this.feed = null;
+      this.feedTimer = null;
       this.resetStats();
       this.el("call").addEventListener("click", () => this.call());
       this.el("hangup").addEventListener("click", () => this.hangUp());
@@ -69,13 +77,16 @@
       this.error = "";
       this.seq = 0;
       this.chunk = 0;
-      this.transcript = [];
       this.stats = {
         framesSent: 0, mediaReceived: 0, bytesReceived: 0, marksReceived: 0, marksEchoed: 0,
         clearsReceived: 0, clears: 0, samplesPlayed: 0, audibleSamplesPlayed: 0,
         queuedSamples: 0, droppedSamples: 0, dtmfSent: 0,
       };
     }
+
+    get transcript() { return this.feed ? this.feed.turns : []; }
+
+    get feedState() { return this.feed ? this.feed.state : ""; }
 
     send(message) {
       if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
@@ -89,7 +100,9 @@
 
     async call() {
       if (this.state !== "idle" && this.state !== "ended") return;
+      this.closeFeed();
       this.resetStats();
+      this.el("transcript").replaceChildren();
       this.state = "connecting";
       this.render();
       try {
@@ -185,11 +198,25 @@
       } else if (msg.event === "call" && msg.call) {
         this.callSid = msg.call.callSid || "";
         this.reviewUrl = msg.call.reviewUrl || "";
+        if (msg.call.feedPath) this.openFeed(msg.call.feedPath);
         this.render();
-      } else if (msg.event === "transcript" && msg.transcript) {
-        this.transcript.push(msg.transcript);
-        this.renderTurn(msg.transcript);
       }
+    }
+
+    openFeed(path) {
+      this.closeFeed();
+      this.feed = new window.VoiceconvLiveFeed(path, this.el("transcript"), {
+        // Subscribed as the call starts: "not live yet" is not "ended".
+        endWhenNotLive: false,
+        onState: () => this.renderFeedState(),
+      });
+      this.feed.open();
+    }
+
+    closeFeed() {
+      if (this.feedTimer) clearTimeout(this.feedTimer);
+      this.feedTimer = null;
+      if (this.feed) this.feed.close();
     }
 
     dtmf(digit) {
@@ -209,6 +236,11 @@
     closed(code) {
       this.closeCode = code;
       this.teardown();
+      // The feed brings the last turns and the call's end after the stream closes; it stops
+      // by itself then (or here, if the end never comes).
+      if (this.feed && this.feed.state !== "ended") {
+        this.feedTimer = setTimeout(() => this.closeFeed(), 30000);
+      }
       if (this.state === "connecting" && !this.error) {
         this.error = code === 1006 ? "refused (no permission?)" : "closed (" + code + ")";
       }
@@ -247,6 +279,15 @@
         review.href = this.reviewUrl || "#";
       }
       this.renderStats();
+      this.renderFeedState();
+    }
+
+    renderFeedState() {
+      const out = this.el("feed-state");
+      if (!out) return;
+      const labels = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…",
+                       ended: "call ended", closed: "" };
+      out.textContent = this.feed ? (labels[this.feed.state] || "") : "";
     }
 
     renderStats() {
@@ -257,23 +298,6 @@
           + (s.samplesPlayed / 8000).toFixed(1) + " s of " + (s.bytesReceived / 8000).toFixed(1)
           + " s · marks " + s.marksEchoed + "/" + s.marksReceived + " · clears " + s.clears;
       }
-    }
-
-    renderTurn(turn) {
-      const list = this.el("transcript");
-      const item = document.createElement("li");
-      item.className = "vc-sp-turn vc-sp-" + turn.role;
-      const who = document.createElement("b");
-      who.textContent = turn.role + ": ";
-      item.appendChild(who);
-      item.appendChild(document.createTextNode(
-        turn.interrupted && turn.heardText != null ? turn.heardText + " …" : turn.text));
-      if (turn.latencyMs != null) {
-        const small = document.createElement("small");
-        small.textContent = " (" + turn.latencyMs + " ms)";
-        item.appendChild(small);
-      }
-      list.appendChild(item);
     }
   }
 
