@@ -34,7 +34,7 @@ from voiceconv.calllog import CallLog
 from voiceconv.capabilities import capabilities
 from voiceconv.conf import voiceconv_settings
 from voiceconv.events import CallInfo
-from voiceconv.gpt_live import OpenAILiveBackend, build_live_session
+from voiceconv.gpt_live import OpenAILiveBackend, build_live_session, opening_clip_for
 from voiceconv.layers import redis_timeout_problem
 from voiceconv.realtime import (
     OpenAIRealtimeBackend,
@@ -379,7 +379,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             # The Live part of the core takes over the call (its stream has started).
             self.session_config = self.get_live_session_config()
             self.session = LiveCallSession.adopt(
-                self.session, gap_ms=int(voiceconv_settings.GPT_LIVE_TURN_GAP_MS)
+                self.session, gap_ms=int(voiceconv_settings.GPT_LIVE_TURN_GAP_MS),
+                opening_clip=opening_clip_for(self.agent),
             )
             self.session.configure(
                 instructions=str(self.session_config.get("instructions") or ""),
@@ -707,9 +708,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 case RecordUsage(usage=usage):
                     if self.recorder is not None:
                         self.recorder.usage(usage)
-                case RecordSessionSeconds(seconds=seconds):
+                case RecordSessionSeconds(seconds=seconds, paused_seconds=paused):
                     if self.recorder is not None:
-                        self.recorder.session_seconds(seconds)
+                        self.recorder.session_seconds(seconds, paused)
                 case RecordFirstAudio():
                     if self.recorder is not None:
                         self.recorder.first_audio(timezone.now())
