@@ -367,6 +367,9 @@ class LiveCallSession(CallSession):
             self._live_item = None
         if item is None or clip is None:
             return []
+        if item.sent == 0:  # none of it was played: no turn
+            item.recorded = True
+            return []
         item.transcript = clip.text or f"[recorded clip: {clip.name}]"
         item.transcript_done = item.audio_done = True
         return self._maybe_record_item(item)

@@ -5,7 +5,7 @@ stream) through a running server (``--server URL``) or a server of this project 
 the call, says each ``--say`` line (espeak-ng) and ``--wav`` file, presses ``--dtmf`` keys,
 waits for every answer, prints the transcript with timings and saves what the agent said
 (``--record reply.wav``). The model is the real one (``OPENAI_API_KEY``) or, with
-``--standin``, the Realtime stand-in.
+``--standin``, the stand-in of the agent's speech backend (Realtime or GPT-Live).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class Command(BaseCommand):
         parser.add_argument("--server", metavar="URL",
                             help="a running server (http://127.0.0.1:8000); default: start one")
         parser.add_argument("--standin", action="store_true",
-                            help="talk to the Realtime stand-in instead of OpenAI")
+                            help="talk to the stand-in of the agent's backend (Realtime or "
+                                 "GPT-Live) instead of OpenAI")
         parser.add_argument("--timeout", type=float, default=30.0,
                             help="longest wait for an answer (s)")
 
@@ -50,7 +51,8 @@ class Command(BaseCommand):
         if options["server"] and options["standin"]:
             raise CommandError(
                 "--standin needs the server this command starts; for your own server, start "
-                "python -m voiceconv.testing.realtime_server and point its OPENAI_BASE_URL at it"
+                "python -m voiceconv.testing.realtime_server (or .live_server for GPT-Live "
+                "agents) and point its OPENAI_BASE_URL at it"
             )
         key = os.environ.get("OPENAI_API_KEY") or getattr(settings, "OPENAI_API_KEY", "")
         if not options["server"] and not options["standin"] and not key:
@@ -69,6 +71,7 @@ class Command(BaseCommand):
             self.stderr.write("espeak-ng is not installed: --say lines are sent as speech-like "
                               "sound, which only the stand-in understands")
         number = self.agent_number(options["agent"])
+        options["gpt_live"] = self.agent_backend(options["agent"]) == "gpt-live"
         try:
             asyncio.run(self.call(options, wavs, number))
         except (urllib.error.URLError, ConnectionError, OSError) as exc:
@@ -95,19 +98,35 @@ class Command(BaseCommand):
             "number in the admin, or call it from its admin page (the browser softphone)"
         )
 
+    def agent_backend(self, slug: str | None) -> str:
+        """The speech backend of the agent called (the default agent's without a slug)."""
+        # Imported here, not at the top: the models need Django's app registry.
+        from voiceconv.models import Agent
+
+        agent = (Agent.objects.filter(slug=slug) if slug
+                 else Agent.objects.filter(is_default=True, enabled=True)).first()
+        return str(agent.backend) if agent is not None else "realtime"
+
     async def call(self, options: dict[str, Any], wavs: list[tuple[str, bytes]],
                    number: str) -> None:
         # Imported here: voiceconv.testing needs the test dependencies (pytest-asyncio), so the
         # command's module (and its --help) loads without them.
-        from voiceconv.testing import RealtimeStandIn, ScriptedResponse, ServerProcess
+        from voiceconv.testing import (
+            GPTLiveStandIn,
+            RealtimeStandIn,
+            ScriptedResponse,
+            ServerProcess,
+        )
         from voiceconv.testing.conversation import Conversation, write_wav
 
         token = str(getattr(settings, "TWILIO_AUTH_TOKEN", "") or "")
         public_url = voiceconv_settings.PUBLIC_URL or None
-        standin = None
+        standin: RealtimeStandIn | GPTLiveStandIn | None = None
         server = None
         try:
-            if options["standin"]:
+            if options["standin"] and options.get("gpt_live"):
+                standin = await GPTLiveStandIn(api_key="sk-standin").start()
+            elif options["standin"]:
                 standin = await RealtimeStandIn(api_key="sk-standin", speed_factor=1.0).start()
             if options["server"]:
                 url = options["server"]

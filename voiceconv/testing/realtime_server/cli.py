@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 from typing import Any
 
 from voiceconv.testing.realtime_server.script import ScriptedResponse
 from voiceconv.testing.realtime_server.server import RealtimeStandIn
+from voiceconv.testing.standin_cli import add_common_arguments, how_to_point, serve
 
 __all__ = ["main"]
 
@@ -34,17 +34,6 @@ def _summary(standin: RealtimeStandIn) -> list[dict[str, Any]]:
     ]
 
 
-def _how_to_point(standin: RealtimeStandIn) -> str:
-    key = standin.api_key or "sk-anything"
-    return (
-        f"Realtime stand-in listening on {standin.ws_url}/realtime (GA protocol).\n"
-        "Point a voiceconv server at it (the openai SDK reads both variables):\n"
-        f"  OPENAI_BASE_URL={standin.base_url} OPENAI_API_KEY={key} "
-        "uv run python manage.py runserver\n"
-        "Stop it with Ctrl-C or SIGTERM."
-    )
-
-
 async def _main(args: argparse.Namespace) -> int:
     responses: list[ScriptedResponse] = []
     if args.responses:
@@ -62,24 +51,10 @@ async def _main(args: argparse.Namespace) -> int:
         default_response=default,
         caller_transcripts=args.caller_transcript or (),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await standin.start()
-    try:
-        # The first line is the base URL alone, for scripts that read it.
-        print(standin.base_url, flush=True)
-        if not args.quiet:
-            print(_how_to_point(standin), flush=True)
-        await stop.wait()
-    finally:
-        # Stop at once: open sockets get a close frame, and no one waits for their answer.
-        await standin.stop(close_timeout=0.5)
-    if args.record:
-        with open(args.record, "w", encoding="utf-8") as fh:
-            json.dump(_summary(standin), fh, indent=1)
-    return 0
+    return await serve(
+        standin, args, lambda: how_to_point(standin, "Realtime (GA protocol)"),
+        lambda: _summary(standin),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,23 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
             "the openai SDK's types. Prints its base URL, then how to point a server at it."
         ),
     )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=0, help="port to listen on (0 picks a free one)"
-    )
-    parser.add_argument(
-        "--api-key",
-        default=None,
-        help="accept only this bearer key (default: any non-empty key)",
-    )
-    parser.add_argument(
-        "--refuse-status",
-        type=int,
-        default=None,
-        help="refuse every connection with this HTTP status (e.g. 429, 500)",
-    )
+    add_common_arguments(parser)
     parser.add_argument(
         "--speed-factor",
         type=float,
@@ -137,28 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--responses",
         default=None,
         help="JSON file with a list of ScriptedResponse objects, answered in order",
-    )
-    parser.add_argument(
-        "--caller-transcript",
-        action="append",
-        default=None,
-        help="transcript of the caller's next turn (repeat for later turns)",
-    )
-    parser.add_argument(
-        "--record",
-        default=None,
-        help="on exit, write a JSON summary of every session to this file",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="level of the stand-in's own log on stderr (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="print only the base URL, not how to point a server at it",
     )
     return parser
 
