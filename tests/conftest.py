@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import wave
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -44,6 +45,16 @@ def database_url() -> str:
 @pytest.fixture(scope="session")
 def standin_port() -> int:
     return free_port()
+
+
+def write_pcm_wav(path: Path, pcm16: bytes, rate: int = 24000) -> Path:
+    """A mono 16-bit PCM WAV file of ``pcm16`` at ``rate`` (a clip for ``VOICECONV["CLIPS"]``)."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm16)
+    return path
 
 
 def server_env(standin_port: int, **voiceconv: object) -> dict[str, str]:

@@ -8,14 +8,13 @@ import base64
 import contextlib
 import json
 import time
-import wave
 from array import array
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.conftest import OPENAI_KEY, ROOT, server_env
+from tests.conftest import OPENAI_KEY, ROOT, server_env, write_pcm_wav
 from tests.e2e import OPEN, enter_call, eventually, wait_for_call
 from voiceconv.pricing import session_cost
 from voiceconv.session.live_side import CLIP_EVENT_ID
@@ -60,12 +59,7 @@ def gpt_live_server(
 ) -> Iterator[ServerProcess]:
     """The example project, its OpenAI side (OPENAI_BASE_URL) at the GPT-Live stand-in, with
     one recorded clip (``notice``)."""
-    path = tmp_path_factory.mktemp("clips") / "notice.wav"
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(24000)
-        wav.writeframes(clip_pcm())
+    path = write_pcm_wav(tmp_path_factory.mktemp("clips") / "notice.wav", clip_pcm())
     clips = {"notice": {"path": str(path), "text": CLIP_TEXT}}
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         env = server_env(live_port, CLIPS=clips)
@@ -219,15 +213,16 @@ async def test_an_opening_clip_plays_word_for_word_before_the_greeting(
     live.answers.append(ScriptedLiveAnswer(GREETING, audio=greeting_audio))
     live.caller_transcripts.append("hello is anyone there")
     clip_audio = fixture_to_ulaw(clip_pcm())
-    client = await enter_call(gpt_live_server, realtime=True)
+    client = await enter_call(gpt_live_server)
     await client.send_silence(100)
     session = await live.wait_for_session(0, timeout=10)
     await talk_until(client, lambda: session.fixtures != [])
     # The caller talks over the clip: its input is muted, so this is no barge-in.
     await client.send_audio(speech_like(500, seed=7))
     await talk_until(
-        client, lambda: client.received_bytes >= len(clip_audio) + len(greeting_audio))
-    await client.send_silence(1000)
+        client, lambda: client.received_bytes >= len(clip_audio) + len(greeting_audio),
+        timeout=30)
+    await client.wait_for_playback()  # the caller hears all of it
 
     sent = [e for e in session.received if e["type"] != "session.start"]
     play, described, greeting = sent[:3]

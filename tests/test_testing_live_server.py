@@ -38,6 +38,16 @@ START = {
 }
 
 
+GREET = {"type": "session.commentary.append", "content": "Greet.", "delegation_id": None}
+
+
+async def send_audio(conn: Any, payload: bytes) -> None:
+    """Caller audio in 20 ms appends."""
+    for i in range(0, len(payload), 160):
+        await conn.send({"type": "session.input_audio.append",
+                         "audio": base64.b64encode(payload[i:i + 160]).decode()})
+
+
 async def until(conn: Any, etype: str, seen: list[Any], timeout: float = 10.0) -> Any:
     async def loop() -> Any:
         while True:
@@ -86,9 +96,7 @@ async def test_caller_speech_interrupts_and_is_transcribed() -> None:
                              "delegation_id": None})
             await until(conn, "session.output_audio.delta", seen)
             payload = speech_like(600, seed=1) + silence(600)
-            for i in range(0, len(payload), 160):
-                await conn.send({"type": "session.input_audio.append",
-                                 "audio": base64.b64encode(payload[i:i + 160]).decode()})
+            await send_audio(conn, payload)
             first = await until(conn, "session.input_transcript.delta", seen)
             assert first.delta == "stop"
             await until(conn, "session.usage.updated", seen)
@@ -147,8 +155,9 @@ async def test_start_fault() -> None:
             assert err.type == "error" and err.error.code == "invalid_api_key"
 
 
-async def started_conn(s: GPTLiveStandIn) -> tuple[Any, list[Any]]:
-    client = AsyncOpenAI(api_key="sk-test", base_url=s.base_url)
+async def started_conn(base_url: str, key: str = "sk-test") -> tuple[Any, list[Any]]:
+    """A started session on the stand-in at ``base_url``: the connection and what it got."""
+    client = AsyncOpenAI(api_key=key, base_url=base_url)
     conn = await client.live.connect().enter()
     await conn.send(START)
     seen: list[Any] = []
@@ -167,7 +176,7 @@ async def test_a_fixture_plays_between_playing_and_played_with_the_caller_muted(
     # No lead: the clip streams at the pace of the caller's audio, so it plays on while the
     # caller speaks over it.
     async with GPTLiveStandIn(answers=answers, lead_ms=0) as s:
-        conn, seen = await started_conn(s)
+        conn, seen = await started_conn(s.base_url)
         try:
             await conn.send({"type": "session.commentary.append", "content": "Greet.",
                              "delegation_id": None})
@@ -182,9 +191,7 @@ async def test_a_fixture_plays_between_playing_and_played_with_the_caller_muted(
             refused = await until(conn, "error", seen)
             assert refused.error.code == "fixture_active"
             payload = speech_like(400, seed=5) + silence(800)
-            for i in range(0, len(payload), 160):
-                await conn.send({"type": "session.input_audio.append",
-                                 "audio": base64.b64encode(payload[i:i + 160]).decode()})
+            await send_audio(conn, payload)
             played = await until(conn, "session.output_audio.fixture.played", seen)
             assert played.client_event_id == "clip1"
         finally:
@@ -204,7 +211,7 @@ async def test_a_fixture_plays_between_playing_and_played_with_the_caller_muted(
 
 async def test_a_bad_fixture_is_refused_before_anything_stops() -> None:
     async with GPTLiveStandIn() as s:
-        conn, seen = await started_conn(s)
+        conn, seen = await started_conn(s.base_url)
         try:
             too_long = base64.b64encode(b"\x00" * (FIXTURE_MAX_BYTES + 2)).decode()
             for audio in ("AA==", too_long):  # odd bytes (not PCM16), over 30 s
@@ -221,7 +228,7 @@ async def test_a_bad_fixture_is_refused_before_anything_stops() -> None:
 async def test_a_client_delegation_waits_for_the_clients_reply_for_its_id() -> None:
     answers = [ScriptedLiveAnswer(delegate_to_client=True), ScriptedLiveAnswer("Next one.")]
     async with GPTLiveStandIn(answers=answers) as s:
-        conn, seen = await started_conn(s)
+        conn, seen = await started_conn(s.base_url)
         try:
             await conn.send({"type": "session.commentary.append", "content": "Greet.",
                              "delegation_id": None})
@@ -247,7 +254,7 @@ async def test_scripted_fragments_and_faults() -> None:
         ScriptedLiveAnswer(close_reason="expired"),
     ]
     async with GPTLiveStandIn(answers=answers, lead_ms=5000) as s:
-        conn, seen = await started_conn(s)
+        conn, seen = await started_conn(s.base_url)
         try:
             for _ in range(3):
                 await conn.send({"type": "session.commentary.append", "content": "Go.",
@@ -294,14 +301,10 @@ async def test_the_command_line_serves_until_sigterm_and_records_sessions(tmp_pa
         guide = (await asyncio.wait_for(proc.stdout.readuntil(b"SIGTERM."), 10)).decode()
         assert f"OPENAI_BASE_URL={base_url} OPENAI_API_KEY=sk-local" in guide
         assert "/live/sessions" in guide
-        client = AsyncOpenAI(api_key="sk-local", base_url=base_url)
-        async with client.live.connect() as conn:
-            await conn.send(START)  # type: ignore[arg-type]
-            seen: list[Any] = []
-            await until(conn, "session.started", seen)
-            await conn.send({"type": "session.commentary.append", "content": "Greet.",
-                             "delegation_id": None})
-            await until(conn, "session.usage.updated", seen)
+        conn, seen = await started_conn(base_url, "sk-local")
+        await conn.send(GREET)
+        await until(conn, "session.usage.updated", seen)
+        await conn.close()
         said = "".join(e.delta for e in seen if e.type == "session.output_transcript.delta")
         assert said == "Hi there"
     finally:
@@ -312,7 +315,7 @@ async def test_the_command_line_serves_until_sigterm_and_records_sessions(tmp_pa
     assert summary["output_ms"] == 400 and summary["protocol_violations"] == []
 
 
-def test_the_command_line_help_describes_every_option() -> None:
+async def test_the_command_line_help_describes_every_option() -> None:
     parser = build_parser()
     assert parser.description
     for action in parser._actions:

@@ -11,13 +11,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
-from collections.abc import Callable
-from typing import Any
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from voiceconv.testing.listener import StandInListener
 
-__all__ = ["add_common_arguments", "how_to_point", "serve"]
+__all__ = [
+    "add_common_arguments",
+    "add_script_arguments",
+    "how_to_point",
+    "listener_options",
+    "read_script",
+    "run",
+    "serve",
+]
+
+T = TypeVar("T")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +75,57 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_script_arguments(
+    parser: argparse.ArgumentParser, noun: str, default_text: str, example: str = ""
+) -> None:
+    """``--<noun>-text``, ``--<noun>-audio-ms`` and ``--<noun>s FILE``: the scripted model."""
+    parser.add_argument(
+        f"--{noun}-text",
+        default=default_text,
+        help=f"what every {noun} says when --{noun}s is used up (default: %(default)r)",
+    )
+    parser.add_argument(
+        f"--{noun}-audio-ms",
+        type=int,
+        default=None,
+        help=f"audio length of each {noun} (default: 60 ms per character)",
+    )
+    parser.add_argument(
+        f"--{noun}s",
+        default=None,
+        help=f"JSON file with a list of scripted {noun}s, said in order{example}",
+    )
+
+
+def listener_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The common options as stand-in keyword arguments."""
+    return {
+        "host": args.host,
+        "port": args.port,
+        "api_key": args.api_key,
+        "refuse_status": args.refuse_status,
+        "caller_transcripts": args.caller_transcript or (),
+    }
+
+
+def read_script(path: str | None, build: Callable[[Mapping[str, Any]], T]) -> list[T]:
+    """The scripted items of a ``--responses`` / ``--answers`` JSON file (none without one)."""
+    if not path:
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [build(entry) for entry in json.load(fh)]
+
+
+def run(
+    parser: argparse.ArgumentParser, argv: list[str] | None,
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+) -> int:
+    """Parse ``argv``, set up the stand-in's log on stderr, run ``main(args)``."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr)
+    return asyncio.run(main(args))
+
+
 def how_to_point(standin: StandInListener[Any], what: str) -> str:
     """The lines that tell how to point a voiceconv server at ``standin``."""
     key = standin.api_key or "sk-anything"
@@ -79,10 +142,11 @@ async def serve(
     standin: StandInListener[Any],
     args: argparse.Namespace,
     guide: Callable[[], str],
-    summary: Callable[[], list[dict[str, Any]]],
+    summary: Callable[[Any], dict[str, Any]],
 ) -> int:
     """Start ``standin``, print its base URL (and ``guide()`` unless ``--quiet``), serve until
-    SIGTERM or SIGINT, stop at once, then write ``summary()`` to ``--record``."""
+    SIGTERM or SIGINT, stop at once, then write each session's ``summary(session)`` to
+    ``--record``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -98,5 +162,5 @@ async def serve(
         await standin.stop(close_timeout=0.5)
     if args.record:
         with open(args.record, "w", encoding="utf-8") as fh:
-            json.dump(summary(), fh, indent=1)
+            json.dump([summary(session) for session in standin.sessions], fh, indent=1)
     return 0
