@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import wave
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,16 @@ def post_as_twilio(path: str, form: Mapping[str, str], *, sign: bool = True) -> 
 @pytest.fixture(scope="session")
 def standin_port() -> int:
     return free_port()
+
+
+def write_pcm_wav(path: Path, pcm16: bytes, rate: int = 24000) -> Path:
+    """A mono 16-bit PCM WAV file of ``pcm16`` at ``rate`` (a clip for ``VOICECONV["CLIPS"]``)."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm16)
+    return path
 
 
 def server_env(standin_port: int, **voiceconv: object) -> dict[str, str]:

@@ -129,3 +129,19 @@ def test_an_unreachable_server_is_reported() -> None:
     assert done.returncode != 0
     assert "server unreachable" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_call_to_a_gpt_live_agent_talks_to_the_gpt_live_standin() -> None:
+    from voiceconv.models import Agent, Call
+
+    agent = Agent.objects.get(is_default=True)
+    agent.backend, agent.model, agent.greeting = Agent.Backend.GPT_LIVE, "", ""
+    agent.save()
+    done = run_command("--standin", "--say", "What time is it?")
+    assert done.returncode == 0, done.stderr
+    transcript = done.stdout.split("transcript:", 1)[1]
+    assert "caller: hello" in transcript
+    assert "assistant: Hello! How can I help you today?" in transcript
+    call = Call.objects.order_by("-created_at").first()
+    assert call is not None and call.model == "gpt-live-1"
+    assert call.session_seconds and call.estimated_cost > 0  # priced from its seconds

@@ -8,13 +8,16 @@ import base64
 import contextlib
 import json
 import time
+from array import array
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.conftest import OPENAI_KEY, ROOT, server_env
+from tests.conftest import OPENAI_KEY, ROOT, server_env, write_pcm_wav
 from tests.e2e import OPEN, enter_call, eventually, wait_for_call
+from voiceconv.pricing import session_cost
+from voiceconv.session.live_side import CLIP_EVENT_ID
 from voiceconv.testing import (
     GPTLiveStandIn,
     ScriptedDelegation,
@@ -23,14 +26,25 @@ from voiceconv.testing import (
     free_port,
     silence,
     speech_like,
+    ulaw_decode,
 )
+from voiceconv.testing.live_server.speech import fixture_to_ulaw
 from voiceconv.testing.server import ServerProcess
+from voiceconv.transcripts import entry_as_dict
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 GREETING = "Hello, you are through to the shop."
 ANSWER = "It is a quarter past ten."
 STORY = "Once upon a time there was a very long story " * 4
+CLIP_TEXT = "This call is recorded for quality and training."
+
+
+def clip_pcm() -> bytes:
+    """3 s of speech-like PCM16 at 24 kHz (each 8 kHz sample three times)."""
+    narrow = array("h")
+    narrow.frombytes(ulaw_decode(speech_like(3000, seed=21)))
+    return array("h", (v for v in narrow for _ in range(3))).tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +54,15 @@ def live_port() -> int:
 
 @pytest.fixture(scope="module")
 def gpt_live_server(
-    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, live_port: int
+    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, live_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerProcess]:
-    """The example project, its OpenAI side (OPENAI_BASE_URL) at the GPT-Live stand-in."""
+    """The example project, its OpenAI side (OPENAI_BASE_URL) at the GPT-Live stand-in, with
+    one recorded clip (``notice``)."""
+    path = write_pcm_wav(tmp_path_factory.mktemp("clips") / "notice.wav", clip_pcm())
+    clips = {"notice": {"path": str(path), "text": CLIP_TEXT}}
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        env = server_env(live_port)
+        env = server_env(live_port, CLIPS=clips)
     with ServerProcess(env=env, cwd=ROOT) as server:
         yield server
 
@@ -70,12 +88,13 @@ async def talk_until(client: TwilioStreamClient, predicate: Callable[[], bool],
         await asyncio.sleep(0.01)
 
 
-def live_agent(*tools: str) -> None:
+def live_agent(*tools: str, opening_clip: str = "") -> None:
     from voiceconv.models import Agent, ToolDefinition
 
     agent = Agent.objects.get(is_default=True)
     agent.backend = Agent.Backend.GPT_LIVE
     agent.model = ""
+    agent.opening_clip = opening_clip
     agent.greeting = "Greet the caller."
     agent.save()
     agent.tools.set([ToolDefinition.objects.get_or_create(name=n)[0] for n in tools])
@@ -162,6 +181,9 @@ async def test_a_gpt_live_call_end_to_end(
     assert any(e["type"] == "session.close" for e in session.received)
     closed = next(e for e in session.sent if e["type"] == "session.closed")
     assert call.session_seconds == closed["usage"]["seconds"] > 0
+    # Priced from those seconds (no split reported: all at the active rate), per minute too.
+    assert call.estimated_cost == session_cost("gpt-live-1", call.session_seconds) > 0
+    assert call.cost_per_minute is not None and call.cost_per_minute > 0
     entries = await sync_to_async(list)(call.transcript_entries.order_by("sequence"))
     roles = [(e.role, e.text) for e in entries]
     # Turns built from the timed fragments, one per speaker turn.
@@ -177,6 +199,56 @@ async def test_a_gpt_live_call_end_to_end(
     assert 0 < story.heard_ms < story.total_ms
     invocation = await call.tool_invocations.afirst()
     assert invocation.tool_name == "get_time"
+    # The export carries the cost.
+    exported = await sync_to_async(entry_as_dict)(entries[0])
+    assert exported["call_cost"]["estimated_cost_usd"] == str(call.estimated_cost)
+    assert exported["call_cost"]["session_seconds"] == call.session_seconds
+
+
+async def test_an_opening_clip_plays_word_for_word_before_the_greeting(
+    gpt_live_server: ServerProcess, live: GPTLiveStandIn
+) -> None:
+    await sync_to_async(live_agent)(opening_clip="notice")
+    greeting_audio = speech_like(800, seed=13)
+    live.answers.append(ScriptedLiveAnswer(GREETING, audio=greeting_audio))
+    live.caller_transcripts.append("hello is anyone there")
+    clip_audio = fixture_to_ulaw(clip_pcm())
+    client = await enter_call(gpt_live_server)
+    await client.send_silence(100)
+    session = await live.wait_for_session(0, timeout=10)
+    await talk_until(client, lambda: session.fixtures != [])
+    # The caller talks over the clip: its input is muted, so this is no barge-in.
+    await client.send_audio(speech_like(500, seed=7))
+    await talk_until(
+        client, lambda: client.received_bytes >= len(clip_audio) + len(greeting_audio),
+        timeout=30)
+    await client.wait_for_playback()  # the caller hears all of it
+
+    sent = [e for e in session.received if e["type"] != "session.start"]
+    play, described, greeting = sent[:3]
+    assert play["type"] == "session.output_audio.fixture.play"
+    assert play["event_id"] == CLIP_EVENT_ID and base64.b64decode(play["audio"]) == clip_pcm()
+    assert described == {"type": "session.instructions.append", "delegation_id": None,
+                         "content": f"[The caller has just heard this recorded message: "
+                                    f"{CLIP_TEXT}]"}
+    assert greeting["type"] == "session.commentary.append"  # only once the clip had played
+    types = [e["type"] for e in session.sent]
+    playing = types.index("session.output_audio.fixture.playing")
+    assert playing < types.index("session.output_audio.fixture.played")
+    received = b"".join(base64.b64decode(p) for _, p in client.received_media)
+    assert received.startswith(clip_audio + greeting_audio)
+    assert session.interruptions == [] and client.clear_records == []
+    assert session.protocol_violations == [] and client.violations == []
+
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True)
+    entries = await sync_to_async(list)(call.transcript_entries.order_by("sequence"))
+    spoken = [(e.role, e.text) for e in entries if e.role == "assistant"]
+    assert spoken[:2] == [("assistant", CLIP_TEXT), ("assistant", GREETING)]
+    clip_entry = next(e for e in entries if e.text == CLIP_TEXT)
+    assert clip_entry.total_ms == len(clip_audio) // 8 and not clip_entry.interrupted
+    assert not any(e.role == "caller" for e in entries)  # dropped while the clip played
+    assert call.estimated_cost > 0
 
 
 async def test_gpt_live_refusing_session_start_ends_the_call_with_the_apology(

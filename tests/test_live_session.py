@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from tests.test_call import SID, start_msg
 from voiceconv.session import (
     CallSession,
+    EndCall,
     FlushEarlyAudio,
     Log,
     RecordBargeIn,
@@ -21,7 +23,8 @@ from voiceconv.session import (
     StartStream,
     ToolOutcome,
 )
-from voiceconv.session.live_side import LiveCallSession
+from voiceconv.session.live_rules import CLIENT_DELEGATION_REPLY
+from voiceconv.session.live_side import CLIP_EVENT_ID, LiveCallSession
 from voiceconv.testing import validate_live_client_event
 
 
@@ -231,3 +234,92 @@ def test_malformed_events_are_logged_and_ignored() -> None:
     (log,) = call.s.receive_realtime('{"type":"session.output_audio.delta","delta":"%%%"}')  # type: ignore[misc]
     assert isinstance(log, Log)
     assert call.event(type="session.bogus") == []
+
+
+def test_usage_keeps_the_paused_share_of_the_seconds() -> None:
+    call = LiveCall()
+    started(call)
+    a = call.event(type="session.usage.updated", event_id="e",
+                   usage={"seconds": 90, "active_seconds": 60, "paused_seconds": 30})
+    assert a == [RecordSessionSeconds(90.0, 30.0)]
+    odd = call.event(type="session.usage.updated", event_id="e",
+                     usage={"seconds": 100, "paused_seconds": -4})
+    assert odd == [RecordSessionSeconds(100.0, None)]  # a split that makes no sense: none
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str = "notice"
+    audio: str = base64.b64encode(b"\x00\x01" * 2400).decode()  # 100 ms of PCM16 at 24 kHz
+    text: str = "This call is recorded."
+
+
+def test_the_opening_clip_plays_before_the_greeting_and_holds_other_lines() -> None:
+    call = LiveCall(greeting="Greet the caller.", opening_clip=Clip())
+    started(call)
+    (play,) = call.sent
+    assert play == {"type": "session.output_audio.fixture.play", "audio": Clip.audio,
+                    "event_id": CLIP_EVENT_ID}
+    # The clip's audio comes as output deltas; lines asked for meanwhile wait for it.
+    call.event(type="session.output_audio.fixture.playing", event_id="e",
+               client_event_id=CLIP_EVENT_ID)
+    call.event(type="session.output_audio.delta", delta=b64(800))
+    assert call.s.say("The office closes at five.") == []
+    call.event(type="session.output_audio.fixture.played", event_id="e",
+               client_event_id="someone_else")  # not ours: still playing
+    assert call.s.clip_state == "playing"
+    after = call.event(type="session.output_audio.fixture.played", event_id="e",
+                       client_event_id=CLIP_EVENT_ID)
+    assert [(e["type"], e["content"]) for e in call.sent[1:]] == [
+        ("session.instructions.append",
+         "[The caller has just heard this recorded message: This call is recorded.]"),
+        ("session.commentary.append", "The office closes at five."),
+        ("session.commentary.append", "Greet the caller."),
+    ]
+    assert turns(after) == []  # recorded once heard
+    (clip,) = turns(call.echo_all())
+    assert (clip.role, clip.text, clip.total_ms, clip.interrupted) == (
+        "assistant", "This call is recorded.", 100, False)
+    # The greeting's audio is a turn of its own.
+    call.event(type="session.output_audio.delta", delta=b64(160))
+    assert len(call.s.playback.items) == 2
+
+
+def test_a_clip_the_service_refuses_is_logged_and_the_greeting_follows() -> None:
+    call = LiveCall(greeting="Greet the caller.", opening_clip=Clip(text=""))
+    started(call)
+    actions = call.event(type="error", event_id="e", error={
+        "type": "invalid_request_error", "code": "invalid_fixture_audio", "message": "bad",
+        "client_event_id": CLIP_EVENT_ID})
+    assert any(isinstance(a, Log) and "opening clip not played" in a.message for a in actions)
+    assert not any(isinstance(a, EndCall) for a in actions)  # the call goes on
+    assert call.sent[-1]["content"] == "Greet the caller."
+    assert turns(call.s.finish()) == []  # nothing played, nothing recorded
+
+
+def test_a_client_delegation_is_declined_at_once_for_its_id() -> None:
+    call = LiveCall()
+    started(call)
+    actions = call.event(type="session.delegation.created", event_id="e", offset_ms=10,
+                         delegation={"id": "d7", "target": "client", "type": "delegation"})
+    assert not any(isinstance(a, RunTools) for a in actions)
+    (reply,) = call.sent
+    assert reply == {"type": "session.thinking.append", "delegation_id": "d7",
+                     "content": CLIENT_DELEGATION_REPLY}
+
+
+def test_a_pause_longer_than_the_gap_splits_the_assistants_words_into_two_turns() -> None:
+    call = LiveCall(gap_ms=800)
+    started(call)
+    call.event(type="session.output_audio.delta", delta=b64(3200))  # 400 ms
+    call.event(type="session.output_transcript.delta", event_id="e", delta="First part.",
+               start_ms=0, end_ms=400)
+    call.event(type="session.output_transcript.delta", event_id="e", delta=" Still first.",
+               start_ms=1200, end_ms=1500)  # 800 ms after: the same turn
+    split = call.event(type="session.output_transcript.delta", event_id="e",
+                       delta=" Second part.", start_ms=2301, end_ms=2600)  # 801 ms: a new one
+    call.event(type="session.output_audio.delta", delta=b64(2400))  # its audio, 300 ms
+    (first,) = turns(split + call.echo_all())
+    assert (first.text, first.total_ms) == ("First part. Still first.", 400)
+    (second,) = turns(call.s.finish())
+    assert (second.role, second.text, second.total_ms) == ("assistant", "Second part.", 300)

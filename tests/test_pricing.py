@@ -11,12 +11,14 @@ from openai.types.realtime.realtime_response_usage import RealtimeResponseUsage
 from voiceconv.events import Usage
 from voiceconv.models import Call
 from voiceconv.pricing import (
+    ALL_PRICE_KEYS,
     DEFAULT_PRICES,
-    PRICE_KEYS,
     PRICES_AS_OF,
     PRICES_SOURCE,
+    SESSION_PRICE_KEYS,
     cost_per_minute,
     estimate_cost,
+    session_cost,
 )
 
 USAGE = {
@@ -42,8 +44,51 @@ def test_usage_counts_every_kind_of_token_of_response_done() -> None:
 def test_the_price_table_is_dated_sourced_and_complete() -> None:
     assert PRICES_AS_OF and "openai.com" in PRICES_SOURCE
     for model, row in DEFAULT_PRICES.items():
-        assert set(row) == set(PRICE_KEYS), model
-        assert row["input_cached_audio"] < row["input_audio"], model
+        assert set(row) == set(ALL_PRICE_KEYS), model
+        if model.startswith("gpt-live"):  # priced by the minute of session, not by tokens
+            assert all(row[k] == 0 for k in ALL_PRICE_KEYS if k not in SESSION_PRICE_KEYS)
+            assert row["session_paused_minute"] < row["session_active_minute"], model
+        else:
+            assert row["input_cached_audio"] < row["input_audio"], model
+    # GPT-Live's rates are implementers' reports: the source says so.
+    assert "gpt-live-1" in DEFAULT_PRICES and "gpt-live-1.1" in DEFAULT_PRICES
+    assert "confirm" in PRICES_SOURCE and "$0.05 per active minute" in PRICES_SOURCE
+
+
+def test_gpt_live_seconds_cost_the_active_and_paused_rates() -> None:
+    assert session_cost("gpt-live-1", 60) == Decimal("0.050000")  # no split: all active
+    assert session_cost("gpt-live-1.1", 90) == Decimal("0.075000")
+    # 120 s of which 60 paused: a minute at each rate.
+    assert session_cost("gpt-live-1", 120, 60) == Decimal("0.070000")
+    assert session_cost("gpt-live-1", 30, 90) == Decimal("0.010000")  # paused capped at total
+    assert session_cost("gpt-live-1", None) == Decimal("0")
+    # A GPT-Live model not in the table gets the default row's session rates.
+    assert session_cost("gpt-live-9", 60) == Decimal("0.050000")
+    # Seconds cost nothing at a Realtime model's prices (it bills tokens).
+    assert session_cost("gpt-realtime-2.1", 60) == Decimal("0")
+
+
+@pytest.mark.django_db
+def test_a_gpt_live_call_is_priced_by_its_session_seconds() -> None:
+    call = Call(twilio_call_sid="CA" + "8" * 32, model="gpt-live-1", duration_seconds=150)
+    assert call.billed_by_session and call.estimated_cost == 0
+    call.set_session_seconds(150, 30)
+    assert call.estimated_cost == session_cost("gpt-live-1", 150, 30) == Decimal("0.110000")
+    assert call.cost_per_minute == Decimal("0.044000")
+    call.save()
+    saved = Call.objects.get(pk=call.pk)
+    assert (saved.session_seconds, saved.session_paused_seconds) == (150, 30)
+    assert saved.compute_cost() == Decimal("0.110000")
+    summary = saved.cost_summary()
+    assert summary["estimated_cost_usd"] == "0.110000" and summary["session_seconds"] == 150
+    realtime = Call(twilio_call_sid="CA" + "9" * 32, model="gpt-realtime-2.1")
+    assert not realtime.billed_by_session
+
+
+@override_settings(VOICECONV={"PRICES": {"gpt-live-1": {"session_active_minute": "0.06"}}})
+def test_gpt_live_prices_are_overridable_through_the_same_setting() -> None:
+    assert session_cost("gpt-live-1", 60, 30) == Decimal("0.030000")  # paused: not given, 0
+    assert session_cost("gpt-live-1.1", 60) == Decimal("0.050000")  # the built-in row
 
 
 def test_cost_prices_each_kind_at_its_own_rate() -> None:

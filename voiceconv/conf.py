@@ -145,8 +145,10 @@ DEFAULTS: dict[str, Any] = {
     "APOLOGY_AUDIO": None,
     # Default seconds a tool may run before its call is answered with a timeout error.
     "TOOL_TIMEOUT": 10.0,
-    # USD per 1M tokens by model, over the built-in list prices (see voiceconv.models.calls):
-    # {"gpt-realtime-2.1": {"input_text": "4.00", "input_audio": "32.00", ...}}.
+    # Prices by model, over the built-in list prices (voiceconv.pricing): USD per 1M tokens,
+    # {"gpt-realtime-2.1": {"input_text": "4.00", "input_audio": "32.00", ...}}, and for
+    # GPT-Live USD per minute, {"gpt-live-1": {"session_active_minute": "0.05",
+    # "session_paused_minute": "0.02"}}.
     "PRICES": {},
     # Most call records (transcript turns, usage, tool calls, call start/end) the process holds
     # while the database is unavailable; beyond it new records are dropped, each with an ERROR
@@ -205,6 +207,10 @@ DEFAULTS: dict[str, Any] = {
     "GPT_LIVE_DELEGATION_MODEL": "gpt-5-mini",
     # Caller/assistant transcript fragments further apart than this start a new turn (ms).
     "GPT_LIVE_TURN_GAP_MS": 800,
+    # Recorded clips GPT-Live agents play word for word (an agent's opening clip), by name:
+    # {"notice": {"path": "clips/notice.wav", "text": "This call is recorded."}} or
+    # {"notice": "clips/notice.wav"}; WAV, mono 16-bit PCM at 24000 Hz, at most 30 s.
+    "CLIPS": {},
     # Seconds the human's phone rings in a warm transfer before the caller is told and
     # returned to the agent.
     "WARM_TRANSFER_RING_TIMEOUT": 20,
@@ -339,6 +345,7 @@ class VoiceconvSettings:
     GPT_LIVE_MODEL: str
     GPT_LIVE_DELEGATION_MODEL: str
     GPT_LIVE_TURN_GAP_MS: int
+    CLIPS: dict[str, Any]
     WARM_TRANSFER_RING_TIMEOUT: int
     ON_USER_MESSAGE: Callable[..., Any] | None
     ON_ASSISTANT_MESSAGE: Callable[..., Any] | None

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from voiceconv.clips import Clip, ClipError, load_clip
 from voiceconv.conf import voiceconv_settings
 from voiceconv.realtime import websocket_options
 
@@ -26,7 +27,7 @@ REALTIME_ONLY_FIELDS = (
     "speed", "reasoning_effort", "max_output_tokens",
 )
 #: Agent fields that mean nothing on Realtime.
-LIVE_ONLY_FIELDS = ("live_delegation_model", "live_acknowledgement_delay_ms")
+LIVE_ONLY_FIELDS = ("live_delegation_model", "live_acknowledgement_delay_ms", "opening_clip")
 LIVE_MODELS = ("gpt-live-1", "gpt-live-1.1")
 
 
@@ -75,6 +76,19 @@ def build_live_session(
             delegation["acknowledgement_delay_ms"] = int(o["acknowledgement_delay_ms"])
         session["delegation"] = delegation
     return session
+
+
+def opening_clip_for(agent: Any) -> Clip | None:
+    """The agent's opening clip, read (None without one; a clip that cannot be played is
+    logged and the call goes on without it)."""
+    name = str(getattr(agent, "opening_clip", "") or "")
+    if not name or getattr(agent, "backend", "") != "gpt-live":
+        return None
+    try:
+        return load_clip(name)
+    except ClipError as exc:
+        logger.warning("agent %s: opening clip not played: %s", getattr(agent, "slug", "?"), exc)
+        return None
 
 
 class OpenAILiveBackend:

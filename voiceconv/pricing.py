@@ -1,9 +1,11 @@
-"""Prices of the Realtime models, in one dated table, and the cost of a call's tokens.
+"""Prices of the speech models, in one dated table, and the cost of a call.
 
-USD per one million tokens. A project overrides or extends the table with
-``VOICECONV["PRICES"]`` (same shape; a model's dict replaces the built-in one, missing keys
-cost nothing; the ``"default"`` entry prices any model not listed). Check OpenAI's pricing page
-and set ``VOICECONV["PRICES"]`` for your account rather than trusting these for invoices.
+Realtime models are priced in USD per one million tokens of each kind (:data:`PRICE_KEYS`);
+GPT-Live models in USD per minute of session, active or paused (:data:`SESSION_PRICE_KEYS`),
+billed by the second. A project overrides or extends the table with ``VOICECONV["PRICES"]``
+(same shape; a model's dict replaces the built-in one, missing keys cost nothing; the
+``"default"`` entry prices any model not listed). Check OpenAI's pricing page and set
+``VOICECONV["PRICES"]`` for your account rather than trusting these for invoices.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from voiceconv.conf import voiceconv_settings
 PRICES_AS_OF = "2026-06"
 PRICES_SOURCE = (
     "OpenAI API pricing page (https://openai.com/api/pricing/), gpt-realtime-2 family list "
-    "prices as published mid-2026; image prices are gpt-realtime's (2025), not re-published."
+    "prices as published mid-2026; image prices are gpt-realtime's (2025), not re-published. "
+    "GPT-Live (gpt-live-1, gpt-live-1.1): $0.05 per active minute and $0.02 per paused "
+    "(standby) minute, billed by the second, as reported by implementers in late 2026 and not "
+    "confirmed on OpenAI's pricing page: confirm them for your account. Tokens of a GPT-Live "
+    "session's delegated Responses model are billed by OpenAI apart and not in this estimate."
 )
 
 #: The price keys, one per kind of token ``response.done`` reports.
@@ -26,10 +32,14 @@ PRICE_KEYS = (
     "input_cached_text", "input_cached_audio", "input_cached_image",
     "output_text", "output_audio",
 )
+#: The GPT-Live price keys: USD per minute of session (``session.usage.updated`` reports
+#: billable seconds, and of them the ``paused_seconds`` billed at the paused rate).
+SESSION_PRICE_KEYS = ("session_active_minute", "session_paused_minute")
+ALL_PRICE_KEYS = (*PRICE_KEYS, *SESSION_PRICE_KEYS)
 
 
 def _row(**prices: str) -> dict[str, Decimal]:
-    return {key: Decimal(prices.get(key, "0")) for key in PRICE_KEYS}
+    return {key: Decimal(prices.get(key, "0")) for key in ALL_PRICE_KEYS}
 
 
 _GPT_REALTIME_2 = _row(
@@ -46,21 +56,29 @@ DEFAULT_PRICES: dict[str, dict[str, Decimal]] = {
         input_cached_text="0.06", input_cached_audio="0.30", input_cached_image="0.08",
         output_text="2.40", output_audio="20.00",
     ),
+    "gpt-live-1": _row(session_active_minute="0.05", session_paused_minute="0.02"),
+    "gpt-live-1.1": _row(session_active_minute="0.05", session_paused_minute="0.02"),
 }
-DEFAULT_PRICES["default"] = DEFAULT_PRICES["gpt-realtime-2.1"]
+#: Any model not listed: gpt-realtime-2.1's token prices and GPT-Live's session prices (a call
+#: reports either tokens or seconds, so each is priced at its own backend's rates).
+DEFAULT_PRICES["default"] = {
+    **DEFAULT_PRICES["gpt-realtime-2.1"],
+    **{key: DEFAULT_PRICES["gpt-live-1"][key] for key in SESSION_PRICE_KEYS},
+}
 
 _MILLION = Decimal(1_000_000)
 _COST_QUANTUM = Decimal("0.000001")
 
 
 def prices_for(model: str) -> dict[str, Decimal]:
-    """The per-1M-token prices for ``model`` (``VOICECONV["PRICES"]`` over the defaults)."""
+    """The prices for ``model`` (``VOICECONV["PRICES"]`` over the defaults): per 1M tokens,
+    and per minute of session for GPT-Live."""
     table: dict[str, Any] = dict(DEFAULT_PRICES)
     user = voiceconv_settings.PRICES
     if isinstance(user, dict):
         table.update(user)
     chosen = table.get(model) or table.get("default") or DEFAULT_PRICES["default"]
-    return {key: Decimal(str(chosen.get(key, 0) or 0)) for key in PRICE_KEYS}
+    return {key: Decimal(str(chosen.get(key, 0) or 0)) for key in ALL_PRICE_KEYS}
 
 
 def estimate_cost(
@@ -100,6 +118,19 @@ def estimate_cost(
         for kind, n in inputs.items()
     ) + output_text_tokens * p["output_text"] + output_audio_tokens * p["output_audio"]
     return (Decimal(cost) / _MILLION).quantize(_COST_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def session_cost(
+    model: str, seconds: float | None, paused_seconds: float | None = None
+) -> Decimal:
+    """Estimated USD cost of a GPT-Live session's billable ``seconds`` (cumulative, as
+    ``session.usage.updated`` reports them); ``paused_seconds`` of them are billed at the
+    paused rate, the rest at the active rate (all of them when no split was reported)."""
+    total = Decimal(str(max(seconds or 0, 0)))
+    paused = min(Decimal(str(max(paused_seconds or 0, 0))), total)
+    p = prices_for(model)
+    cost = (total - paused) * p["session_active_minute"] + paused * p["session_paused_minute"]
+    return (cost / 60).quantize(_COST_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 def cost_per_minute(cost: Decimal, seconds: float | None) -> Decimal | None:

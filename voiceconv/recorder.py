@@ -182,10 +182,11 @@ class CallRecorder(CallRows):
             self._put("usage", batch)
         self._usage_flushed_at = time.monotonic()
 
-    def session_seconds(self, seconds: float) -> None:
-        """The speech session's cumulative billable seconds so far (GPT-Live): the call keeps
-        the largest total reported."""
-        self._put("session_seconds", float(seconds))
+    def session_seconds(self, seconds: float, paused_seconds: float | None = None) -> None:
+        """The speech session's cumulative billable seconds so far (GPT-Live), and of them those
+        billed at the paused rate: the call keeps the largest total reported, and its cost."""
+        paused = None if paused_seconds is None else float(paused_seconds)
+        self._put("session_seconds", (float(seconds), paused))
 
     def tool_invocation(self, result: Any) -> None:
         """A finished tool call (:class:`voiceconv.tools.runtime.ToolResult`)."""

@@ -231,10 +231,22 @@ class CallRows:
 
     def _apply_session_seconds(self, item: Item) -> list[Dispatch]:
         call = self._call_row()
-        seconds = float(item.payload)
-        newer = Q(session_seconds__isnull=True) | Q(session_seconds__lt=seconds)
-        if Call.objects.filter(newer, pk=call.pk).update(session_seconds=seconds):
-            call.session_seconds = seconds
+        seconds, paused = item.payload
+        with db_transaction.atomic():
+            row = (
+                Call.objects.select_for_update(of=("self",))
+                .select_related("agent")
+                .filter(Q(session_seconds__isnull=True) | Q(session_seconds__lt=seconds),
+                        pk=call.pk)
+                .first()
+            )
+            if row is None:
+                return []  # not news: the call keeps the largest total
+            row.set_session_seconds(seconds, paused)
+            row.save(update_fields=[
+                "session_seconds", "session_paused_seconds", "estimated_cost", "updated_at"])
+        for name in ("session_seconds", "session_paused_seconds", "estimated_cost"):
+            setattr(call, name, getattr(row, name))
         return []
 
     def _apply_tool_invocation(self, item: Item) -> list[Dispatch]:

@@ -68,6 +68,7 @@ def entry_as_dict(entry: TranscriptEntry) -> dict[str, Any]:
         "offset_ms": entry.offset_ms,
         "latency_ms": entry.latency_ms,
         "call_start_ms": call.start_timings(),
+        "call_cost": call.cost_summary(),
         "openai_item_id": entry.openai_item_id or None,
         "created_at": _iso(entry.created_at),
     }
@@ -80,7 +81,7 @@ def iter_entries_jsonl(entries: Iterable[TranscriptEntry]) -> Iterator[str]:
     """
     if hasattr(entries, "select_related"):
         entries = (
-            entries.select_related("call")
+            entries.select_related("call", "call__agent")
             .order_by("call__created_at", "call_id", "sequence")
             .iterator(chunk_size=500)
         )
@@ -132,6 +133,7 @@ def as_text(call: Call) -> str:
         parts.append(f"started {timestamp(started)}")
     status = call.status + (f" ({call.end_reason})" if call.end_reason else "")
     parts.append(f"status {status}")
+    parts.append(f"cost ${call.estimated_cost:.4f} ({call.pricing_model})")
     lines = [", ".join(parts)]
     lines.extend(entry_as_text(e) for e in call.transcript_entries.order_by("sequence"))
     return "\n".join(lines) + "\n"

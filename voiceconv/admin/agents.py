@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from voiceconv.admin.telephony import AgentTelephonyInline
+from voiceconv.clips import ClipError, clip_names, load_clip
 from voiceconv.gpt_live import (
     LIVE_MODELS,
     LIVE_ONLY_FIELDS,
@@ -42,6 +43,11 @@ class AgentAdminForm(forms.ModelForm[Agent]):
         super().__init__(*args, **kwargs)
         if "backend" in self.fields:
             self.fields["backend"].required = False  # absent: Realtime, the default
+        if "opening_clip" in self.fields:
+            current = self.instance.opening_clip if self.instance else ""
+            names = sorted({*clip_names(), *([current] if current else [])})
+            self.fields["opening_clip"].widget = forms.Select(
+                choices=[("", _("(none)")), *((n, n) for n in names)])
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -59,6 +65,12 @@ class AgentAdminForm(forms.ModelForm[Agent]):
             self.add_error("model", _("A GPT-Live agent needs a GPT-Live model (%(models)s), "
                                       "or blank for the default.")
                            % {"models": ", ".join(LIVE_MODELS)})
+        clip = str(data.get("opening_clip") or "")
+        if live and clip:
+            try:
+                load_clip(clip)
+            except ClipError as exc:
+                self.add_error("opening_clip", str(exc))
         if not live and model.startswith("gpt-live"):
             self.add_error("model", _("%(model)s is a GPT-Live model: choose the GPT-Live "
                                       "backend, or a Realtime model.") % {"model": model})
@@ -115,8 +127,10 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
             ),
         }),
         (_("GPT-Live"), {
-            "description": _("GPT-Live agents only: how tool calls are delegated."),
-            "fields": (("live_delegation_model", "live_acknowledgement_delay_ms"),),
+            "description": _("GPT-Live agents only: how tool calls are delegated, and a "
+                             "recorded clip to open the call with (VOICECONV CLIPS)."),
+            "fields": (("live_delegation_model", "live_acknowledgement_delay_ms"),
+                       "opening_clip"),
         }),
         (_("Tools"), {"fields": ("tools",)}),
         (_("Effective session config"), {"fields": ("effective_session_config",)}),

@@ -17,7 +17,7 @@ from voiceconv.admin.tools import ToolInvocationInline
 from voiceconv.conf import voiceconv_settings
 from voiceconv.models import Call, TranscriptEntry
 from voiceconv.onboarding import twilio_console_urls
-from voiceconv.pricing import PRICES_AS_OF, PRICES_SOURCE
+from voiceconv.pricing import PRICES_AS_OF, PRICES_SOURCE, prices_for
 from voiceconv.transcripts import calls_as_text, iter_entries_jsonl
 
 _TALK_ROLES = [TranscriptEntry.Role.CALLER, TranscriptEntry.Role.ASSISTANT]
@@ -89,6 +89,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
             ("input_cached_tokens", "input_cached_text_tokens", "input_cached_audio_tokens",
              "input_cached_image_tokens"),
             ("output_text_tokens", "output_audio_tokens"),
+            ("session_seconds", "session_paused_seconds"),
             "price_note",
         )}),
         (_("Error"), {"classes": ("collapse",), "fields": ("error", "traceback")}),
@@ -213,7 +214,12 @@ class CallAdmin(admin.ModelAdmin[Call]):
     def price_note(self, obj: Call) -> str:
         own = " (VOICECONV PRICES)" if obj.pricing_model in (
             voiceconv_settings.PRICES or {}) else ""
-        return f"{obj.pricing_model}{own}; built-in list prices as of {PRICES_AS_OF}: " \
+        rates = ""
+        if obj.billed_by_session:
+            p = prices_for(obj.pricing_model)
+            rates = (f", ${p['session_active_minute']}/min active, "
+                     f"${p['session_paused_minute']}/min paused")
+        return f"{obj.pricing_model}{own}{rates}; built-in list prices as of {PRICES_AS_OF}: " \
                f"{PRICES_SOURCE}"
 
     def changelist_view(
@@ -255,6 +261,8 @@ class CallAdmin(admin.ModelAdmin[Call]):
             (_("duration"), formatting.duration(call.duration_seconds) or none, ""),
             (_("turns"), str(call.turn_count), ""),
             (_("median latency"), self.median_latency(call) or none, ""),
+            (_("billed session"), formatting.duration(call.session_seconds) or none, "")
+            if call.billed_by_session else
             (_("tokens in / out"), f"{call.input_tokens} / {call.output_tokens}", ""),
             (_("cost"), self.cost(call), ""),
             (_("cost / min"), self.cost_minute(call) or none, ""),
@@ -265,7 +273,27 @@ class CallAdmin(admin.ModelAdmin[Call]):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None or not (obj.error or obj.traceback):
             fieldsets = [fs for fs in fieldsets if fs[0] != _("Error")]
+        if obj is not None:
+            fieldsets = [self._usage_of_backend(fs, obj) for fs in fieldsets]
         return fieldsets
+
+    #: Usage rows of token-billed (Realtime) calls, and of second-billed (GPT-Live) ones.
+    _TOKEN_ROW_FIELDS = frozenset(Call.USAGE_FIELDS) | {"responses"}
+    _SESSION_ROW_FIELDS = frozenset({"session_seconds", "session_paused_seconds"})
+
+    def _usage_of_backend(self, fieldset: Any, obj: Call) -> Any:
+        """The Usage fieldset shows what the call was billed by: seconds or tokens."""
+        name, options = fieldset
+        if name != _("Usage"):
+            return fieldset
+        hidden = self._TOKEN_ROW_FIELDS if obj.billed_by_session else self._SESSION_ROW_FIELDS
+        rows = []
+        for row in options["fields"]:
+            names = (row,) if isinstance(row, str) else tuple(row)
+            kept = tuple(n for n in names if n not in hidden)
+            if kept:
+                rows.append(kept[0] if isinstance(row, str) else kept)
+        return (name, {**options, "fields": tuple(rows)})
 
     # -- export actions -----------------------------------------------------------------------
 

@@ -66,9 +66,9 @@ class Actions(ConsumerBase):
                 case RecordUsage(usage=usage):
                     if self.recorder is not None:
                         self.recorder.usage(usage)
-                case RecordSessionSeconds(seconds=seconds):
+                case RecordSessionSeconds(seconds=seconds, paused_seconds=paused):
                     if self.recorder is not None:
-                        self.recorder.session_seconds(seconds)
+                        self.recorder.session_seconds(seconds, paused)
                 case RecordFirstAudio():
                     if self.recorder is not None:
                         self.recorder.first_audio(timezone.now())

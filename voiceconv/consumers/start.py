@@ -18,7 +18,7 @@ from voiceconv.capabilities import capabilities
 from voiceconv.conf import voiceconv_settings
 from voiceconv.consumers.base import GPT_LIVE, REALTIME, ConsumerBase, logger
 from voiceconv.events import CallInfo
-from voiceconv.gpt_live import OpenAILiveBackend, build_live_session
+from voiceconv.gpt_live import OpenAILiveBackend, build_live_session, opening_clip_for
 from voiceconv.realtime import (
     OpenAIRealtimeBackend,
     RealtimeBackend,
@@ -77,8 +77,13 @@ class CallStart(ConsumerBase):
         if self.backend_name == GPT_LIVE:
             # The Live part of the core takes over the call (its stream has started).
             self.session_config = self.get_live_session_config()
+            # The agent's opening clip is read from disk the first time (then cached): in a
+            # thread, never on the event loop other calls' audio runs on.
+            clip = (await asyncio.to_thread(opening_clip_for, self.agent)
+                    if getattr(self.agent, "opening_clip", "") else None)
             self.session = LiveCallSession.adopt(
-                self.session, gap_ms=int(voiceconv_settings.GPT_LIVE_TURN_GAP_MS)
+                self.session, gap_ms=int(voiceconv_settings.GPT_LIVE_TURN_GAP_MS),
+                opening_clip=clip,
             )
             self.session.configure(
                 instructions=str(self.session_config.get("instructions") or ""),

@@ -116,6 +116,12 @@ class Agent(models.Model):
         help_text=_("GPT-Live only: wait this long before the model says it is working on a "
                     "tool call (blank = the service default)."),
     )
+    opening_clip = models.CharField(
+        _("opening clip (GPT-Live)"), max_length=100, blank=True,
+        help_text=_("GPT-Live only: a recorded clip (a name from VOICECONV CLIPS) played word "
+                    "for word as the call connects, before the greeting; the caller cannot "
+                    "talk over it."),
+    )
     instructions = models.TextField(_("instructions"), blank=True)
     greeting = models.TextField(
         _("greeting"),

@@ -21,7 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from voiceconv.conf import voiceconv_settings
 from voiceconv.models.agents import Agent
 from voiceconv.models.call_manager import CallManager
-from voiceconv.models.pricing import estimate_cost, prices_for
+from voiceconv.models.pricing import estimate_cost, prices_for, session_cost
 from voiceconv.pricing import cost_per_minute
 
 __all__ = ["Agent", "Call", "CallManager", "TranscriptEntry", "TranscriptEntryManager",
@@ -139,6 +139,11 @@ class Call(models.Model):
         _("session seconds"), null=True, blank=True,
         help_text=_("GPT-Live calls: billable seconds of the speech session, as reported."),
     )
+    session_paused_seconds = models.FloatField(
+        _("paused session seconds"), null=True, blank=True,
+        help_text=_("GPT-Live calls: of the session seconds, those billed at the paused "
+                    "(standby) rate, when the service reports the split."),
+    )
     answered_by = models.CharField(
         _("answered by"), max_length=32, blank=True,
         help_text=_("Twilio's answering-machine verdict (human, machine_start, fax, ...)."),
@@ -203,6 +208,11 @@ class Call(models.Model):
             return self.agent.model
         return voiceconv_settings.MODEL
 
+    @property
+    def billed_by_session(self) -> bool:
+        """A GPT-Live call: priced by its session seconds, not by tokens."""
+        return self.session_seconds is not None or self.pricing_model.startswith("gpt-live")
+
     def add_usage(self, usage: Any) -> None:
         """Add one ``response.done``'s :class:`~voiceconv.events.Usage` (in memory)."""
         for field in self.USAGE_FIELDS:
@@ -211,12 +221,39 @@ class Call(models.Model):
         self.estimated_cost = self.compute_cost()
 
     def compute_cost(self) -> Decimal:
-        """Estimated USD cost of the usage accumulated so far."""
-        return estimate_cost(
+        """Estimated USD cost of the usage so far: tokens (Realtime) and session seconds
+        (GPT-Live), each at its own rates."""
+        tokens = estimate_cost(
             self.pricing_model,
             **{f: getattr(self, f) for f in self.USAGE_FIELDS
                if f not in ("input_tokens", "output_tokens")},
         )
+        if not self.session_seconds:
+            return tokens
+        return tokens + session_cost(
+            self.pricing_model, self.session_seconds, self.session_paused_seconds
+        )
+
+    def set_session_seconds(self, seconds: float, paused_seconds: float | None = None) -> None:
+        """A GPT-Live session's cumulative billable seconds (and paused share), in memory; the
+        estimated cost follows."""
+        self.session_seconds = float(seconds)
+        self.session_paused_seconds = None if paused_seconds is None else float(paused_seconds)
+        self.estimated_cost = self.compute_cost()
+
+    def cost_summary(self) -> dict[str, Any]:
+        """What the call cost, as exported: the model priced, the estimate, per minute, and
+        what it was computed from."""
+        per_minute = self.cost_per_minute
+        return {
+            "model": self.pricing_model,
+            "estimated_cost_usd": str(self.estimated_cost),
+            "cost_per_minute_usd": None if per_minute is None else str(per_minute),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "session_seconds": self.session_seconds,
+            "session_paused_seconds": self.session_paused_seconds,
+        }
 
     #: The call's start, step by step: (name, field), in order.
     MILESTONES = (

@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from voiceconv.pricing import DEFAULT_PRICES, estimate_cost, prices_for
+from voiceconv.pricing import DEFAULT_PRICES, estimate_cost, prices_for, session_cost
 
-__all__ = ["DEFAULT_PRICES", "estimate_cost", "prices_for"]
+__all__ = ["DEFAULT_PRICES", "estimate_cost", "prices_for", "session_cost"]

@@ -44,9 +44,11 @@ class RecordUsage:
 
 @dataclass(frozen=True, slots=True)
 class RecordSessionSeconds:
-    """Cumulative billable seconds of the speech session (GPT-Live bills by the second)."""
+    """Cumulative billable seconds of the speech session (GPT-Live bills by the second), and
+    of them those billed at the paused rate (None: no split reported)."""
 
     seconds: float
+    paused_seconds: float | None = None
     type: Literal["record_session_seconds"] = "record_session_seconds"
 
 

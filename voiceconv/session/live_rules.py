@@ -45,13 +45,57 @@ DTMF_AS_INSTRUCTIONS = True
 #: voiceconv's tools are function tools of a Responses delegation: the delegated model's
 #: ``function_call`` arrives in ``response.event`` (``response.output_item.done``), the tool
 #: runs here, its output goes back with ``response.item.create`` and one ``response.create``
-#: continues the delegated response. A ``client`` delegation carries no task text or arguments
-#: in the types (only an id), so typed tools cannot run from it: one is logged and left alone.
+#: continues the delegated response. The other two delegations cannot run a typed tool, as
+#: the installed types show:
+#:
+#: - ``client`` (``ClientDelegationParam``: ``type`` and ``acknowledgement_delay_ms``, no
+#:   tools): the session is given no tool definitions, and ``session.delegation.created`` is
+#:   "metadata, not the task text" (an id and a target), so no tool name or arguments ever
+#:   reach the client; it can only answer in text (commentary, thinking, instructions with the
+#:   ``delegation_id``).
+#: - ``decisions`` (``DecisionsDelegationConfig``: a model and ``questions``): the Decision API
+#:   answers choice, predicate and score questions (``decision.completed``), not function
+#:   calls.
+#:
+#: So an agent with tools always gets a Responses delegation (and one without tools none,
+#: which the types make a client delegation: ``delegation`` omitted "selects your
+#: application").
 TOOLS_THROUGH_RESPONSES_DELEGATION = True
+
+#: A client delegation (the model handing work to the application; with no tools configured
+#: this is the only delegation the session has) is answered at once with silent
+#: ``session.thinking.append`` for its ``delegation_id`` saying nothing runs for it, so the
+#: model does not wait on work that will never come and carries on with the caller.
+CLIENT_DELEGATION_DECLINED = True
+CLIENT_DELEGATION_REPLY = (
+    "No task runs for this request: this agent has no tools for it. Carry on with the caller "
+    "without it, and say plainly what you cannot do."
+)
+
+#: The opening clip (``session.output_audio.fixture.play``): PCM16 at 24 kHz whatever the
+#: session's format; the service interrupts the model, mutes the caller's input until the clip
+#: has drained (input meanwhile is dropped, so the caller cannot barge in on it) and rejects
+#: commentary and instructions meanwhile. So the greeting, spoken lines and key presses wait
+#: for ``session.output_audio.fixture.played`` (matched by the play's ``event_id``; an error
+#: for it ends the wait too). Its audio reaches us as ordinary output deltas, recorded as an
+#: assistant turn with the clip's words. ``.played`` is the server's mixer draining, not the
+#: caller hearing it: Twilio's marks say what was heard.
+HOLD_DURING_CLIP = True
+
+#: After the clip, its words (when configured) go to the model as
+#: ``session.instructions.append``, as the types advise for external audio ("describe content
+#: already delivered so the assistant does not repeat it").
+CLIP_DESCRIBED_TO_MODEL = True
 
 #: ``session.usage.updated`` and ``session.closed`` report cumulative billable seconds ("do not
 #: sum"): the call keeps the largest value seen.
 USAGE_IS_CUMULATIVE = True
+
+#: Cost. ``SessionUsage.seconds`` is the billable total; when the service splits it (the types
+#: say eligible WebRTC sessions do), ``paused_seconds`` are billed at the paused (standby) rate
+#: and ``active_seconds`` (the rest, which the types define as what remains) at the active rate.
+#: Without the split every second is priced active. Prices: ``voiceconv.pricing``.
+PAUSED_SECONDS_AT_PAUSED_RATE = True
 
 #: A Live session that drops mid-call is replaced by a new one whose ``session.start`` carries
 #: the conversation so far as text ``input`` items (at most this many, the newest).

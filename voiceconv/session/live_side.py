@@ -8,7 +8,9 @@ the tool fan-out are the core's; what differs is here:
   as ``session.input_audio.append`` and comes out as ``session.output_audio.delta``;
 - turns are built from timed transcript fragments (:mod:`~voiceconv.session.live_turns`);
 - barge-in clears Twilio but sends no truncate; greetings and spoken lines are commentary;
-- tools run on the delegated Responses model's function calls; usage is in seconds.
+- tools run on the delegated Responses model's function calls; usage is in seconds;
+- an optional opening clip plays word for word before the greeting
+  (``session.output_audio.fixture.play``).
 
 Where the types leave behaviour open, the choice made is a constant of
 :mod:`~voiceconv.session.live_rules`.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from voiceconv.events import TranscriptTurn
 from voiceconv.session import live_rules as rules
@@ -41,13 +43,28 @@ from voiceconv.session.limits import NEVER
 from voiceconv.session.live_turns import FragmentTurn, TurnBuilder
 from voiceconv.session.messages import dumps, obj
 
-__all__ = ["LIVE_APPEND_PREFIX", "LIVE_HANDLERS", "LiveCallSession"]
+__all__ = ["LIVE_APPEND_PREFIX", "LIVE_HANDLERS", "LiveCallSession", "OpeningClip"]
 
 LIVE_APPEND_PREFIX = '{"type":"session.input_audio.append","audio":"'
 AUDIO_DELTA = "session.output_audio.delta"
 RESPONSE_CREATE = '{"type":"response.create"}'
 
+#: The ``event_id`` of the opening clip's ``session.output_audio.fixture.play`` (its
+#: ``.playing`` / ``.played`` and any error echo it as ``client_event_id``).
+CLIP_EVENT_ID = "voiceconv_opening_clip"
+
 LiveHandler = Callable[["LiveCallSession", dict[str, Any]], list[Action]]
+
+
+class OpeningClip(Protocol):
+    """A clip to open the call with (:class:`voiceconv.clips.Clip`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def audio(self) -> str: ...  # base64 PCM16, 24 kHz, mono
+    @property
+    def text(self) -> str: ...
 
 
 class LiveCallSession(CallSession):
@@ -55,9 +72,18 @@ class LiveCallSession(CallSession):
 
     append_prefix = LIVE_APPEND_PREFIX
 
-    def __init__(self, *, gap_ms: int = rules.TURN_GAP_MS, **options: Any) -> None:
+    def __init__(
+        self, *, gap_ms: int = rules.TURN_GAP_MS, opening_clip: OpeningClip | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
         self.turns = TurnBuilder(gap_ms)
+        self.opening_clip = opening_clip
+        #: The opening clip: "due" (not sent yet), "playing" (sent, not drained), "done".
+        self.clip_state = "due" if opening_clip is not None else "done"
+        self._clip_item: str | None = None
+        #: Commentary and instructions held while the clip plays (the API rejects them then).
+        self._held: list[str] = []
         #: The assistant item audio goes to now (None: the next audio starts a new one).
         self._live_item: str | None = None
         self._items_made = 0
@@ -227,10 +253,15 @@ class LiveCallSession(CallSession):
 
     def handle_delegation_created(self, event: dict[str, Any]) -> list[Action]:
         delegation = obj(event.get("delegation"))
-        if delegation.get("target") == "client":
-            # TOOLS_THROUGH_RESPONSES_DELEGATION: a client delegation has no task to run.
-            return [Log("info", f"client delegation {delegation.get('id')} has no task; ignored")]
-        return []
+        ident = delegation.get("id")
+        if delegation.get("target") != "client" or not isinstance(ident, str):
+            return []
+        # TOOLS_THROUGH_RESPONSES_DELEGATION: a client delegation names no task, so nothing
+        # can run; CLIENT_DELEGATION_DECLINED: the model is told so, and the call goes on.
+        event = {"type": "session.thinking.append", "content": rules.CLIENT_DELEGATION_REPLY,
+                 "delegation_id": ident}
+        return [Log("info", f"client delegation {ident} declined: it names no task to run"),
+                *self._send_context(dumps(event))]
 
     def handle_response_event(self, event: dict[str, Any]) -> list[Action]:
         inner = obj(event.get("event"))
@@ -255,11 +286,14 @@ class LiveCallSession(CallSession):
         return [RunTools((call,))]
 
     def handle_usage(self, event: dict[str, Any]) -> list[Action]:
-        seconds = obj(event.get("usage")).get("seconds")
-        if not isinstance(seconds, int | float) or seconds <= self.session_seconds:
+        usage = obj(event.get("usage"))
+        seconds = _number(usage.get("seconds"))
+        if seconds is None or seconds <= self.session_seconds:
             return []  # USAGE_IS_CUMULATIVE: only a larger total is news
-        self.session_seconds = float(seconds)
-        return [RecordSessionSeconds(self.session_seconds)]
+        self.session_seconds = seconds
+        paused = _number(usage.get("paused_seconds"))  # PAUSED_SECONDS_AT_PAUSED_RATE
+        split = min(paused, seconds) if paused is not None and paused >= 0 else None
+        return [RecordSessionSeconds(seconds, split)]
 
     def handle_session_closed(self, event: dict[str, Any]) -> list[Action]:
         actions = self.handle_usage(event)
@@ -275,6 +309,9 @@ class LiveCallSession(CallSession):
         err = obj(event.get("error"))
         code = err.get("code")
         message = f"GPT-Live error {err.get('type')}/{code}: {err.get('message')}"
+        if err.get("client_event_id") == CLIP_EVENT_ID and self.clip_state == "playing":
+            return [Log("warning", f"opening clip not played: {message}"),
+                    *self._clip_over(played=False)]
         if code in {"invalid_api_key", "insufficient_quota"} or not self.state.realtime_ready:
             return [Log("error", message), EndCall("openai_error", message, apologise=True)]
         return [Log("warning", message)]
@@ -282,8 +319,16 @@ class LiveCallSession(CallSession):
     # ----------------------------------------------------------------- client side
 
     def greet(self) -> list[Action]:
-        """The greeting, as commentary (:data:`~live_rules.SPOKEN_LINES_ARE_COMMENTARY`)."""
-        if not self.greeting or self._greeted or not self.state.realtime_ready or self.busy():
+        """The opening clip if there is one, then (once it has played) the greeting, as
+        commentary (:data:`~live_rules.SPOKEN_LINES_ARE_COMMENTARY`)."""
+        if not self.state.realtime_ready or self.busy():
+            return []
+        return self._greet()
+
+    def _greet(self) -> list[Action]:
+        if self.clip_state == "due" and self.opening_clip is not None:
+            return self._play_clip(self.opening_clip)
+        if not self.greeting or self._greeted or self.clip_state == "playing":
             return []
         self._greeted = True
         return [SendToRealtime(commentary(self.greeting))]
@@ -296,7 +341,60 @@ class LiveCallSession(CallSession):
             return []
         if queue:
             self.state.response_create_owed = True  # hold a hang-up until it is said
-        return [SendToRealtime(commentary(instructions))]
+        return self._send_context(commentary(instructions))
+
+    def _send_context(self, text: str) -> list[Action]:
+        """Commentary or instructions: now, or after the clip (``HOLD_DURING_CLIP``)."""
+        if self.clip_state == "playing":
+            self._held.append(text)
+            return []
+        return [SendToRealtime(text)]
+
+    # ----------------------------------------------------------------- the opening clip
+
+    def _play_clip(self, clip: OpeningClip) -> list[Action]:
+        self.clip_state = "playing"
+        self._new_item()  # the clip's audio is an assistant turn of its own
+        self._clip_item = self._live_item
+        event = {"type": "session.output_audio.fixture.play", "audio": clip.audio,
+                 "event_id": CLIP_EVENT_ID}
+        return [Log("info", f"playing the opening clip {clip.name!r}"),
+                SendToRealtime(dumps(event))]
+
+    def _finish_clip_item(self) -> list[Action]:
+        """The clip's audio is all sent: its turn is recorded once heard, with its words."""
+        clip = self.opening_clip
+        item = self.playback.items.get(self._clip_item or "")
+        if self._live_item == self._clip_item:
+            self._live_item = None
+        if item is None or clip is None:
+            return []
+        if item.sent == 0:  # none of it was played: no turn
+            item.recorded = True
+            return []
+        item.transcript = clip.text or f"[recorded clip: {clip.name}]"
+        item.transcript_done = item.audio_done = True
+        return self._maybe_record_item(item)
+
+    def handle_fixture_played(self, event: dict[str, Any]) -> list[Action]:
+        if event.get("client_event_id") != CLIP_EVENT_ID or self.clip_state != "playing":
+            return []
+        return self._clip_over(played=True)
+
+    def _clip_over(self, *, played: bool) -> list[Action]:
+        """The clip has drained (or failed): record it, tell the model, then the greeting."""
+        clip = self.opening_clip
+        assert clip is not None
+        self.clip_state = "done"
+        actions = self._finish_clip_item()
+        if played and clip.text:  # CLIP_DESCRIBED_TO_MODEL
+            said = f"[The caller has just heard this recorded message: {clip.text}]"
+            actions.append(SendToRealtime(instructions_append(said)))
+        held, self._held = self._held, []
+        actions.extend(SendToRealtime(text) for text in held)
+        if self.state.realtime_ready:  # the greeting follows the clip at once
+            actions.extend(self._greet())
+        return actions
 
     def _request_response(self) -> list[Action]:
         return []  # the model takes its turns itself
@@ -308,8 +406,7 @@ class LiveCallSession(CallSession):
         self._digits.clear()
         self._digits_due_ms = NEVER
         self.history.append(("dtmf", text))
-        event = {"type": "session.instructions.append", "content": text, "delegation_id": None}
-        return [SendToRealtime(dumps(event))]
+        return self._send_context(instructions_append(text))
 
     def tool_results(self, results: list[ToolOutcome]) -> list[Action]:
         """Outputs back to the delegated model, then one ``response.create`` to continue it."""
@@ -341,6 +438,10 @@ class LiveCallSession(CallSession):
         actions: list[Action] = []
         for turn in self.turns.flush():
             actions.extend(self._record(turn))
+        if self.clip_state == "playing":  # cut short: not replayed on the new session
+            self.clip_state = "done"
+            self._held.clear()
+            actions.extend(self._finish_clip_item())
         actions.extend(super().realtime_lost())
         self._live_item = None
         return actions
@@ -357,6 +458,17 @@ def commentary(content: str) -> str:
     return dumps({"type": "session.commentary.append", "content": content, "delegation_id": None})
 
 
+def instructions_append(content: str) -> str:
+    return dumps(
+        {"type": "session.instructions.append", "content": content, "delegation_id": None})
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a JSON number (None otherwise)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else None
+
+
 def _ms(value: Any, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
@@ -369,6 +481,7 @@ LIVE_HANDLERS: dict[str, LiveHandler] = {
     "session.delegation.created": LiveCallSession.handle_delegation_created,
     "response.event": LiveCallSession.handle_response_event,
     "session.usage.updated": LiveCallSession.handle_usage,
+    "session.output_audio.fixture.played": LiveCallSession.handle_fixture_played,
     "session.closed": LiveCallSession.handle_session_closed,
     "error": LiveCallSession.handle_error,
 }

@@ -41,6 +41,7 @@ from voiceconv.testing.audio import (
     ulaw_decode,
     ulaw_encode,
 )
+from voiceconv.testing.live_server import GPTLiveStandIn, ScriptedLiveAnswer
 from voiceconv.testing.realtime_server import RealtimeStandIn, ScriptedResponse
 from voiceconv.testing.twilio_client import TwilioStreamClient
 
@@ -250,7 +251,7 @@ class Conversation:
         *,
         auth_token: str | None = None,
         public_url: str | None = None,
-        standin: RealtimeStandIn | None = None,
+        standin: RealtimeStandIn | GPTLiveStandIn | None = None,
         caller: str = "+14155550123",
         number: str = "+14155550100",
         greeting: ScriptedResponse | str | None = None,
@@ -307,7 +308,12 @@ class Conversation:
         for item in replies:
             if isinstance(item, str):
                 item = ScriptedResponse(text=item)
-            self.standin.responses.append(item or self.standin.default_response)
+            if isinstance(self.standin, GPTLiveStandIn):  # the same answer, GPT-Live's way
+                self.standin.answers.append(
+                    ScriptedLiveAnswer(text=item.text, audio_ms=item.audio_ms) if item
+                    else self.standin.default_answer)
+            else:
+                self.standin.responses.append(item or self.standin.default_response)
 
     async def run(self) -> ConversationResult:
         """Place the call, say every line, wait for every answer, hang up, read the records."""

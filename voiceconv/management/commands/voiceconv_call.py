@@ -7,7 +7,7 @@ project's ASGI application served on a loopback port inside this command's own p
 records written. It says each ``--say`` line (espeak-ng) and ``--wav`` file, presses
 ``--dtmf`` keys, waits for every answer, prints the transcript with timings and saves what the
 agent said (``--record reply.wav``). The model is the real one (``OPENAI_API_KEY``) or, with
-``--standin``, the Realtime stand-in.
+``--standin``, the stand-in of the agent's speech backend (Realtime or GPT-Live).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class Command(BaseCommand):
                             help="a running server (http://127.0.0.1:8000); default: serve the "
                                  "project in this process")
         parser.add_argument("--standin", action="store_true",
-                            help="talk to the Realtime stand-in instead of OpenAI")
+                            help="talk to the stand-in of the agent's backend (Realtime or "
+                                 "GPT-Live) instead of OpenAI")
         parser.add_argument("--timeout", type=float, default=30.0,
                             help="longest wait for an answer (s)")
 
@@ -73,8 +74,8 @@ class Command(BaseCommand):
         if options["server"] and options["standin"]:
             raise CommandError(
                 "--standin needs the project served in this process (no --server); for your own "
-                "server, start python -m voiceconv.testing.realtime_server and point its "
-                "OPENAI_BASE_URL at it"
+                "server, start python -m voiceconv.testing.realtime_server (or .live_server for "
+                "GPT-Live agents) and point its OPENAI_BASE_URL at it"
             )
         key = os.environ.get("OPENAI_API_KEY") or getattr(settings, "OPENAI_API_KEY", "")
         if not options["server"] and not options["standin"] and not key:
@@ -93,6 +94,7 @@ class Command(BaseCommand):
             self.stderr.write("espeak-ng is not installed: --say lines are sent as speech-like "
                               "sound, which only the stand-in understands")
         number = self.agent_number(options["agent"])
+        options["gpt_live"] = self.agent_backend(options["agent"]) == "gpt-live"
         try:
             asyncio.run(self.call(options, wavs, number))
         except (urllib.error.URLError, ConnectionError, OSError) as exc:
@@ -116,6 +118,12 @@ class Command(BaseCommand):
             f"agent {slug!r} answers no phone number and is not the default agent: give it a "
             "number in the admin, or call it from its admin page (the browser softphone)"
         )
+
+    def agent_backend(self, slug: str | None) -> str:
+        """The speech backend of the agent called (the default agent's without a slug)."""
+        agent = (Agent.objects.filter(slug=slug) if slug
+                 else Agent.objects.filter(is_default=True, enabled=True)).first()
+        return str(agent.backend) if agent is not None else "realtime"
 
     async def call(self, options: dict[str, Any], wavs: list[tuple[str, bytes]],
                    number: str) -> None:
@@ -161,6 +169,7 @@ class Command(BaseCommand):
         # Imported here: voiceconv.testing needs the test dependencies (pytest-asyncio), so the
         # command's module (and its --help) loads without them.
         from voiceconv.testing import (
+            GPTLiveStandIn,
             InProcessServerError,
             RealtimeStandIn,
             ScriptedResponse,
@@ -169,11 +178,13 @@ class Command(BaseCommand):
         from voiceconv.testing.conversation import Conversation, write_wav
 
         token = security.auth_token()
-        standin = None
+        standin: RealtimeStandIn | GPTLiveStandIn | None = None
         # Closed last to first: the server (finalising its calls, writing their records),
         # then the stand-in, then the settings and environment the call ran with.
         async with contextlib.AsyncExitStack() as stack:
-            if options["standin"]:
+            if options["standin"] and options.get("gpt_live"):
+                standin = await stack.enter_async_context(GPTLiveStandIn(api_key="sk-standin"))
+            elif options["standin"]:
                 standin = await stack.enter_async_context(
                     RealtimeStandIn(api_key="sk-standin", speed_factor=1.0)
                 )

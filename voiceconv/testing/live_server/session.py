@@ -18,13 +18,13 @@ The model it plays, in the terms of ``protocols.md`` D2:
   heard). The client's part is to clear what the phone still buffers. ``interruptions``
   records each one (``sent_ms``: audio of the answer streamed by then).
 - Usage: ``session.usage.updated`` after each answer, whole seconds of timeline.
+- Delegation, fixtures and the scripted faults: :mod:`~voiceconv.testing.live_server.speech`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from voiceconv.testing.live_server.protocol import (
     validate_live_client_event,
     validate_live_server_event,
 )
-from voiceconv.testing.live_server.script import ScriptedLiveAnswer
+from voiceconv.testing.live_server.speech import LiveSpeech
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -48,7 +48,13 @@ logger = logging.getLogger("voiceconv.testing.live_server")
 FRAME = 160  # 20 ms of μ-law
 
 
-class LiveStandInSession:
+#: Client events that add context, refused while a fixture plays (and that can answer a client
+#: delegation with their ``delegation_id``).
+CONTEXT_EVENTS = (
+    "session.commentary.append", "session.thinking.append", "session.instructions.append")
+
+
+class LiveStandInSession(LiveSpeech):
     """The server side of one GPT-Live connection (inspect it in tests)."""
 
     def __init__(self, standin: GPTLiveStandIn, ws: ServerConnection) -> None:
@@ -71,20 +77,13 @@ class LiveStandInSession:
         self.interruptions: list[dict[str, int]] = []
         self.commentary: list[str] = []
         self.closed = asyncio.Event()
-        self._speaking: asyncio.Task[None] | None = None
         self._in_speech = False
         self._speech_start_ms = 0
         self._quiet_ms = 0
-        self._pending_tool: str | None = None
-        self._tool_answered = False
         self._seq = 0
-        self._answers = 0
-        self._answer_sent = 0
-        #: Timeline ms until which the current answer is being spoken.
-        self._speaking_until = 0
         self._first_word_sent = False
         self._caller_words: list[str] = []
-        self._timeline = asyncio.Event()
+        self._init_speech()
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -106,10 +105,13 @@ class LiveStandInSession:
         self.sent.append(logged)
         await self.ws.send(json.dumps(event))
 
-    async def error(self, code: str, message: str, param: str | None = None) -> None:
+    async def error(self, code: str, message: str, param: str | None = None,
+                    client_event_id: str | None = None) -> None:
         error: dict[str, Any] = {"type": "invalid_request_error", "code": code, "message": message}
         if param:
             error["param"] = param
+        if client_event_id:
+            error["client_event_id"] = client_event_id
         await self.send({"type": "error", "event_id": self._id("event"), "error": error})
 
     def resource(self) -> dict[str, Any]:
@@ -141,10 +143,7 @@ class LiveStandInSession:
         except Exception as exc:  # a dropped socket ends the session
             logger.debug("live stand-in session ended: %s", exc)
         finally:
-            if self._speaking is not None:
-                self._speaking.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._speaking
+            await self.stop_speaking()
             self.closed.set()
 
     async def receive(self, event: Any) -> bool:
@@ -171,10 +170,16 @@ class LiveStandInSession:
             await self.error("session_already_started", "The session has already started.")
         elif etype == "session.input_audio.append":
             await self.audio_in(base64.b64decode(event["audio"]))
+        elif etype in CONTEXT_EVENTS and self.fixture_active is not None:
+            await self.error("fixture_active", f"{etype} is rejected while an audio fixture "
+                             "is active.", None, event.get("event_id"))
+        elif etype == "session.output_audio.fixture.play":
+            await self.play_fixture(event)
+        elif etype in CONTEXT_EVENTS and event.get("delegation_id") is not None:
+            self.client_replied(str(event["delegation_id"]), etype, str(event["content"]))
         elif etype == "session.commentary.append":
             self.commentary.append(str(event["content"]))
-            if event.get("delegation_id") is None:
-                self.speak(self.standin.next_answer())
+            self.speak(self.standin.next_answer())
         elif etype == "response.item.create":
             item = event["item"]
             if item.get("type") == "function_call_output":
@@ -215,6 +220,11 @@ class LiveStandInSession:
         start = len(self.input_audio)
         self.input_audio.extend(audio)
         self._timeline.set()
+        if self.fixture_active is not None:
+            # Muted while a fixture plays: the input is dropped, never replayed.
+            self._in_speech = False
+            self._quiet_ms = 0
+            return
         threshold = self.standin.vad_rms_threshold
         delay = self.standin.transcript_delay_ms
         for offset in range(0, len(audio), FRAME):
@@ -239,17 +249,6 @@ class LiveStandInSession:
                     self._quiet_ms = 0
                     await self.caller_turn(self._speech_start_ms, at_ms - self.standin.silence_ms)
 
-    async def interrupt(self, at_ms: int) -> None:
-        if at_ms >= self._speaking_until:
-            return  # the model is not speaking (on the timeline)
-        task = self._speaking
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        self._speaking_until = at_ms
-        self.interruptions.append({"at_ms": at_ms, "sent_ms": self._answer_sent // 8})
-
     async def caller_turn(self, start_ms: int, end_ms: int) -> None:
         words = self._caller_words
         start = start_ms
@@ -272,79 +271,3 @@ class LiveStandInSession:
                 "delta": (" " if i or leading_space else "") + word,
                 "start_ms": start + span * i // n, "end_ms": start + span * (i + 1) // n,
             })
-
-    # ---- answers ----------------------------------------------------------------------
-
-    def speak(self, answer: ScriptedLiveAnswer) -> None:
-        if self._speaking is not None and not self._speaking.done():
-            self._speaking.cancel()
-        self._speaking = asyncio.ensure_future(self._answer(answer))
-
-    async def _answer(self, answer: ScriptedLiveAnswer) -> None:
-        self._answers += 1
-        if answer.delegate is not None and self._pending_tool is None:
-            await self.delegate(answer)
-            return
-        audio = answer.audio_bytes(seed=self._answers)
-        words = answer.text.split()
-        start = self.now_ms
-        total = len(audio)
-        chunk = max(FRAME, self.standin.chunk_ms * 8)
-        self._answer_sent = 0
-        self._speaking_until = start + total // 8
-        said = 0
-        lead = self.standin.lead_ms
-        for offset in range(0, total, chunk):
-            # Real-time pace: never more than lead_ms ahead of the timeline.
-            while offset // 8 > self.now_ms - start + lead:
-                self._timeline.clear()
-                await self._timeline.wait()
-            if answer.drop_after_ms is not None and offset // 8 >= answer.drop_after_ms:
-                await self.ws.close(1011, "stand-in drop")
-                return
-            piece = audio[offset : offset + chunk]
-            await self.send({
-                "type": "session.output_audio.delta",
-                "delta": base64.b64encode(piece).decode(),
-            })
-            self.output_audio.extend(piece)
-            self._answer_sent = offset + len(piece)
-            # The words whose share of the audio has been streamed.
-            due = len(words) * self._answer_sent // total if total else len(words)
-            while said < due:
-                w_start = start + (total // 8) * said // max(1, len(words))
-                w_end = start + (total // 8) * (said + 1) // max(1, len(words))
-                await self.send({
-                    "type": "session.output_transcript.delta", "event_id": self._id("event"),
-                    "delta": (" " if said else "") + words[said],
-                    "start_ms": w_start, "end_ms": w_end,
-                })
-                said += 1
-            await asyncio.sleep(0)
-        await self.send({
-            "type": "session.usage.updated", "event_id": self._id("event"), "usage": self.usage()
-        })
-
-    async def delegate(self, answer: ScriptedLiveAnswer) -> None:
-        call = answer.delegate
-        assert call is not None
-        delegation_id = self._id("deleg")
-        call_id = call.call_id or self._id("call")
-        self._pending_tool = call_id
-        self._tool_answered = False
-        await self.send({
-            "type": "session.delegation.created", "event_id": self._id("event"),
-            "offset_ms": self.now_ms,
-            "delegation": {"id": delegation_id, "target": "responses", "type": "delegation",
-                           "response_id": self._id("resp")},
-        })
-        await self.send({
-            "type": "response.event", "event_id": self._id("event"),
-            "delegation_id": delegation_id,
-            "event": {
-                "type": "response.output_item.done", "output_index": 0, "sequence_number": 1,
-                "item": {"type": "function_call", "id": self._id("fc"), "call_id": call_id,
-                         "name": call.name, "arguments": call.arguments_json(),
-                         "status": "completed"},
-            },
-        })

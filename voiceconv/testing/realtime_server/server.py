@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
 import ssl
 from collections import deque
 from collections.abc import Iterable
-from http import HTTPStatus
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
+from voiceconv.testing.listener import StandInListener
 from voiceconv.testing.realtime_server.calls import SipCall, SipFront, new_call
 from voiceconv.testing.realtime_server.config import _merge_session
 from voiceconv.testing.realtime_server.protocol import _tables
@@ -28,7 +24,7 @@ __all__ = ["RealtimeStandIn"]
 logger = logging.getLogger("voiceconv.testing.realtime_server")
 
 
-class RealtimeStandIn:
+class RealtimeStandIn(StandInListener[StandInSession]):
     """Loopback WebSocket server speaking the OpenAI Realtime GA protocol.
 
     ``responses`` is a FIFO of ``ScriptedResponse`` (``default_response`` when empty);
@@ -40,6 +36,7 @@ class RealtimeStandIn:
     unchanged voice after the first audio.
     """
 
+    path = "/v1/realtime"
     #: The class of each connection's session (subclass it to record more).
     session_class: type[StandInSession] = StandInSession
 
@@ -63,38 +60,29 @@ class RealtimeStandIn:
         ssl_context: ssl.SSLContext | None = None,
         sip: bool = False,
     ) -> None:
-        self.host = host
-        self.port = port
-        self.api_key = api_key
-        self.refuse_status = refuse_status
+        super().__init__(host=host, port=port, api_key=api_key, strict=strict,
+                         refuse_status=refuse_status, ssl_context=ssl_context)
         self.speed_factor = speed_factor
         self.chunk_ms = chunk_ms
         self.vad_rms_threshold = vad_rms_threshold
         self.session_lifetime_s = session_lifetime_s
-        self.strict = strict
         self.reject_voice_resend = reject_voice_resend
         self.responses: deque[ScriptedResponse] = deque(responses)
         self.default_response = default_response or ScriptedResponse()
         self.caller_transcripts: deque[str] = deque(caller_transcripts)
         self.default_caller_transcript = default_caller_transcript
-        self.sessions: list[StandInSession] = []
-        #: Serve ``wss://`` with this context (``base_url`` is then ``https://``).
-        self.ssl_context = ssl_context
         #: Start every new session stalled: it accepts the connection, then sends nothing.
         self.stall_new_sessions = False
         #: Responses that turn detection starts are active at once, but their
         #: ``response.created`` goes out this many ms later (collisions with the client's own
         #: ``response.create``: ``conversation_already_has_active_response``).
         self.auto_response_created_delay_ms = 0
-        self.handshakes: list[dict[str, Any]] = []
         #: Serve OpenAI's SIP control surface too (:mod:`.calls`): the REST call verbs on the
         #: public port, in front of the socket server.
         self.sip = sip
         #: SIP calls by call id (:meth:`new_sip_call`).
         self.calls: dict[str, SipCall] = {}
         self._front: SipFront | None = None
-        self._server: Server | None = None
-        self._new_session: asyncio.Event | None = None
 
     # ---- scripts ---------------------------------------------------------------------
 
@@ -112,44 +100,23 @@ class RealtimeStandIn:
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        """``http://host:port/v1``, for ``AsyncOpenAI(base_url=...)`` or ``OPENAI_BASE_URL``."""
-        if self._server is None:
-            raise RuntimeError("RealtimeStandIn is not started")
-        scheme = "https" if self.ssl_context is not None else "http"
-        return f"{scheme}://{self.host}:{self.port}/v1"
+    def load_types(self) -> None:
+        _tables()
 
-    @property
-    def ws_url(self) -> str:
-        """The socket base (``ws://host:port/v1``), for ``websocket_base_url``."""
-        return self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    def listen_port(self) -> int:
+        return 0 if self.sip else self.port
 
-    async def start(self) -> RealtimeStandIn:
-        """Start listening (binds the port; ``port=0`` picks a free one)."""
-        if self.strict:
-            # Import the SDK's event types now (seconds, once per process), not while the
-            # first client waits for ``session.created``.
-            _tables()
-        self._new_session = asyncio.Event()
-        self._server = await serve(
-            self._handler,
-            self.host,
-            0 if self.sip else self.port,
-            process_request=self._process_request,
-            max_size=16 * 1024 * 1024,
-            compression=None,
-            ping_interval=None,
-            ssl=self.ssl_context,
-        )
-        ws_port = self._server.sockets[0].getsockname()[1]
-        if self.sip:
-            self._front = SipFront(self.calls, self.host, self.port, ws_port)
-            await self._front.start()
-            self.port = self._front.port
-        else:
-            self.port = ws_port
-        return self
+    async def listening(self, ws_port: int) -> int:
+        if not self.sip:
+            return ws_port
+        self._front = SipFront(self.calls, self.host, self.port, ws_port)
+        await self._front.start()
+        return self._front.port
+
+    async def closing(self) -> None:
+        if self._front is not None:
+            await self._front.stop()
+            self._front = None
 
     def new_sip_call(self, from_number: str, to_number: str, **kwargs: Any) -> SipCall:
         """A call arriving over the SIP trunk: send its webhook with
@@ -158,97 +125,10 @@ class RealtimeStandIn:
         self.calls[call.call_id] = call
         return call
 
-    async def stop(self, close_timeout: float | None = None) -> None:
-        """Close every connection (1001) and stop listening.
-
-        ``close_timeout`` bounds the wait for each client's answer to the close frame
-        (default: the websockets default, 10 s).
-        """
-        if self._front is not None:
-            await self._front.stop()
-            self._front = None
-        if self._server is not None:
-            if close_timeout is not None:
-                for connection in self._server.connections:
-                    connection.close_timeout = close_timeout
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> RealtimeStandIn:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def wait_for_session(self, index: int = 0, timeout: float = 5.0) -> StandInSession:
-        """The ``index``-th session, waiting up to ``timeout`` seconds for it to connect."""
-        assert self._new_session is not None, "RealtimeStandIn is not started"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.sessions) <= index:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"session {index} did not connect within {timeout}s")
-            self._new_session.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._new_session.wait(), remaining)
-        return self.sessions[index]
-
     # ---- handshake and connections ---------------------------------------------------
 
-    @staticmethod
-    def _json_response(
-        connection: ServerConnection,
-        status: int,
-        message: str,
-        code: str | None,
-        error_type: str = "invalid_request_error",
-    ) -> Response:
-        body = json.dumps(
-            {"error": {"message": message, "type": error_type, "param": None, "code": code}}
-        )
-        response = connection.respond(status, body)
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "application/json"
-        return response
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        query = parse_qs(url.query)
-        self.handshakes.append({"path": request.path, "headers": dict(request.headers.raw_items())})
-        if url.path.rstrip("/") != "/v1/realtime":
-            logger.info("stand-in: refusing path %s", url.path)
-            return self._json_response(
-                connection, 404, f"Invalid URL (GET {url.path})", "unknown_url"
-            )
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or not auth[7:].strip():
-            return self._json_response(
-                connection,
-                401,
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                None,
-            )
-        if self.api_key is not None and auth[7:] != self.api_key:
-            return self._json_response(
-                connection, 401, "Incorrect API key provided.", "invalid_api_key"
-            )
-        if self.refuse_status is not None:
-            status = HTTPStatus(self.refuse_status)
-            return self._json_response(
-                connection,
-                status.value,
-                f"Stand-in refused the connection: {status.phrase}",
-                "rate_limit_exceeded" if status == 429 else None,
-                "requests" if status == 429 else "invalid_request_error",
-            )
+    def check_query(self, connection: ServerConnection, request: Request) -> Response | None:
+        query = parse_qs(urlsplit(request.path).query)
         if "model" not in query and "call_id" not in query:
             return self._json_response(
                 connection,
@@ -285,9 +165,7 @@ class RealtimeStandIn:
             session.stall()
         if ws.request.headers.get("OpenAI-Beta"):
             session.protocol_violations.append("client: sent the OpenAI-Beta header")
-        self.sessions.append(session)
-        if self._new_session is not None:
-            self._new_session.set()
+        self.session_connected(session)
         if ws.request.headers.get("OpenAI-Beta"):
             await ws.close(4000, "beta_api_shape_disabled")
             session.closed.set()
