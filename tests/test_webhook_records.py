@@ -6,12 +6,14 @@ writer thread, and ``call_received`` is sent once it is.
 
 from __future__ import annotations
 
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 from django.test import Client, override_settings
 from django.utils import timezone
 from twilio.request_validator import RequestValidator
@@ -135,3 +137,45 @@ def test_a_retried_webhook_before_the_stream_refreshes_the_row() -> None:
     call.refresh_from_db()
     assert (call.webhook_received_at, call.twilio_account_sid) == (again, "AC2")
     assert Call.objects.filter(twilio_call_sid=SID).count() == 1
+
+
+@sqlite_only
+def test_a_claim_that_races_the_webhooks_row_takes_it() -> None:
+    """The stream's claim finds no row, then inserts while the writer's insert of the
+    webhook's row is committing: the claim takes that row instead of failing (which would
+    start the call without its agent)."""
+    agent = Agent.objects.create(name="Front desk", slug="front", phone_numbers="+14155550100")
+    info = CallInfo(call_sid=SID, stream_sid="MZ" + "2" * 32, account_sid="",
+                    from_number="+14155550123", to_number="+14155550100", direction="inbound")
+    inserted, commit = threading.Event(), threading.Event()
+    claims: list[Any] = []
+
+    def writer() -> None:  # as the record writer does: the row, in a transaction of its own
+        try:
+            with transaction.atomic():
+                Call.objects.create(twilio_call_sid=SID, agent=agent, status="ringing")
+                inserted.set()
+                commit.wait(30)
+        finally:
+            connection.close()
+
+    def claim() -> None:
+        try:
+            claims.append(Call.objects.claim_stream(info))
+        except Exception as exc:
+            claims.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=claim)]
+    threads[0].start()
+    assert inserted.wait(30)
+    threads[1].start()
+    time.sleep(0.5)  # the claim has found no row and waits for the write lock
+    commit.set()
+    for thread in threads:
+        thread.join(30)
+    assert len(claims) == 1 and not isinstance(claims[0], (str, Exception)), claims
+    call, picked = claims[0]
+    assert picked == agent and call.twilio_call_sid == SID
+    assert Call.objects.get(twilio_call_sid=SID).twilio_stream_sid == info.stream_sid

@@ -151,16 +151,20 @@ class CallManager(models.Manager["Call"]):
         """
         call = self.filter(twilio_call_sid=info.call_sid).select_related("agent").first()
         if call is None:
-            call = self.create(
+            # The webhook's row may be written at this very moment (off its response path, by
+            # the process-wide writer): get_or_create takes the other row if the insert races.
+            call, _created = self.select_related("agent").get_or_create(
                 twilio_call_sid=info.call_sid,
-                twilio_account_sid=info.account_sid,
-                agent=Agent.objects.for_number(
-                    our_number(info.direction, info.from_number, info.to_number)
-                ),
-                direction=info.direction,
-                from_number=info.from_number,
-                to_number=info.to_number,
-                status="in-progress",
+                defaults={
+                    "twilio_account_sid": info.account_sid,
+                    "agent": Agent.objects.for_number(
+                        our_number(info.direction, info.from_number, info.to_number)
+                    ),
+                    "direction": info.direction,
+                    "from_number": info.from_number,
+                    "to_number": info.to_number,
+                    "status": "in-progress",
+                },
             )
         claimed = self.filter(pk=call.pk, twilio_stream_sid="").update(
             twilio_stream_sid=info.stream_sid,

@@ -68,9 +68,9 @@ class InProcessServer:
 
     async def start(self) -> InProcessServer:
         """Listen, run the lifespan start-up, and return once connections are accepted."""
-        # Imported here, not at the top: uvicorn is an optional dependency
-        # (voiceconv[uvicorn]), needed only when a server starts.
         try:
+            # Imported here, not at the top: uvicorn is an optional dependency
+            # (voiceconv[uvicorn]), needed only when a server starts.
             import uvicorn
             from uvicorn.config import WS_PROTOCOLS
         except ImportError:
