@@ -9,6 +9,7 @@ invocation.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, assert_never
 
@@ -34,6 +35,7 @@ from voiceconv.session import (
     RunTools,
     SendToRealtime,
     SendToTwilio,
+    StampTime,
     StartStream,
     ToolCall,
     ToolOutcome,
@@ -73,6 +75,8 @@ class Actions(ConsumerBase):
                 case RecordMilestone(name=name):
                     if self.recorder is not None:
                         self.recorder.milestone(name, timezone.now())
+                case StampTime():
+                    self.session.stamp(action, time.monotonic())
                 case RunTools(calls=calls):
                     self.spawn(self.run_tools(calls))
                 case StartStream(start=start):
