@@ -177,6 +177,14 @@ async def test_a_gpt_live_call_end_to_end(
     assert 0 < story.heard_ms < story.total_ms
     invocation = await call.tool_invocations.afirst()
     assert invocation.tool_name == "get_time"
+    # Time to first audio per turn: GPT-Live has no speech_stopped, so an answer is timed from
+    # the last caller fragment before it (CALLER_STOPPED_IS_LAST_FRAGMENT); every assistant
+    # turn, the greeting too, has the bridge's share.
+    greeting = next(e for e in entries if e.role == "assistant" and e.text == GREETING)
+    assert greeting.bridge_ms is not None and greeting.model_ms is None
+    answer = next(e for e in entries if e.role == "assistant" and e.text == ANSWER)
+    assert None not in (answer.first_audio_ms, answer.model_ms, answer.bridge_ms)
+    assert answer.first_audio_ms == pytest.approx(answer.model_ms + answer.bridge_ms, abs=0.05)
 
 
 async def test_gpt_live_refusing_session_start_ends_the_call_with_the_apology(
