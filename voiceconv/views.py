@@ -27,7 +27,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from voiceconv import active_calls, security, signals, twiml
+from voiceconv import active_calls, preconnect, security, signals, twiml
 from voiceconv.conf import voiceconv_settings
 
 logger = logging.getLogger("voiceconv.views")
@@ -138,6 +138,8 @@ async def incoming_call(request: HttpRequest) -> HttpResponse:
                        active_calls.count(), limit)
         return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
 
+    # Agents with pre-connect: their OpenAI session opens while the phone rings (no waiting).
+    preconnect.start(call_sid, incoming.direction, incoming.from_number, incoming.to_number)
     parameters = dict(incoming.parameters)
     call = agent = None
     try:
