@@ -32,7 +32,8 @@ def _in(t: float, window: list[float]) -> bool:
 def analyze(cfg: LevelConfig, gens: list[dict[str, Any]], standin: dict[str, Any],
             window: list[float], samples: dict[str, float]) -> LevelResult:
     """Match what the callers sent with what the stand-in received, and back."""
-    res = LevelResult(server=cfg.server, n=cfg.n, window_s=cfg.duration)
+    res = LevelResult(server=cfg.server, n=cfg.n, window_s=cfg.duration,
+                      preconnect=cfg.preconnect)
     calls = {c["index"]: c for g in gens for c in g["calls"]}
     for index in sorted(calls):
         call = calls[index]

@@ -43,6 +43,14 @@ class LevelConfig:
     min_audio_s: float = 0.0
     #: Extra environment for the server process (e.g. ``VOICECONV_CONNECT_TIMEOUT``).
     server_env: dict[str, str] = field(default_factory=dict)
+    #: The default agent pre-connects while the phone rings (``Agent.preconnect``; the app's
+    #: servers only).
+    preconnect: bool = False
+
+    @property
+    def tag(self) -> str:
+        """The level's name in file names and tables: ``uvicorn-10``, ``uvicorn-10-pre``."""
+        return f"{self.server}-{self.n}" + ("-pre" if self.preconnect else "")
 
     @property
     def ramp(self) -> float:
@@ -58,6 +66,8 @@ class LevelResult:
     server: str
     n: int
     window_s: float
+    #: The level ran with the default agent's pre-connect on.
+    preconnect: bool = False
     calls_ok: int = 0
     #: Incoming-call webhook: calls whose webhook was answered (200 with TwiML), and the time
     #: from the POST to its answer at the caller (ms).

@@ -34,8 +34,9 @@ def table(results: list[LevelResult]) -> str:
         def q(d: dict[str, Any], keys: tuple[str, ...] = ("p50", "p95", "p99", "max")) -> str:
             return "/".join(_f(d.get(k)) for k in keys)
 
+        server = r.server + (" +pre-connect" if r.preconnect else "")
         lines.append(
-            f"| {r.server} | {r.n} | {q(r.up)} | {q(r.down)} "
+            f"| {server} | {r.n} | {q(r.up)} | {q(r.down)} "
             f"| {r.lost_up}/{r.reordered_up} | {r.lost_down}/{r.reordered_down} "
             f"| {q(r.barge_in, ('p50', 'p99', 'max'))} ({r.barge_in.get('n', 0)}) "
             f"| {q(r.webhook, ('p50', 'p99', 'max'))} ({r.webhooks_answered}) "
@@ -47,6 +48,29 @@ def table(results: list[LevelResult]) -> str:
             f"| {'-' if r.records_ok is None else f'{r.records_ok}/{r.conversations_ok}/{r.n}'} "
             f"| {'yes' if r.passed else 'no'} |"
         )
+    return "\n".join(lines)
+
+
+def preconnect_table(results: list[LevelResult]) -> str:
+    """Time to first audio (webhook sent → the greeting's first audio at the caller) of each
+    app level with the default agent's pre-connect off and on (Markdown)."""
+    by = {(r.server, r.n, r.preconnect): r for r in results}
+    head = ("| server | N | first audio p50/p99/max ms, pre-connect off | on "
+            "| p50 on / off | sessions opened off / on |")
+    lines = [head, "|" + "|".join([" --- "] * (head.count("|") - 1)) + "|"]
+    for server, n in sorted({(r.server, r.n) for r in results}):
+        off, on = by.get((server, n, False)), by.get((server, n, True))
+        if on is None:
+            continue
+
+        def q(r: LevelResult | None) -> str:
+            return "/".join(_f(r.ttfa.get(k), 0) for k in ("p50", "p99", "max")) if r else "-"
+
+        p50_off = off.ttfa.get("p50") if off else None
+        p50_on = on.ttfa.get("p50")
+        ratio = f"{p50_on / p50_off:.2f}x" if p50_on is not None and p50_off else "-"
+        sessions = f"{off.realtime_sessions if off else '-'} / {on.realtime_sessions}"
+        lines.append(f"| {server} | {n} | {q(off)} | {q(on)} | {ratio} | {sessions} |")
     return "\n".join(lines)
 
 
