@@ -59,6 +59,7 @@ def analyze(cfg: LevelConfig, gens: list[dict[str, Any]], standin: dict[str, Any
         for t, call, counter in s["appends"]:
             arrivals[call].append((t, counter))
     res.realtime_sessions = sum(1 for c in session_call if c is not None and c in calls)
+    res.sessions_opened = len(standin["sessions"])
     up_lat: list[float] = []
     for index, call in calls.items():
         sent = call["sent"]

@@ -89,6 +89,9 @@ class LevelResult:
     muted_delivered: int = 0
     unknown_down: int = 0
     realtime_sessions: int = 0  # more than n means the app reopened sessions
+    #: Every session the stand-in saw, the warm-up call's and any without audio (a
+    #: pre-connected session the stream did not adopt) included.
+    sessions_opened: int = 0
     speech_starts: int = 0
     clears: int = 0
     barge_ins_without_clear: int = 0

@@ -53,10 +53,11 @@ def table(results: list[LevelResult]) -> str:
 
 def preconnect_table(results: list[LevelResult]) -> str:
     """Time to first audio (webhook sent → the greeting's first audio at the caller) of each
-    app level with the default agent's pre-connect off and on (Markdown)."""
+    app level with the default agent's pre-connect off and on, and the sessions each opened
+    (pre-connect must not open more: the streams adopt theirs) (Markdown)."""
     by = {(r.server, r.n, r.preconnect): r for r in results}
     head = ("| server | N | first audio p50/p99/max ms, pre-connect off | on "
-            "| p50 on / off | sessions opened off / on |")
+            "| p50 on / off | sessions opened off / on (warm-up call included) |")
     lines = [head, "|" + "|".join([" --- "] * (head.count("|") - 1)) + "|"]
     for server, n in sorted({(r.server, r.n) for r in results}):
         off, on = by.get((server, n, False)), by.get((server, n, True))
@@ -69,7 +70,7 @@ def preconnect_table(results: list[LevelResult]) -> str:
         p50_off = off.ttfa.get("p50") if off else None
         p50_on = on.ttfa.get("p50")
         ratio = f"{p50_on / p50_off:.2f}x" if p50_on is not None and p50_off else "-"
-        sessions = f"{off.realtime_sessions if off else '-'} / {on.realtime_sessions}"
+        sessions = f"{off.sessions_opened if off else '-'} / {on.sessions_opened}"
         lines.append(f"| {server} | {n} | {q(off)} | {q(on)} | {ratio} | {sessions} |")
     return "\n".join(lines)
 

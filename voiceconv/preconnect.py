@@ -40,7 +40,7 @@ from voiceconv.realtime import (
 )
 from voiceconv.session import dumps
 
-__all__ = ["Opened", "Plan", "adopt", "clear", "pending", "start"]
+__all__ = ["Opened", "Plan", "adopt", "plan_for_number", "plan_of", "start"]
 
 logger = logging.getLogger("voiceconv.preconnect")
 
@@ -92,18 +92,6 @@ def start(call_sid: str, direction: str, from_number: str, to_number: str) -> No
     expiry = loop.call_later(voiceconv_settings.timeouts.preconnect, _expire, call_sid)
     _pending[call_sid] = _Entry(task, expiry)
     task.add_done_callback(lambda t: _opened(call_sid, t))
-
-
-def pending() -> list[str]:
-    """CallSids with a session pre-connected (or being so) in this process."""
-    return list(_pending)
-
-
-def clear() -> None:
-    """Forget every pre-connected session of this process (each is closed): the next streams
-    open their own, as on another process."""
-    for call_sid in list(_pending):
-        _discard(call_sid, "cleared")
 
 
 async def adopt(call_sid: str, plan: Plan) -> RealtimeBackend | None:

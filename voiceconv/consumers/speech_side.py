@@ -8,6 +8,7 @@ import asyncio
 from voiceconv import preconnect
 from voiceconv.conf import voiceconv_settings
 from voiceconv.consumers.base import REALTIME, ConsumerBase, close_quietly, describe
+from voiceconv.consumers.start import CallStart
 from voiceconv.realtime import RealtimeBackend
 
 
@@ -86,13 +87,24 @@ class SpeechSide(ConsumerBase):
         """The session pre-connected for this call while it rang (:mod:`voiceconv.preconnect`),
         if it is in this process and configured as this call's own would be; else None.
 
-        An injected ``backend_factory`` opens every session itself; a subclass with a
-        ``get_backend`` or ``get_openai_client`` of its own should return None here."""
-        if self.backend_factory is not None or self.info is None:
+        A consumer that opens its sessions itself (an injected ``backend_factory``, its own
+        ``get_backend`` or ``get_openai_client``) never adopts one."""
+        cls = type(self)
+        if (
+            self.backend_factory is not None
+            or self.info is None
+            or cls.get_backend is not CallStart.get_backend
+            or cls.get_openai_client is not CallStart.get_openai_client
+        ):
             return None
-        model = self.get_model() if self.backend_name == REALTIME else ""
-        plan = preconnect.plan_of(self.backend_name, model, self.first_events(reconnect=False))
-        return await preconnect.adopt(self.info.call_sid, plan)
+        try:
+            model = self.get_model() if self.backend_name == REALTIME else ""
+            events = self.first_events(reconnect=False)
+            plan = preconnect.plan_of(self.backend_name, model, events)
+            return await preconnect.adopt(self.info.call_sid, plan)
+        except Exception as exc:  # adoption is an optimisation: never the reason a call fails
+            self.log.warning("could not adopt the pre-connected session: %s", describe(exc))
+            return None
 
     async def _ready_watchdog(self, backend: RealtimeBackend) -> None:
         """End the call if the session never becomes ready (OpenAI stalls at start)."""

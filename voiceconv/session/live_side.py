@@ -136,7 +136,9 @@ class LiveCallSession(CallSession):
         self.state.response_create_owed = False  # a spoken line we waited for has begun
         assert self._live_item is not None
         out = self.realtime_audio_delta(self._live_item, self._live_item, delta)
-        return [] if out is None else self.audio_out(out)
+        if out is None:
+            return []
+        return out if self._began is None else self.audio_out(out)  # timed: a first chunk
 
     def _new_item(self) -> None:
         self._items_made += 1

@@ -173,7 +173,9 @@ class RealtimeSide(CallerSide):
         except BadEvent as bad:
             return [Log("warning", str(bad))]
         out = self.realtime_audio_delta(item_id, response_id, delta)
-        return [] if out is None else self.audio_out(out)
+        if out is None:
+            return []
+        return out if self._began is None else self.audio_out(out)  # timed: a first chunk
 
     def handle_realtime(self, event: dict[str, Any]) -> list[Action]:
         """A parsed Realtime server event (audio deltas included, without the fast path)."""
