@@ -69,8 +69,9 @@ async def test_every_turn_of_a_call_is_timed_and_exported(
     assert answer.latency_ms is not None  # the call-clock latency, as before
 
     # Exported with the transcript.
-    rows = [json.loads(line) for line in await sync_to_async(entries_as_jsonl)(
-        TranscriptEntry.objects.filter(call=call, role="assistant"))]
+    exported_text = await sync_to_async(entries_as_jsonl)(
+        TranscriptEntry.objects.filter(call=call, role="assistant"))
+    rows = [json.loads(line) for line in exported_text.splitlines()]
     exported = next(r for r in rows if r["text"] == ANSWER)
     assert (exported["first_audio_ms"], exported["model_ms"], exported["bridge_ms"]) == (
         answer.first_audio_ms, answer.model_ms, answer.bridge_ms)
