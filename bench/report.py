@@ -77,7 +77,7 @@ def preconnect_table(results: list[LevelResult]) -> str:
 
 def ratios(results: list[LevelResult], app: str = "uvicorn") -> str:
     """The app's figures against the two yardsticks of the same run, per N (Markdown)."""
-    by = {(r.server, r.n): r for r in results}
+    by = {(r.server, r.n): r for r in results if not r.preconnect}
     head = (f"| N | CPU s/call-min {app} | channels | reference | {app} / reference "
             f"| {app} / channels | webhook p99 ms {app} / channels | first audio p50 ms {app} "
             f"| RSS/call KiB {app} / channels / reference |")
@@ -126,10 +126,13 @@ def plot(results: list[LevelResult], path: str) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (title, unit, value, log, target) in zip(axes.flat, FIGURES, strict=True):
         for server in SERVERS:
-            rows = sorted((r for r in results if r.server == server), key=lambda r: r.n)
-            points = [(r.n, value(r)) for r in rows if value(r) is not None]
-            if points:
-                ax.plot(*zip(*points, strict=True), marker="o", label=server)
+            for pre in (False, True):
+                rows = sorted((r for r in results if r.server == server and r.preconnect == pre),
+                              key=lambda r: r.n)
+                points = [(r.n, value(r)) for r in rows if value(r) is not None]
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker="o",
+                            label=server + (" +pre-connect" if pre else ""))
         if target is not None:
             ax.axhline(target, color="grey", linestyle="--", linewidth=1)
         ax.set(title=title, xlabel="concurrent calls", ylabel=unit)

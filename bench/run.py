@@ -48,12 +48,14 @@ def prepare_database(url: str) -> None:
 
 
 def sweep(args: argparse.Namespace, database_url: str, workdir: str) -> list[LevelResult]:
-    """For each server, run the levels upwards until one fails (then stop climbing)."""
+    """For each server, run the levels upwards until one fails (then stop climbing); with
+    ``--preconnect both``, each level runs off then on, and both run before the sweep stops."""
     results: list[LevelResult] = []
     variants = {"off": (False,), "on": (True,), "both": (False, True)}[args.preconnect]
     for server in args.servers.split(","):
         levels = [(n, pre) for n in [int(x) for x in args.levels.split(",")]
                   for pre in (variants if server not in YARDSTICKS else (False,))]
+        failed = False
         for n, pre in levels:
             cfg = LevelConfig(server=server, n=n, duration=args.duration,
                               calls_per_generator=args.calls_per_generator,
@@ -74,8 +76,10 @@ def sweep(args: argparse.Namespace, database_url: str, workdir: str) -> list[Lev
                   flush=True)
             for error in result.errors[:3]:
                 print("    ", error, flush=True)
-            if not result.passed and not args.keep_going:
-                break
+            failed = failed or not result.passed
+            last_of_level = pre == variants[-1] or server in YARDSTICKS
+            if failed and last_of_level and not args.keep_going:
+                break  # the level's pre-connect twin runs first: the comparison needs both
     return results
 
 
