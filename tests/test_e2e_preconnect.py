@@ -146,3 +146,33 @@ async def test_a_stream_on_another_process_opens_its_own_and_the_orphan_is_close
     await client.hang_up()
     call = await wait_for_call(client.call_sid, ended=True)
     assert call.end_reason == "caller_hung_up"
+
+
+def edit_default_agent(instructions: str) -> None:
+    from voiceconv.models import Agent
+
+    agent = Agent.objects.get(is_default=True)
+    agent.instructions = instructions
+    agent.save()
+
+
+async def test_an_agent_edited_while_ringing_gets_a_session_with_its_new_configuration(
+    ringing_server: ServerProcess, standin: RealtimeStandIn
+) -> None:
+    await sync_to_async(set_preconnect)(True)
+    client = await ring(ringing_server)
+    stale = await standin.wait_for_session(0, timeout=10)
+    await stale.expect_event("session.update", timeout=10)
+    await sync_to_async(edit_default_agent)("Speak like a pirate.")
+    await client.start_call()
+    await client.send_silence(100)
+    # The stream does not adopt a session configured before the edit: it opens its own.
+    await greeted(client, standin, 1)
+    fresh = standin.sessions[1]
+    update = next(e for e in fresh.received if e["type"] == "session.update")
+    assert "Speak like a pirate." in update["session"]["instructions"]
+    assert fresh.appends and not stale.appends
+    await asyncio.wait_for(stale.closed.wait(), ORPHAN_TIMEOUT + 15)
+    assert "configured differently" in ringing_server.log_text()
+    await client.hang_up()
+    await wait_for_call(client.call_sid, ended=True)
