@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.conftest import OPENAI_KEY, ROOT, server_env
-from tests.e2e import OPEN, enter_call, eventually, wait_for_call
+from tests.conftest import AUTH_TOKEN, OPENAI_KEY, PUBLIC_URL, ROOT, server_env
+from tests.e2e import CALLER, NUMBER, OPEN, enter_call, eventually, track, wait_for_call
 from voiceconv.testing import (
     GPTLiveStandIn,
     ScriptedDelegation,
@@ -229,3 +229,30 @@ async def test_a_dropped_gpt_live_session_is_replaced_with_the_conversation_so_f
     await client.hang_up()
     call = await wait_for_call(client.call_sid, ended=True)
     assert call.end_reason == "caller_hung_up"
+
+
+async def test_a_gpt_live_agent_pre_connects_while_the_phone_rings(
+    gpt_live_server: ServerProcess, live: GPTLiveStandIn
+) -> None:
+    from voiceconv.models import Agent  # the models need the app registry, set up by then
+
+    await sync_to_async(live_agent)()
+    await Agent.objects.filter(is_default=True).aupdate(preconnect=True)
+    live.answers.append(ScriptedLiveAnswer(GREETING, audio_ms=600))
+    client = track(await TwilioStreamClient.from_webhook(
+        gpt_live_server.http_url, auth_token=AUTH_TOKEN, public_url=PUBLIC_URL,
+        form={"From": CALLER, "To": NUMBER}, realtime=False))
+    # Ringing: session.start is sent before any stream exists; no greeting yet.
+    session = await live.wait_for_session(0, timeout=10)
+    await eventually(lambda: session.config is not None, timeout=10)
+    assert session.received[0]["type"] == "session.start"
+    assert session.commentary == []
+    await client.start_call()
+    await talk_until(client, lambda: client.received_bytes >= 600 * 8)
+    assert session.commentary == ["Greet the caller."]
+    assert len(live.sessions) == 1  # the stream adopted it
+    assert [e["type"] for e in session.received].count("session.start") == 1
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True)
+    greeting = await call.transcript_entries.filter(role="assistant").afirst()
+    assert greeting is not None and greeting.text == GREETING
