@@ -163,6 +163,8 @@ def plan_for_number(number: str) -> Plan | None:
     from voiceconv.models import Agent
     from voiceconv.tools.binding import tools_for_agent
 
+    if not Agent.objects.filter(enabled=True, preconnect=True).exists():
+        return None  # the usual case, one cheap query (and for_number's warnings said once)
     agent = Agent.objects.for_number(number)
     if agent is None or not agent.preconnect:
         return None
