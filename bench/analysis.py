@@ -32,7 +32,8 @@ def _in(t: float, window: list[float]) -> bool:
 def analyze(cfg: LevelConfig, gens: list[dict[str, Any]], standin: dict[str, Any],
             window: list[float], samples: dict[str, float]) -> LevelResult:
     """Match what the callers sent with what the stand-in received, and back."""
-    res = LevelResult(server=cfg.server, n=cfg.n, window_s=cfg.duration)
+    res = LevelResult(server=cfg.server, n=cfg.n, window_s=cfg.duration,
+                      preconnect=cfg.preconnect)
     calls = {c["index"]: c for g in gens for c in g["calls"]}
     for index in sorted(calls):
         call = calls[index]
@@ -58,6 +59,7 @@ def analyze(cfg: LevelConfig, gens: list[dict[str, Any]], standin: dict[str, Any
         for t, call, counter in s["appends"]:
             arrivals[call].append((t, counter))
     res.realtime_sessions = sum(1 for c in session_call if c is not None and c in calls)
+    res.sessions_opened = len(standin["sessions"])
     up_lat: list[float] = []
     for index, call in calls.items():
         sent = call["sent"]

@@ -45,6 +45,14 @@ class LevelConfig:
     min_audio_s: float = 0.0
     #: Extra environment for the server process (e.g. ``VOICECONV_CONNECT_TIMEOUT``).
     server_env: dict[str, str] = field(default_factory=dict)
+    #: The default agent pre-connects while the phone rings (``Agent.preconnect``; the app's
+    #: servers only).
+    preconnect: bool = False
+
+    @property
+    def tag(self) -> str:
+        """The level's name in file names and tables: ``uvicorn-10``, ``uvicorn-10-pre``."""
+        return f"{self.server}-{self.n}" + ("-pre" if self.preconnect else "")
 
     @property
     def ramp(self) -> float:
@@ -60,6 +68,8 @@ class LevelResult:
     server: str
     n: int
     window_s: float
+    #: The level ran with the default agent's pre-connect on.
+    preconnect: bool = False
     calls_ok: int = 0
     #: Incoming-call webhook: calls whose webhook was answered (200 with TwiML), and the time
     #: from the POST to its answer at the caller (ms).
@@ -81,6 +91,9 @@ class LevelResult:
     muted_delivered: int = 0
     unknown_down: int = 0
     realtime_sessions: int = 0  # more than n means the app reopened sessions
+    #: Every session the stand-in saw, the warm-up call's and any without audio (a
+    #: pre-connected session the stream did not adopt) included.
+    sessions_opened: int = 0
     speech_starts: int = 0
     clears: int = 0
     barge_ins_without_clear: int = 0

@@ -34,8 +34,9 @@ def table(results: list[LevelResult]) -> str:
         def q(d: dict[str, Any], keys: tuple[str, ...] = ("p50", "p95", "p99", "max")) -> str:
             return "/".join(_f(d.get(k)) for k in keys)
 
+        server = r.server + (" +pre-connect" if r.preconnect else "")
         lines.append(
-            f"| {r.server} | {r.n} | {q(r.up)} | {q(r.down)} "
+            f"| {server} | {r.n} | {q(r.up)} | {q(r.down)} "
             f"| {r.lost_up}/{r.reordered_up} | {r.lost_down}/{r.reordered_down} "
             f"| {q(r.barge_in, ('p50', 'p99', 'max'))} ({r.barge_in.get('n', 0)}) "
             f"| {q(r.webhook, ('p50', 'p99', 'max'))} ({r.webhooks_answered}) "
@@ -50,9 +51,33 @@ def table(results: list[LevelResult]) -> str:
     return "\n".join(lines)
 
 
+def preconnect_table(results: list[LevelResult]) -> str:
+    """Time to first audio (webhook sent → the greeting's first audio at the caller) of each
+    app level with the default agent's pre-connect off and on, and the sessions each opened
+    (pre-connect must not open more: the streams adopt theirs) (Markdown)."""
+    by = {(r.server, r.n, r.preconnect): r for r in results}
+    head = ("| server | N | first audio p50/p99/max ms, pre-connect off | on "
+            "| p50 on / off | sessions opened off / on (warm-up call included) |")
+    lines = [head, "|" + "|".join([" --- "] * (head.count("|") - 1)) + "|"]
+    for server, n in sorted({(r.server, r.n) for r in results}):
+        off, on = by.get((server, n, False)), by.get((server, n, True))
+        if on is None:
+            continue
+
+        def q(r: LevelResult | None) -> str:
+            return "/".join(_f(r.ttfa.get(k), 0) for k in ("p50", "p99", "max")) if r else "-"
+
+        p50_off = off.ttfa.get("p50") if off else None
+        p50_on = on.ttfa.get("p50")
+        ratio = f"{p50_on / p50_off:.2f}x" if p50_on is not None and p50_off else "-"
+        sessions = f"{off.sessions_opened if off else '-'} / {on.sessions_opened}"
+        lines.append(f"| {server} | {n} | {q(off)} | {q(on)} | {ratio} | {sessions} |")
+    return "\n".join(lines)
+
+
 def ratios(results: list[LevelResult], app: str = "uvicorn") -> str:
     """The app's figures against the two yardsticks of the same run, per N (Markdown)."""
-    by = {(r.server, r.n): r for r in results}
+    by = {(r.server, r.n): r for r in results if not r.preconnect}
     head = (f"| N | CPU s/call-min {app} | channels | reference | {app} / reference "
             f"| {app} / channels | webhook p99 ms {app} / channels | first audio p50 ms {app} "
             f"| RSS/call KiB {app} / channels / reference |")
@@ -101,10 +126,13 @@ def plot(results: list[LevelResult], path: str) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (title, unit, value, log, target) in zip(axes.flat, FIGURES, strict=True):
         for server in SERVERS:
-            rows = sorted((r for r in results if r.server == server), key=lambda r: r.n)
-            points = [(r.n, value(r)) for r in rows if value(r) is not None]
-            if points:
-                ax.plot(*zip(*points, strict=True), marker="o", label=server)
+            for pre in (False, True):
+                rows = sorted((r for r in results if r.server == server and r.preconnect == pre),
+                              key=lambda r: r.n)
+                points = [(r.n, value(r)) for r in rows if value(r) is not None]
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker="o",
+                            label=server + (" +pre-connect" if pre else ""))
         if target is not None:
             ax.axhline(target, color="grey", linestyle="--", linewidth=1)
         ax.set(title=title, xlabel="concurrent calls", ylabel=unit)

@@ -6,6 +6,7 @@ One command runs the sweep for the three servers and prints the table::
     uv run python -m bench.run --servers uvicorn --levels 50,100 --duration 20
     uv run python -m bench.run --plot docs/benchmarks.png --json /tmp/bench.json
     uv run python -m bench.run --profile daphne:50    # py-spy profile of the server under load
+    uv run python -m bench.run --servers uvicorn --levels 10 --preconnect both   # first audio
 
 Per level: a fresh server process pinned to one core (``taskset -c 1``), the Realtime stand-in
 (``bench.standin``) and the load generators (``bench.loadgen``) as processes of their own on the
@@ -26,8 +27,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.common import dumps
-from bench.levels import P99_LIMIT_MS, ROOT, SERVERS, LevelConfig, LevelResult
-from bench.report import _f, plot, ratios, table
+from bench.levels import P99_LIMIT_MS, ROOT, SERVERS, YARDSTICKS, LevelConfig, LevelResult
+from bench.report import _f, plot, preconnect_table, ratios, table
 from bench.running import run_level
 
 __all__ = ["LevelConfig", "LevelResult", "main", "run_level"]
@@ -47,18 +48,25 @@ def prepare_database(url: str) -> None:
 
 
 def sweep(args: argparse.Namespace, database_url: str, workdir: str) -> list[LevelResult]:
-    """For each server, run the levels upwards until one fails (then stop climbing)."""
+    """For each server, run the levels upwards until one fails (then stop climbing); with
+    ``--preconnect both``, each level runs off then on, and both run before the sweep stops."""
     results: list[LevelResult] = []
+    variants = {"off": (False,), "on": (True,), "both": (False, True)}[args.preconnect]
     for server in args.servers.split(","):
-        for n in [int(x) for x in args.levels.split(",")]:
+        levels = [(n, pre) for n in [int(x) for x in args.levels.split(",")]
+                  for pre in (variants if server not in YARDSTICKS else (False,))]
+        failed = False
+        for n, pre in levels:
             cfg = LevelConfig(server=server, n=n, duration=args.duration,
                               calls_per_generator=args.calls_per_generator,
                               database_url=database_url, workdir=workdir, tls=args.tls,
-                              ramp_s=args.ramp)
+                              ramp_s=args.ramp, preconnect=pre)
             started = time.monotonic()
             result = run_level(cfg)
             results.append(result)
-            print(f"{server:9s} N={n:4d}  up p99={_f(result.up.get('p99'))} ms  "
+            label = server + ("+pre" if pre else "")
+            print(f"{label:13s} N={n:4d}  up p99={_f(result.up.get('p99'))} ms  "
+                  f"first audio p50={_f(result.ttfa.get('p50'), 0)} ms  "
                   f"lost={result.lost_up}/{result.lost_down}  "
                   f"cpu={_f(result.cpu_s_per_call_minute, 3)} s/call-min  "
                   f"gen lag p99={_f(result.generator_lag.get('p99'))} ms  "
@@ -68,8 +76,10 @@ def sweep(args: argparse.Namespace, database_url: str, workdir: str) -> list[Lev
                   flush=True)
             for error in result.errors[:3]:
                 print("    ", error, flush=True)
-            if not result.passed and not args.keep_going:
-                break
+            failed = failed or not result.passed
+            last_of_level = pre == variants[-1] or server in YARDSTICKS
+            if failed and last_of_level and not args.keep_going:
+                break  # the level's pre-connect twin runs first: the comparison needs both
     return results
 
 
@@ -87,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds over which the calls enter (default 2 s up to 100 calls)")
     parser.add_argument("--keep-going", action="store_true",
                         help="run every level even after one fails")
+    parser.add_argument("--preconnect", choices=("off", "on", "both"), default="off",
+                        help="the default agent pre-connects while ringing: off, on, or each "
+                             "level of the app's servers run both ways")
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--plot", help="write the PNG plot here")
     parser.add_argument("--profile", metavar="SERVER:N",
@@ -118,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     if "uvicorn" in args.servers:
         print(ratios(results))
         print()
+    if args.preconnect != "off":
+        print(preconnect_table(results))
+        print()
     for server in args.servers.split(","):
-        passing = [r.n for r in results if r.server == server and r.passed]
+        passing = [r.n for r in results if r.server == server and r.passed
+                   and not r.preconnect]
         print(f"{server}: highest N with p99 caller→OpenAI < {P99_LIMIT_MS:.0f} ms and zero loss: "
               f"{max(passing) if passing else 'none'}")
     if args.json:

@@ -172,7 +172,9 @@ def run_level(cfg: LevelConfig) -> LevelResult:
     """Run one level end to end and return its figures."""
     workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="voiceconv-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    tag = f"{cfg.server}-{cfg.n}"
+    tag = cfg.tag
+    if cfg.server not in YARDSTICKS:
+        set_preconnect(cfg)
     cert = make_cert(workdir) if cfg.tls else None
     standin = StandInProcess(cfg, workdir / f"{tag}-standin.json", cert)
     server: ServerProcess | None = None
@@ -297,6 +299,15 @@ def run_level(cfg: LevelConfig) -> LevelResult:
     if cfg.profile and profile_out.exists():
         result.profile = summarize_profile(profile_out.read_text())
     return result
+
+
+def set_preconnect(cfg: LevelConfig) -> None:
+    """Turn the default agent's pre-connect on or off for the level (the database is shared
+    by the levels of a run)."""
+    code = ("from voiceconv.models import Agent; "
+            f"Agent.objects.filter(is_default=True).update(preconnect={cfg.preconnect!r})")
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, check=True,
+                   env={**os.environ, "DATABASE_URL": cfg.database_url}, timeout=120)
 
 
 def check_records(cfg: LevelConfig, gens: list[dict[str, Any]], res: LevelResult) -> None:

@@ -53,3 +53,19 @@ def test_quick_benchmark_loses_nothing_and_barges_in() -> None:
     assert result.record_problems == []
     assert result.records_ok == 3
     assert result.conversations_ok == 3
+
+
+def test_quick_benchmark_with_pre_connect_adopts_one_session_a_call() -> None:
+    cfg = LevelConfig(
+        server="daphne", n=3, duration=2.0, settle=1.0, drain=1.0,
+        database_url=database_url(), preconnect=True,
+    )
+    result = run_level(cfg)
+    assert result.preconnect
+    assert result.errors == []
+    assert result.calls_ok == 3 and result.ttfa["n"] == 3
+    assert (result.lost_up, result.lost_down) == (0, 0)
+    # Each call's stream adopted the session its webhook opened: one session a call (and the
+    # warm-up call's), none left without audio.
+    assert result.sessions_opened == result.realtime_sessions + 1 == 4
+    assert result.records_ok == 3

@@ -98,7 +98,7 @@ def test_limits_and_timeouts_are_typed_objects_built_once() -> None:
         assert voiceconv_settings.limits is limits  # built once
         timeouts = voiceconv_settings.timeouts
         assert timeouts == Timeouts(
-            connect=4.0, hangup_grace=10.0, tool_holding=1.5, tool=3.0,
+            connect=4.0, preconnect=20.0, hangup_grace=10.0, tool_holding=1.5, tool=3.0,
             stream_token_max_age=120.0, stream_start=5.0, start_database=5.0, control=5.0,
             drain=100.0, heartbeat=10.0, live=45.0,  # the longest call, then its goodbye
         )

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.conftest import OPENAI_KEY, ROOT, server_env, write_pcm_wav
-from tests.e2e import OPEN, enter_call, eventually, wait_for_call
+from tests.conftest import AUTH_TOKEN, OPENAI_KEY, PUBLIC_URL, ROOT, server_env, write_pcm_wav
+from tests.e2e import CALLER, NUMBER, OPEN, enter_call, eventually, track, wait_for_call
 from voiceconv.pricing import session_cost
 from voiceconv.session.live_side import CLIP_EVENT_ID
 from voiceconv.testing import (
@@ -199,6 +199,14 @@ async def test_a_gpt_live_call_end_to_end(
     assert 0 < story.heard_ms < story.total_ms
     invocation = await call.tool_invocations.afirst()
     assert invocation.tool_name == "get_time"
+    # Time to first audio per turn: GPT-Live has no speech_stopped, so an answer is timed from
+    # the last caller fragment before it (CALLER_STOPPED_IS_LAST_FRAGMENT); every assistant
+    # turn, the greeting too, has the bridge's share.
+    greeting = next(e for e in entries if e.role == "assistant" and e.text == GREETING)
+    assert greeting.bridge_ms is not None and greeting.model_ms is None
+    answer = next(e for e in entries if e.role == "assistant" and e.text == ANSWER)
+    assert None not in (answer.first_audio_ms, answer.model_ms, answer.bridge_ms)
+    assert answer.first_audio_ms == pytest.approx(answer.model_ms + answer.bridge_ms, abs=0.05)
     # The export carries the cost.
     exported = await sync_to_async(entry_as_dict)(entries[0])
     assert exported["call_cost"]["estimated_cost_usd"] == str(call.estimated_cost)
@@ -293,3 +301,30 @@ async def test_a_dropped_gpt_live_session_is_replaced_with_the_conversation_so_f
     await client.hang_up()
     call = await wait_for_call(client.call_sid, ended=True)
     assert call.end_reason == "caller_hung_up"
+
+
+async def test_a_gpt_live_agent_pre_connects_while_the_phone_rings(
+    gpt_live_server: ServerProcess, live: GPTLiveStandIn
+) -> None:
+    from voiceconv.models import Agent  # the models need the app registry, set up by then
+
+    await sync_to_async(live_agent)()
+    await Agent.objects.filter(is_default=True).aupdate(preconnect=True)
+    live.answers.append(ScriptedLiveAnswer(GREETING, audio_ms=600))
+    client = track(await TwilioStreamClient.from_webhook(
+        gpt_live_server.http_url, auth_token=AUTH_TOKEN, public_url=PUBLIC_URL,
+        form={"From": CALLER, "To": NUMBER}, realtime=False))
+    # Ringing: session.start is sent before any stream exists; no greeting yet.
+    session = await live.wait_for_session(0, timeout=10)
+    await eventually(lambda: session.config is not None, timeout=10)
+    assert session.received[0]["type"] == "session.start"
+    assert session.commentary == []
+    await client.start_call()
+    await talk_until(client, lambda: client.received_bytes >= 600 * 8)
+    assert session.commentary == ["Greet the caller."]
+    assert len(live.sessions) == 1  # the stream adopted it
+    assert [e["type"] for e in session.received].count("session.start") == 1
+    await client.hang_up()
+    call = await wait_for_call(client.call_sid, ended=True)
+    greeting = await call.transcript_entries.filter(role="assistant").afirst()
+    assert greeting is not None and greeting.text == GREETING

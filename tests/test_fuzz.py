@@ -211,6 +211,8 @@ class Harness:
     marks_out: list[str] = field(default_factory=list)
     response_outstanding: bool = False
     tool_calls: list[core.ToolCall] = field(default_factory=list)
+    #: The I/O layer's monotonic clock, as handed to the core's stamps (s).
+    clock: float = 0.0
 
     def check(self, actions: list[core.Action], delta_item: str | None = None) -> None:
         for action in actions:
@@ -228,6 +230,9 @@ class Harness:
                 self.tool_calls.extend(action.calls)
             elif isinstance(action, core.FlushEarlyAudio):
                 self.check(self.session.early_audio_sent())  # as the consumer runs it
+            elif isinstance(action, core.StampTime):
+                self.clock += 0.001
+                self.session.stamp(action, self.clock)  # as the consumer runs it
         self.check_playback()
 
     def check_realtime(self, event: dict[str, Any]) -> None:
@@ -262,8 +267,12 @@ class Harness:
         except (binascii.Error, ValueError):
             size = 0
         self.sent_bytes[item] = self.sent_bytes.get(item, 0) + size
-        actions: list[core.Action] = [core.SendToTwilio(out[0]), core.SendToTwilio(out[1])]
-        self.check(actions + self.session.after_delta(), delta_item=item)
+        sent = self.session.audio_out(out)
+        actions: list[core.Action] = (
+            sent if isinstance(sent, list)
+            else [core.SendToTwilio(sent[0]), core.SendToTwilio(sent[1])]
+        )
+        self.check(actions, delta_item=item)
 
     def realtime(self, event: dict[str, Any]) -> None:
         if event.get("type") == "response.done":

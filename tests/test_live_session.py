@@ -112,9 +112,9 @@ def test_assistant_audio_goes_to_twilio_with_marks_and_turns_come_from_fragments
                                               "delta": b64(800)}))
     assert not isinstance(out, tuple)  # the first audio is recorded
     assert any(isinstance(a, RecordFirstAudio) for a in out)
-    media = json.loads(out[0].text)
+    media, mark = (json.loads(a.text) for a in out if isinstance(a, SendToTwilio))
     assert media["event"] == "media" and media["media"]["payload"] == b64(800)
-    call.marks.append(int(json.loads(out[1].text)["mark"]["name"]))
+    call.marks.append(int(mark["mark"]["name"]))
     call.event(type="session.output_transcript.delta", event_id="e", delta="Hello",
                start_ms=0, end_ms=50)
     call.event(type="session.output_transcript.delta", event_id="e", delta=" there.",

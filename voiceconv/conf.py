@@ -122,6 +122,9 @@ DEFAULTS: dict[str, Any] = {
     "EARLY_AUDIO_BUFFER_MS": 5000,
     # Seconds to wait for the Realtime connection and session.updated before giving up.
     "CONNECT_TIMEOUT": 10.0,
+    # Seconds a session pre-connected while the phone rings (Agent.preconnect) waits for its
+    # stream before it is closed (the stream then came to another process, or never).
+    "PRECONNECT_TIMEOUT": 20.0,
     # New Realtime sessions tried in a row when the connection drops mid-call (0 = end the call).
     "REALTIME_RECONNECT_ATTEMPTS": 3,
     # Seconds to wait for the goodbye to be heard before hanging up anyway.
@@ -252,6 +255,8 @@ class Timeouts:
     connect: float
     #: For the goodbye to be heard before hanging up anyway.
     hangup_grace: float
+    #: For the stream of a session pre-connected while the phone rang.
+    preconnect: float
     #: Before a slow tool's holding line is said.
     tool_holding: float
     #: For a tool, unless its definition or decorator says otherwise.
@@ -312,6 +317,7 @@ class VoiceconvSettings:
     DTMF_PAUSE_SECONDS: float
     EARLY_AUDIO_BUFFER_MS: int
     CONNECT_TIMEOUT: float
+    PRECONNECT_TIMEOUT: float
     REALTIME_RECONNECT_ATTEMPTS: int
     HANGUP_GRACE_SECONDS: float
     MAX_CALL_SECONDS: float
@@ -402,6 +408,7 @@ class VoiceconvSettings:
         if self._timeouts is None:
             self._timeouts = Timeouts(
                 connect=self.CONNECT_TIMEOUT,
+                preconnect=self.PRECONNECT_TIMEOUT,
                 hangup_grace=self.HANGUP_GRACE_SECONDS,
                 tool_holding=self.TOOL_HOLDING_DELAY,
                 tool=self.TOOL_TIMEOUT,

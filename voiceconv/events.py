@@ -33,6 +33,14 @@ class TranscriptTurn:
     total_ms: int | None = None
     #: Assistant turns that were interrupted: the part of ``text`` the caller heard.
     heard_text: str | None = None
+    #: Answers to the caller: ``speech_stopped`` received → the answer's first audio sent to
+    #: Twilio (ms, monotonic clock); the sum of the two shares below.
+    first_audio_ms: float | None = None
+    #: Answers to the caller: the model's share, ``speech_stopped`` → first audio delta
+    #: received (ms).
+    model_ms: float | None = None
+    #: Assistant turns: the bridge's share, first audio delta received → sent to Twilio (ms).
+    bridge_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

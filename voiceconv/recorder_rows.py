@@ -174,6 +174,9 @@ class CallRows:
             "heard_ms": turn.heard_ms,
             "total_ms": turn.total_ms,
             "heard_text": heard_text or "",
+            "first_audio_ms": turn.first_audio_ms,
+            "model_ms": turn.model_ms,
+            "bridge_ms": turn.bridge_ms,
         }
         # At its place in the conversation (a caller's turn is transcribed after the answer
         # began): see TranscriptEntry.objects.add_in_order.

@@ -20,6 +20,7 @@ from voiceconv.formatting import clock, seconds, timestamp
 
 # The estimate lives in the call core, which records heard text as turns end.
 from voiceconv.session import estimate_heard as estimate_heard_text
+from voiceconv.timings import fine_ms
 
 __all__ = [
     "as_text",
@@ -67,6 +68,9 @@ def entry_as_dict(entry: TranscriptEntry) -> dict[str, Any]:
         "heard_text": entry.heard_text if entry.interrupted else None,
         "offset_ms": entry.offset_ms,
         "latency_ms": entry.latency_ms,
+        "first_audio_ms": entry.first_audio_ms,
+        "model_ms": entry.model_ms,
+        "bridge_ms": entry.bridge_ms,
         "call_start_ms": call.start_timings(),
         "call_cost": call.cost_summary(),
         "openai_item_id": entry.openai_item_id or None,
@@ -110,6 +114,11 @@ def entry_as_text(entry: TranscriptEntry) -> str:
     notes: list[str] = []
     if entry.latency_ms is not None:
         notes.append(f"latency {entry.latency_ms} ms")
+    if entry.first_audio_ms is not None:
+        notes.append(f"first audio {fine_ms(entry.first_audio_ms)}: model "
+                     f"{fine_ms(entry.model_ms)}, bridge {fine_ms(entry.bridge_ms)}")
+    elif entry.bridge_ms is not None:
+        notes.append(f"bridge {fine_ms(entry.bridge_ms)}")
     text = entry.text
     if entry.interrupted:
         notes.append(f"interrupted, heard {seconds(entry.heard_ms)} of {seconds(entry.total_ms)}")

@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from voiceconv import active_calls, health, security, signals, twiml, webhook_records
+from voiceconv import active_calls, health, preconnect, security, signals, twiml, webhook_records
 from voiceconv.conf import voiceconv_settings
 from voiceconv.control import notify_status
 from voiceconv.webhook_records import WebhookRecord
@@ -138,6 +138,8 @@ async def incoming_call(request: HttpRequest) -> HttpResponse:
                        active_calls.count(), limit)
         return xml_response(twiml.say_and_hang_up(voiceconv_settings.BUSY_MESSAGE))
 
+    # Agents with pre-connect: their OpenAI session opens while the phone rings (no waiting).
+    preconnect.start(call_sid, incoming.direction, incoming.from_number, incoming.to_number)
     # Answered from the request alone: the row is written off the response path (the
     # process-wide writer), and call_received is sent once it is (voiceconv.webhook_records).
     webhook_records.record(WebhookRecord(

@@ -21,8 +21,9 @@ from voiceconv.gpt_live import (
     REALTIME_ONLY_FIELDS,
     build_live_session,
 )
-from voiceconv.models import Agent, Call
+from voiceconv.models import Agent, Call, TranscriptEntry
 from voiceconv.realtime import build_session_config, session_model
+from voiceconv.timings import TURN_FIELDS, fine_ms, p50_p90, turn_rows
 from voiceconv.tools.binding import tools_for_agent
 
 logger = logging.getLogger("voiceconv.admin")
@@ -97,6 +98,7 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     fieldsets = (
         (None, {"fields": (
             "name", "slug", ("enabled", "is_default"), "phone_numbers", "backend",
+            "preconnect",
         )}),
         (_("Model and voice"), {
             "description": _("Blank fields use the VOICECONV defaults."),
@@ -176,7 +178,8 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
 
     @admin.display(description=_("time to first audio"))
     def first_audio_percentiles(self, obj: Agent | None) -> str:
-        """p50 / p90 of each start step over the agent's last :attr:`TIMING_CALLS` calls."""
+        """p50 / p90 of each start step, and of each turn's time to first audio and its
+        shares, over the agent's last :attr:`TIMING_CALLS` calls."""
         if obj is None or not obj.pk:
             return "-"
         calls = list(
@@ -188,18 +191,30 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
         rows = []
         timings = [c.start_timings() for c in calls]
         for name, _field in Call.MILESTONES[1:]:
-            values = sorted(v for t in timings if (v := t[name]) is not None)
+            values = [v for t in timings if (v := t[name]) is not None]
             if values:
-                p50 = values[(len(values) - 1) // 2]
-                p90 = values[min(len(values) - 1, round(0.9 * (len(values) - 1)))]
+                p50, p90 = p50_p90(values)
                 rows.append((name.replace("_", " "), p50, p90, len(values)))
+        entries = TranscriptEntry.objects.filter(
+            call__in=[c.pk for c in calls], role=TranscriptEntry.Role.ASSISTANT
+        ).values(*(field for _label, field in TURN_FIELDS))
+        turns = [(label, fine_ms(p50), fine_ms(p90), n) for label, p50, p90, n in
+                 turn_rows(entries)]
         return format_html(
             '<p class="help">Milliseconds after the webhook, over the last {} calls.</p>'
-            "<table><tr><th>step</th><th>p50</th><th>p90</th><th>calls</th></tr>{}</table>",
+            "<table><tr><th>step</th><th>p50</th><th>p90</th><th>calls</th></tr>{}</table>"
+            '<p class="help">Per turn: the caller stopped speaking (speech_stopped) → the '
+            "answer's first audio sent to Twilio, and its two shares (the bridge's share "
+            "counts every assistant turn, the greeting too).</p>"
+            '<table class="vc-turn-timing"><tr><th>turn</th><th>p50</th><th>p90</th>'
+            "<th>turns</th></tr>{}</table>",
             len(calls),
             format_html_join(
                 "", "<tr><td>{}</td><td>{} ms</td><td>{} ms</td><td>{}</td></tr>", rows
             ),
+            format_html_join(
+                "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", turns
+            ) or format_html("<tr><td colspan=\"4\">{}</td></tr>", _("No turns measured yet.")),
         )
 
     @admin.display(description=_("effective session config"))

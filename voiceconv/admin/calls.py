@@ -18,6 +18,7 @@ from voiceconv.conf import voiceconv_settings
 from voiceconv.models import Call, TranscriptEntry
 from voiceconv.onboarding import twilio_console_urls
 from voiceconv.pricing import PRICES_AS_OF, PRICES_SOURCE, prices_for
+from voiceconv.timings import TURN_FIELDS, fine_ms, turn_rows
 from voiceconv.transcripts import calls_as_text, iter_entries_jsonl
 
 _TALK_ROLES = [TranscriptEntry.Role.CALLER, TranscriptEntry.Role.ASSISTANT]
@@ -42,6 +43,9 @@ def conversation_rows(call: Call) -> list[dict[str, Any]]:
                 "unheard": entry.unheard_text,
                 "heard_s": formatting.seconds(entry.heard_ms, unit=""),
                 "total_s": formatting.seconds(entry.total_ms, unit=""),
+                "first_audio": fine_ms(entry.first_audio_ms),
+                "model": fine_ms(entry.model_ms),
+                "bridge": fine_ms(entry.bridge_ms),
             }
         )
     return rows
@@ -81,6 +85,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
                 ("webhook_time", "stream_time", "session_ready_time"),
                 ("first_audio_time", "first_heard_time", "end_time"),
                 ("duration_seconds", "turn_total", "median_latency"),
+                "turn_first_audio",
             ),
         }),
         (_("Usage"), {"fields": (
@@ -100,7 +105,7 @@ class CallAdmin(admin.ModelAdmin[Call]):
         return [
             *names, "turn_total", "median_latency", "cost_minute", "price_note",
             "webhook_time", "stream_time", "first_audio_time", "end_time",
-            "session_ready_time", "first_heard_time",
+            "session_ready_time", "first_heard_time", "turn_first_audio",
         ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
@@ -200,6 +205,19 @@ class CallAdmin(admin.ModelAdmin[Call]):
     @admin.display(description=_("median latency"))
     def median_latency(self, obj: Call) -> str | None:
         return formatting.milliseconds(obj.median_latency_ms) or None
+
+    @admin.display(description=_("time to first audio per turn"))
+    def turn_first_audio(self, obj: Call) -> str | None:
+        """p50 / p90 of the call's turns: caller stopped → first audio sent, and its shares."""
+        entries = obj.transcript_entries.filter(role=TranscriptEntry.Role.ASSISTANT).values(
+            *(field for _label, field in TURN_FIELDS))
+        rows = turn_rows(entries)
+        if not rows:
+            return None
+        return "; ".join(
+            f"{label}: p50 {fine_ms(p50)}, p90 {fine_ms(p90)} ({n} turns)"
+            for label, p50, p90, n in rows
+        )
 
     @admin.display(description=_("cost"), ordering="estimated_cost")
     def cost(self, obj: Call) -> str:

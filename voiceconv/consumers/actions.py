@@ -9,6 +9,7 @@ invocation.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from time import perf_counter_ns
 from typing import Any, assert_never
@@ -36,6 +37,7 @@ from voiceconv.session import (
     RunTools,
     SendToRealtime,
     SendToTwilio,
+    StampTime,
     StartStream,
     ToolCall,
     ToolOutcome,
@@ -80,6 +82,8 @@ class Actions(ConsumerBase):
                     # here, the clear and truncate before this action sent; kept for metrics.
                     if self.event_at_ns and len(self.barge_in_ns) < MAX_TIMINGS:
                         self.barge_in_ns.append(perf_counter_ns() - self.event_at_ns)
+                case StampTime():
+                    self.session.stamp(action, time.monotonic())
                 case RunTools(calls=calls):
                     self.spawn(self.run_tools(calls))
                 case StartStream(start=start):

@@ -153,6 +153,8 @@ class ConsumerBase(AsyncWebsocketConsumer):
         def get_live_session_config(self) -> dict[str, Any]: ...  # start
         def get_limits(self) -> Limits: ...  # start
         def get_backend(self) -> RealtimeBackend: ...  # start
+        def get_model(self) -> str: ...  # start
+        def get_openai_client(self) -> Any: ...  # start
         def first_events(self, reconnect: bool) -> list[str]: ...  # start
         def make_recorder(self) -> Any: ...  # start
         async def realtime_loop(self) -> None: ...  # speech_side

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from time import perf_counter_ns
 
+from voiceconv import preconnect
 from voiceconv.conf import voiceconv_settings
-from voiceconv.consumers.base import ConsumerBase, close_quietly, describe
+from voiceconv.consumers.base import REALTIME, ConsumerBase, close_quietly, describe
+from voiceconv.consumers.start import CallStart
 from voiceconv.realtime import RealtimeBackend
 
 
@@ -24,15 +26,18 @@ class SpeechSide(ConsumerBase):
         session = self.session
         attempts = voiceconv_settings.REALTIME_RECONNECT_ATTEMPTS
         failures = 0
-        first = True
+        first = adopt = True
         while True:
-            backend = self.get_backend()
+            adopted = await self.preconnected_backend() if adopt else None
+            adopt = False
+            backend = adopted or self.get_backend()
             try:
-                await asyncio.wait_for(
-                    backend.connect(), voiceconv_settings.timeouts.connect
-                )
-                for event in self.first_events(reconnect=not first):
-                    await backend.send(event)
+                if adopted is None:
+                    await asyncio.wait_for(
+                        backend.connect(), voiceconv_settings.timeouts.connect
+                    )
+                    for event in self.first_events(reconnect=not first):
+                        await backend.send(event)
             except asyncio.CancelledError:
                 await close_quietly(backend)
                 raise
@@ -64,6 +69,9 @@ class SpeechSide(ConsumerBase):
             was_ready = session.state.realtime_ready
             await self.run_actions(session.realtime_lost())
             await close_quietly(backend)
+            if not was_ready and first and adopted is not None:
+                self.log.warning("pre-connected session failed (%s); opening another", reason)
+                continue
             if not was_ready and first:
                 await self.fail("openai_error", f"Realtime session failed to start: {reason}")
                 return
@@ -75,6 +83,29 @@ class SpeechSide(ConsumerBase):
                 return
             self.log.warning("Realtime connection lost (%s); opening a new session", reason)
             self.reconnects += 1  # read by voiceconv.metrics
+
+    async def preconnected_backend(self) -> RealtimeBackend | None:
+        """The session pre-connected for this call while it rang (:mod:`voiceconv.preconnect`),
+        if it is in this process and configured as this call's own would be; else None.
+
+        A consumer that opens its sessions itself (an injected ``backend_factory``, its own
+        ``get_backend`` or ``get_openai_client``) never adopts one."""
+        cls = type(self)
+        if (
+            self.backend_factory is not None
+            or self.info is None
+            or cls.get_backend is not CallStart.get_backend
+            or cls.get_openai_client is not CallStart.get_openai_client
+        ):
+            return None
+        try:
+            model = self.get_model() if self.backend_name == REALTIME else ""
+            events = self.first_events(reconnect=False)
+            plan = preconnect.plan_of(self.backend_name, model, events)
+            return await preconnect.adopt(self.info.call_sid, plan)
+        except Exception as exc:  # adoption is an optimisation: never the reason a call fails
+            self.log.warning("could not adopt the pre-connected session: %s", describe(exc))
+            return None
 
     async def _ready_watchdog(self, backend: RealtimeBackend) -> None:
         """End the call if the session never becomes ready (OpenAI stalls at start)."""

@@ -100,6 +100,13 @@ class Agent(models.Model):
         help_text=_("Realtime: turn detection, transcription and token billing set here. "
                     "GPT-Live: the model takes turns itself, billed by the second."),
     )
+    preconnect = models.BooleanField(
+        _("pre-connect while ringing"), default=False,
+        help_text=_("Open the OpenAI session and send its configuration as soon as the call's "
+                    "webhook arrives, so the greeting can start the moment the stream "
+                    "connects. A session whose stream never comes is closed after "
+                    "VOICECONV PRECONNECT_TIMEOUT seconds (it may be billed meanwhile)."),
+    )
     model = models.CharField(_("model"), max_length=100, blank=True)
     voice = models.CharField(
         _("voice"), max_length=100, blank=True,

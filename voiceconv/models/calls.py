@@ -400,6 +400,19 @@ class TranscriptEntry(models.Model):
     heard_ms = models.IntegerField(_("heard (ms)"), null=True, blank=True)
     total_ms = models.IntegerField(_("generated audio (ms)"), null=True, blank=True)
     heard_text = models.TextField(_("heard text"), blank=True)
+    first_audio_ms = models.FloatField(
+        _("to first audio (ms)"), null=True, blank=True,
+        help_text=_("Answers to the caller: speech_stopped received → the answer's first audio "
+                    "sent to Twilio; the model's share plus the bridge's."),
+    )
+    model_ms = models.FloatField(
+        _("model's share (ms)"), null=True, blank=True,
+        help_text=_("Answers to the caller: speech_stopped → the first audio delta received."),
+    )
+    bridge_ms = models.FloatField(
+        _("bridge's share (ms)"), null=True, blank=True,
+        help_text=_("The first audio delta received → sent to Twilio."),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     objects = TranscriptEntryManager()

@@ -5,6 +5,9 @@
 - :mod:`~voiceconv.session.actions`: what the I/O layer is asked to do;
 - :mod:`~voiceconv.session.playback`: marks and heard-audio maths;
 - :mod:`~voiceconv.session.limits`: call-length and idle limits;
+- :mod:`~voiceconv.session.timing`: time to first audio per turn, on the I/O layer's clock;
+- :mod:`~voiceconv.session.realtime_side` and :mod:`~voiceconv.session.realtime_caller`: the
+  Realtime events (the assistant's side, the caller's side);
 - :mod:`~voiceconv.session.core`: :class:`CallSession`, the glue.
 
 stdlib only (plus :mod:`voiceconv.exceptions`, for whose fault a bad message is): no clock,
@@ -31,6 +34,7 @@ from voiceconv.session.actions import (
     RunTools,
     SendToRealtime,
     SendToTwilio,
+    StampTime,
     StartStream,
     ToolCall,
     ToolOutcome,
@@ -77,6 +81,7 @@ __all__ = [
     "RunTools",
     "SendToRealtime",
     "SendToTwilio",
+    "StampTime",
     "StartStream",
     "StreamStart",
     "ToolCall",

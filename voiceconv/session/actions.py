@@ -76,6 +76,22 @@ class RecordBargeIn:
 
 
 @dataclass(frozen=True, slots=True)
+class StampTime:
+    """Read the monotonic clock now and hand it to :meth:`CallSession.stamp` with this action.
+
+    The core reads no clock: it asks for the moments of a turn it times
+    (:mod:`voiceconv.session.timing`). ``caller_stopped``: ``speech_stopped`` (or, on
+    GPT-Live, a caller transcript fragment) was received; ``audio_received``: the first audio
+    delta of assistant item ``item_id`` was received (``answer``: it answers the caller);
+    ``audio_sent``: that delta has been sent to Twilio."""
+
+    point: Literal["caller_stopped", "audio_received", "audio_sent"]
+    item_id: str = ""
+    answer: bool = False
+    type: Literal["stamp_time"] = "stamp_time"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCall:
     """One ``function_call`` item the model asked for."""
 
@@ -185,6 +201,7 @@ Action = (
     | RecordFirstAudio
     | RecordMilestone
     | RecordBargeIn
+    | StampTime
     | RunTools
     | StartStream
     | CloseStream

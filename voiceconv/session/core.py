@@ -15,7 +15,6 @@ string through untouched.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,9 +37,10 @@ from voiceconv.session.actions import (
 from voiceconv.session.control import RESPONSE_CREATE, Control
 from voiceconv.session.limits import NEVER, LimitClock, Limits
 from voiceconv.session.messages import BadInput, dumps
-from voiceconv.session.playback import Playback, estimate_heard
+from voiceconv.session.playback import AssistantItem, Playback, estimate_heard
 from voiceconv.session.realtime_side import REALTIME_HANDLERS, RealtimeSide
 from voiceconv.session.state import CallState
+from voiceconv.session.timing import TurnTimer
 
 __all__ = ["REALTIME_HANDLERS", "TWILIO_HANDLERS", "CallSession"]
 
@@ -103,9 +103,11 @@ class CallSession(Control, RealtimeSide):
         self.playback = Playback()
         self._muted_responses: set[str] = set()
         self._muted_items: set[str] = set()
-        # Turn timing
+        # Turn timing (call clock here; the I/O layer's clock through ``stamp``)
         self._speech_start_ms: dict[str, int] = {}
         self._last_speech_stop_ms: int | None = None
+        self.timer = TurnTimer()
+        self._began: AssistantItem | None = None
         self._first_audio_recorded = False
         self._first_echo_recorded = False
         # Function calls asked for by the current Realtime session (outputs go only to these)
@@ -464,23 +466,10 @@ class CallSession(Control, RealtimeSide):
         self._open_calls.clear()
         self._input_origin_ms = None
         self._last_speech_stop_ms = None
+        self.timer.reset()
         self._flushing = False
         self._reconnecting = True
         return []
-
-    def reseed_events(self) -> list[str]:
-        """``conversation.item.create`` events replaying the conversation so far, in order."""
-        events: list[str] = []
-        for role, text in self.history:
-            if role == "assistant":
-                events.append(dumps(msgs.assistant_text_item(text)))
-            elif role in ("function_call", "function_call_output"):
-                item = {"type": role, **json.loads(text)}
-                events.append(dumps({"type": "conversation.item.create", "item": item}))
-            else:
-                role = "system" if role == "system" else "user"
-                events.append(dumps(msgs.user_text_item(text, role=role)))
-        return events
 
     # ----------------------------------------------------------------- end of call
 

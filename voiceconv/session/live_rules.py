@@ -106,3 +106,11 @@ MAX_INITIAL_ITEMS = 128
 #: ``session.start``. So voiceconv sends no ``session.update``: an agent's changes apply to its
 #: next call, and instructions added mid-call go in as ``session.instructions.append``.
 SESSION_UPDATE_CHANGES_ONLY_DELEGATION = True
+
+#: Time to first audio per turn. GPT-Live has no ``speech_stopped``: its caller transcript is
+#: timed fragments that arrive as the caller speaks. The caller counts as having stopped when
+#: the last caller fragment before the answer's first audio was received (each fragment moves
+#: the moment on), so the model's share runs from that fragment to the answer's first delta,
+#: and the bridge's share from that delta to its send to Twilio, as on Realtime. The
+#: fragments' own ``end_ms`` (session timeline) times the latency on the call clock instead.
+CALLER_STOPPED_IS_LAST_FRAGMENT = True

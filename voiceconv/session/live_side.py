@@ -35,6 +35,7 @@ from voiceconv.session.actions import (
     RunTools,
     SendToRealtime,
     SendToTwilio,
+    StampTime,
     ToolCall,
     ToolOutcome,
 )
@@ -164,11 +165,7 @@ class LiveCallSession(CallSession):
         out = self.realtime_audio_delta(self._live_item, self._live_item, delta)
         if out is None:
             return []
-        if self._first_audio_recorded and self._last_speech_stop_ms is None:
-            return out
-        actions: list[Action] = [SendToTwilio(out[0]), SendToTwilio(out[1])]
-        actions.extend(self.after_delta())
-        return actions
+        return out if self._began is None else self.audio_out(out)  # timed: a first chunk
 
     def _new_item(self) -> None:
         self._items_made += 1
@@ -199,6 +196,8 @@ class LiveCallSession(CallSession):
         self._turn_unanswered = True
         end = self._call_ms(event.get("end_ms"))
         self._last_speech_stop_ms = min(end, st.now_ms) if end else st.now_ms
+        # CALLER_STOPPED_IS_LAST_FRAGMENT: the answer's time to first audio starts here.
+        actions.append(StampTime("caller_stopped"))
         start, stop = event.get("start_ms"), event.get("end_ms")
         for turn in self.turns.add("caller", text, _ms(start), _ms(stop, _ms(start))):
             actions.extend(self._record(turn))

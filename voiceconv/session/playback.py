@@ -34,6 +34,11 @@ class AssistantItem:
     heard_ms: int | None = None
     recorded: bool = False
     latency_ms: int | None = None
+    #: Monotonic clock (s, from the I/O layer; :mod:`~voiceconv.session.timing`): the caller
+    #: stopped speaking before this answer, its first delta arrived, that delta was sent.
+    stopped_at: float | None = None
+    received_at: float | None = None
+    sent_at: float | None = None
     #: Deltas dropped after an interruption (audio the caller never got).
     dropped: bool = False
     truncated: bool = False

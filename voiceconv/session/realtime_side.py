@@ -1,14 +1,16 @@
 """The Realtime side of the call core: server events in, actions out.
 
 :class:`RealtimeSide` is a part of :class:`~voiceconv.session.core.CallSession`: it turns the
-OpenAI Realtime server events of ``docs/protocols.md`` §R3 into actions (assistant audio with its
-marks, barge-in, turns, responses and function calls). Only the names in
+OpenAI Realtime server events of ``docs/protocols.md`` §R3 into actions: the session, assistant
+audio with its marks and timing, responses, their items and function calls. The caller's events
+(turns, barge-in, transcripts) are :mod:`~voiceconv.session.realtime_caller`'s. Only the names in
 :data:`REALTIME_HANDLERS` are ever dispatched: an event named like a Twilio message or like a
 method of the core is an event the call does not know.
 """
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +22,6 @@ from voiceconv.session.actions import (
     EndCall,
     FlushEarlyAudio,
     Log,
-    RecordBargeIn,
     RecordFirstAudio,
     RecordMilestone,
     RecordTurn,
@@ -28,12 +29,13 @@ from voiceconv.session.actions import (
     RunTools,
     SendToRealtime,
     SendToTwilio,
+    StampTime,
     ToolCall,
 )
-from voiceconv.session.limits import NEVER, LimitClock, Limits
 from voiceconv.session.messages import BadEvent, dumps, obj
-from voiceconv.session.playback import AssistantItem, Playback, estimate_heard
-from voiceconv.session.state import CallState
+from voiceconv.session.playback import AssistantItem, estimate_heard
+from voiceconv.session.realtime_caller import CallerSide
+from voiceconv.session.timing import TurnTimer, shares
 
 #: Realtime error codes that are harmless when they happen (logged at debug).
 BENIGN_ERROR_CODES = frozenset(
@@ -52,32 +54,26 @@ FLUSH_ROUNDS = 4
 Handler = Callable[["RealtimeSide", dict[str, Any]], list[Action]]
 
 
-class RealtimeSide:
-    """Realtime server events of one call (the state lives on the session)."""
+def as_actions(out: tuple[str, str] | list[Action]) -> list[Action]:
+    """What :meth:`RealtimeSide.audio_out` returned, as actions."""
+    return out if isinstance(out, list) else [SendToTwilio(out[0]), SendToTwilio(out[1])]
 
-    state: CallState
-    playback: Playback
-    clock: LimitClock
-    limits: Limits
-    deadline_ms: int
+
+class RealtimeSide(CallerSide):
+    """Realtime server events of one call (the state lives on the session); the caller's
+    events are :class:`~voiceconv.session.realtime_caller.CallerSide`'s."""
+
     greeting: str
     instructions: str
-    interrupt_response: bool
-    transcription: bool
-    pending_transcripts: set[str]
-    history: deque[tuple[str, str]]
     _early: deque[str]
     media: bool
     _media_prefix: str
     _mark_prefix: str
-    _input_origin_ms: int | None
-    _muted_responses: set[str]
-    _muted_items: set[str]
-    _speech_start_ms: dict[str, int]
-    _last_speech_stop_ms: int | None
     _first_audio_recorded: bool
+    #: The item whose first audio the last delta was (None: the last delta was no first).
+    _began: AssistantItem | None
+    timer: TurnTimer
     _open_calls: set[str]
-    _stale_items: set[str]
     _greeted: bool
     hold_greeting: bool
     _reconnecting: bool
@@ -85,17 +81,11 @@ class RealtimeSide:
     _flush_rounds: int
     _known_calls: dict[str, tuple[int, str | None]]
     _running: dict[str, ToolCall]
-    _turn_unanswered: bool
     _last_request: str
-    _idle_items: set[str]
-    auto_response: bool
     append_prefix: str
     greeting_reasoning_effort: str | None
 
     # Provided by Control (turn-taking), the other part of the session.
-    def _request_response(self) -> list[Action]:
-        raise NotImplementedError
-
     def busy(self) -> bool:
         raise NotImplementedError
 
@@ -111,33 +101,58 @@ class RealtimeSide:
     def _maybe_hang_up(self) -> list[Action]:
         raise NotImplementedError
 
-    def handle_twilio_dtmf(self, msg: dict[str, Any]) -> list[Action]:
-        raise NotImplementedError
-
-    def say(
-        self, instructions: str, *, queue: bool = False, reasoning_effort: str | None = None
-    ) -> list[Action]:
-        raise NotImplementedError
-
-    def request_hangup(self, reason: str = "agent_ended") -> list[Action]:
-        raise NotImplementedError
-
     def realtime_audio_delta(
         self, item_id: str, response_id: str, delta: str
     ) -> tuple[str, str] | None:
-        """An assistant audio chunk: return (Twilio media text, Twilio mark text), or None."""
+        """An assistant audio chunk: return (Twilio media text, Twilio mark text), or None.
+
+        Pass what it returns through :meth:`audio_out`, which turns an item's first chunk
+        into actions (its timing and the call's first audio)."""
         if response_id in self._muted_responses or item_id in self._muted_items:
             muted = self.playback.items.get(item_id)
             if muted is not None:
                 muted.dropped = True
             return None
         item = self.playback.item(item_id, response_id)
+        self._began = None if item.sent else item
         seq = self.playback.sent(item, msgs.b64_decoded_len(delta), self.state.now_ms)
         self.state.frames_out += 1
         return (
             self._media_prefix + delta + '"}}',
             self._mark_prefix + str(seq) + '"}}',
         )
+
+    def audio_out(self, out: tuple[str, str]) -> tuple[str, str] | list[Action]:
+        """What :meth:`realtime_audio_delta` returned, as sent: the two texts as they are
+        (the fast path), or, for an item's first chunk, the actions that send and time it.
+
+        The first chunk of every assistant item is timed (the bridge's share:
+        :mod:`~voiceconv.session.timing`); the first one after the caller stopped speaking
+        is the answer (its latency on the call clock, and the model's share); the call's
+        very first one is the call's first audio."""
+        item = self._began
+        if item is None:
+            return out
+        self._began = None
+        answer = self._last_speech_stop_ms is not None
+        if answer:
+            assert self._last_speech_stop_ms is not None
+            item.latency_ms = max(0, self.state.now_ms - self._last_speech_stop_ms)
+            self._last_speech_stop_ms = None
+        actions: list[Action] = [
+            StampTime("audio_received", item.item_id, answer),
+            SendToTwilio(out[0]),
+            StampTime("audio_sent", item.item_id),
+            SendToTwilio(out[1]),
+        ]
+        if not self._first_audio_recorded:
+            self._first_audio_recorded = True
+            actions.append(RecordFirstAudio(self.state.now_ms))
+        return actions
+
+    def stamp(self, stamp: StampTime, at: float) -> None:
+        """The I/O layer ran ``stamp`` at ``at`` (seconds of its monotonic clock)."""
+        self.timer.stamp(stamp, at, self.playback.items)
 
     # ----------------------------------------------------------------- Realtime side
 
@@ -160,11 +175,7 @@ class RealtimeSide:
         out = self.realtime_audio_delta(item_id, response_id, delta)
         if out is None:
             return []
-        if self._first_audio_recorded and self._last_speech_stop_ms is None:
-            return out
-        actions: list[Action] = [SendToTwilio(out[0]), SendToTwilio(out[1])]
-        actions.extend(self.after_delta())
-        return actions
+        return out if self._began is None else self.audio_out(out)  # timed: a first chunk
 
     def handle_realtime(self, event: dict[str, Any]) -> list[Action]:
         """A parsed Realtime server event (audio deltas included, without the fast path)."""
@@ -180,33 +191,13 @@ class RealtimeSide:
             out = self.realtime_audio_delta(
                 str(event.get("item_id", "")), str(event.get("response_id", "")), delta
             )
-            if out is None:
-                return []
-            actions: list[Action] = [SendToTwilio(out[0]), SendToTwilio(out[1])]
-            actions.extend(self.after_delta())
-            return actions
+            return [] if out is None else as_actions(self.audio_out(out))
         if not isinstance(etype, str):
             return [Log("warning", "Realtime event without a type ignored")]
         handler = REALTIME_HANDLERS.get(etype)
         if handler is None:
             return []  # an event the call does not act on (or one it does not know)
         return handler(self, event)
-
-    def after_delta(self) -> list[Action]:
-        """Bookkeeping after the first delta of a turn (latency, first audio)."""
-        if self._first_audio_recorded and self._last_speech_stop_ms is None:
-            return []
-        actions: list[Action] = []
-        if not self._first_audio_recorded:
-            self._first_audio_recorded = True
-            actions.append(RecordFirstAudio(self.state.now_ms))
-        if self._last_speech_stop_ms is not None:
-            latency = max(0, self.state.now_ms - self._last_speech_stop_ms)
-            self._last_speech_stop_ms = None
-            last = self.playback.last_sent()  # attribute it to the item just sent
-            if last is not None:
-                last.latency_ms = latency
-        return actions
 
     def handle_session_updated(self, event: dict[str, Any]) -> list[Action]:
         st = self.state
@@ -269,6 +260,21 @@ class RealtimeSide:
             response["reasoning"] = {"effort": self.greeting_reasoning_effort}
         return [SendToRealtime(dumps({"type": "response.create", "response": response}))]
 
+    def reseed_events(self) -> list[str]:
+        """``conversation.item.create`` events replaying the conversation so far, in order
+        (for a new session after a drop)."""
+        events: list[str] = []
+        for role, text in self.history:
+            if role == "assistant":
+                events.append(dumps(msgs.assistant_text_item(text)))
+            elif role in ("function_call", "function_call_output"):
+                item = {"type": role, **json.loads(text)}
+                events.append(dumps({"type": "conversation.item.create", "item": item}))
+            else:
+                role = "system" if role == "system" else "user"
+                events.append(dumps(msgs.user_text_item(text, role=role)))
+        return events
+
     def handle_error(self, event: dict[str, Any]) -> list[Action]:
         """A Realtime ``error`` event, by code (``docs/protocols.md`` §R7)."""
         err = obj(event.get("error"))
@@ -287,115 +293,6 @@ class RealtimeSide:
         if code == "unknown_parameter" and not self.state.realtime_ready:
             return [Log("error", message), EndCall("openai_error", message, apologise=True)]
         return [Log("warning", message)]
-
-    def handle_input_audio_buffer_speech_started(self, event: dict[str, Any]) -> list[Action]:
-        st = self.state
-        self.clock.activity(st.now_ms)
-        st.caller_speaking = True
-        item_id = event.get("item_id")
-        if isinstance(item_id, str):
-            self._speech_start_ms[item_id] = st.now_ms
-        return self.barge_in()
-
-    def barge_in(self) -> list[Action]:
-        """The caller started speaking: stop what they are hearing, truncate at what they heard.
-
-        See ``docs/protocols.md`` §R5.
-        """
-        st = self.state
-        actions: list[Action] = []
-        if not self.interrupt_response:
-            return actions  # an uninterruptible agent: no clear, no truncate, no cancel
-        if st.response_active and st.active_response_id:
-            # In-flight deltas of a response being generated are not to be played.
-            self._muted_responses.add(st.active_response_id)
-        if not self.playback.playing():
-            return actions
-        actions.append(SendToTwilio(msgs.clear_message(st.stream_sid)))
-        for item, heard_bytes in self.playback.cut(st.now_ms):
-            item.interrupted = True
-            item.heard_ms = heard_bytes // 8
-            item.truncated = True
-            self._muted_items.add(item.item_id)
-            self._muted_responses.add(item.response_id)
-            if item.item_id not in self._stale_items:
-                actions.append(SendToRealtime(msgs.truncate_event(item.item_id, item.heard_ms)))
-            actions.extend(self._maybe_record_item(item))
-        actions.append(RecordBargeIn())
-        return actions
-
-    def handle_input_audio_buffer_speech_stopped(self, event: dict[str, Any]) -> list[Action]:
-        self.state.caller_speaking = False
-        self.clock.activity(self.state.now_ms)
-        end = event.get("audio_end_ms")
-        if isinstance(end, int) and self._input_origin_ms is not None:
-            self._last_speech_stop_ms = self._input_origin_ms + end
-        else:
-            self._last_speech_stop_ms = self.state.now_ms
-        return []
-
-    def handle_input_audio_buffer_timeout_triggered(
-        self, event: dict[str, Any]
-    ) -> list[Action]:
-        """The server's idle timeout fired: it reprompts the caller itself (an empty user item
-        and a response follow). A second one with the caller silent since ends the call."""
-        st = self.state
-        item_id = event.get("item_id")
-        if isinstance(item_id, str):
-            self._idle_items.add(item_id)  # its commit is not the caller's doing
-        if self.auto_response and not st.response_active:
-            st.response_active = True  # owed: the server answers the empty item itself
-        if st.ended or st.hangup_reason is not None:
-            return []
-        if self.clock.idle_stage == 0:
-            self.clock.idle_stage = 1
-            self.clock.last_activity_ms = st.now_ms
-            return [Log("info", "caller silent: the server's idle timeout reprompts them")]
-        actions: list[Action] = [Log("info", "caller still silent: ending the call")]
-        actions.extend(self.say(self.limits.goodbye_instructions, queue=True))
-        actions.extend(self.request_hangup("idle"))
-        self.deadline_ms = NEVER
-        return actions
-
-    def handle_input_audio_buffer_committed(self, event: dict[str, Any]) -> list[Action]:
-        item_id = event.get("item_id")
-        if item_id in self._idle_items:
-            # The server's idle reprompt: an empty user item, answered by the server.
-            self._idle_items.discard(item_id)
-            return []
-        self.clock.activity(self.state.now_ms)
-        self._turn_unanswered = True
-        if self.transcription and isinstance(item_id, str):
-            self.pending_transcripts.add(item_id)
-        if not self.auto_response:
-            # The server commits the caller's turn but does not answer it: the bridge does.
-            return self._request_response()
-        return []
-
-    def handle_transcription_completed(self, event: dict[str, Any]) -> list[Action]:
-        item_id = event.get("item_id")
-        self.pending_transcripts.discard(item_id)
-        text = str(event.get("transcript") or "").strip()
-        if not text:
-            return []
-        offset = self._speech_start_ms.pop(item_id, None) if isinstance(item_id, str) else None
-        self.history.append(("user", text))
-        return [
-            RecordTurn(
-                TranscriptTurn(
-                    role="caller",
-                    text=text,
-                    item_id=item_id if isinstance(item_id, str) else None,
-                    offset_ms=offset,
-                )
-            )
-        ]
-
-    def handle_transcription_failed(self, event: dict[str, Any]) -> list[Action]:
-        self.pending_transcripts.discard(event.get("item_id"))
-        err = obj(event.get("error"))
-        return [Log("warning", f"caller transcription failed: {err.get('message')}")]
-
     def handle_response_created(self, event: dict[str, Any]) -> list[Action]:
         st = self.state
         st.response_active = True
@@ -501,11 +398,6 @@ class RealtimeSide:
         self.clock.last_activity_ms = st.now_ms
         return self._maybe_hang_up()
 
-    def handle_input_audio_buffer_dtmf_event_received(self, event: dict[str, Any]) -> list[Action]:
-        """SIP: a key the caller pressed, reported by the service; the same rule as Twilio's
-        ``dtmf`` (recorded, grouped, told to the model)."""
-        return self.handle_twilio_dtmf({"dtmf": {"digit": str(event.get("event") or "")}})
-
     def _maybe_record_item(self, item: AssistantItem) -> list[Action]:
         if item.recorded:
             return []
@@ -526,6 +418,7 @@ class RealtimeSide:
         if item.transcript and not item.reseeded:
             said = item.transcript if heard_text is None else heard_text
             self.history.append(("assistant", said))
+        first_audio_ms, model_ms, bridge_ms = shares(item)
         return [
             RecordTurn(
                 TranscriptTurn(
@@ -538,6 +431,9 @@ class RealtimeSide:
                     heard_ms=heard_ms,
                     total_ms=total_ms,
                     heard_text=heard_text,
+                    first_audio_ms=first_audio_ms,
+                    model_ms=model_ms,
+                    bridge_ms=bridge_ms,
                 )
             )
         ]
@@ -548,12 +444,12 @@ class RealtimeSide:
 REALTIME_HANDLERS: dict[str, Handler] = {
     "session.updated": RealtimeSide.handle_session_updated,
     "error": RealtimeSide.handle_error,
-    "input_audio_buffer.speech_started": RealtimeSide.handle_input_audio_buffer_speech_started,
-    "input_audio_buffer.speech_stopped": RealtimeSide.handle_input_audio_buffer_speech_stopped,
-    "input_audio_buffer.committed": RealtimeSide.handle_input_audio_buffer_committed,
+    "input_audio_buffer.speech_started": CallerSide.handle_input_audio_buffer_speech_started,
+    "input_audio_buffer.speech_stopped": CallerSide.handle_input_audio_buffer_speech_stopped,
+    "input_audio_buffer.committed": CallerSide.handle_input_audio_buffer_committed,
     "conversation.item.input_audio_transcription.completed":
-        RealtimeSide.handle_transcription_completed,
-    "conversation.item.input_audio_transcription.failed": RealtimeSide.handle_transcription_failed,
+        CallerSide.handle_transcription_completed,
+    "conversation.item.input_audio_transcription.failed": CallerSide.handle_transcription_failed,
     "response.created": RealtimeSide.handle_response_created,
     "response.output_item.added": RealtimeSide.handle_response_output_item_added,
     "response.output_audio_transcript.delta":
@@ -564,10 +460,10 @@ REALTIME_HANDLERS: dict[str, Handler] = {
     "response.done": RealtimeSide.handle_response_done,
     "output_audio_buffer.started": RealtimeSide.handle_output_audio_buffer_started,
     "input_audio_buffer.dtmf_event_received":
-        RealtimeSide.handle_input_audio_buffer_dtmf_event_received,
+        CallerSide.handle_input_audio_buffer_dtmf_event_received,
     "output_audio_buffer.stopped": RealtimeSide.handle_output_audio_buffer_stopped,
     "output_audio_buffer.cleared": RealtimeSide.handle_output_audio_buffer_stopped,
     "input_audio_buffer.timeout_triggered":
-        RealtimeSide.handle_input_audio_buffer_timeout_triggered,
+        CallerSide.handle_input_audio_buffer_timeout_triggered,
 }
 
