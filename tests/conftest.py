@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import wave
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -19,6 +20,8 @@ from twilio.request_validator import RequestValidator
 
 from voiceconv.testing import FakeTwilioAPI, RealtimeStandIn
 from voiceconv.testing.server import ServerProcess, free_port
+from voiceconv.webhook_records import webhook_records
+from voiceconv.writer import get_writer
 
 from .db_faults import SQLiteLock
 
@@ -221,6 +224,18 @@ def _close_thread_connections() -> Iterator[None]:
     from django.db import connections
 
     asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture(autouse=True)
+def _webhook_rows_written() -> Iterator[None]:
+    """The incoming-call webhook's row is written off its response path, by the process-wide
+    writer: wait for it at the end of the test, before the test database is flushed, so that no
+    row of this test lands in the next one."""
+    yield
+    writer = get_writer()
+    deadline = time.monotonic() + 30
+    while writer.pending_for(webhook_records) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @pytest.fixture(autouse=True)
