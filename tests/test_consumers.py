@@ -170,6 +170,54 @@ async def test_a_hanging_database_at_start_stalls_neither_another_call_nor_itsel
             await comm.disconnect()
 
 
+class _SlowRecords:
+    """A recorder whose records take until the test lets them go to be written."""
+
+    written = asyncio.Event()
+
+    def start(self) -> None:
+        return None
+
+    def stream_started(self, at: Any) -> None:
+        return None
+
+    def turn(self, turn: Any) -> None:
+        return None
+
+    def ended(self, reason: str, error: str = "", traceback: str = "") -> None:
+        return None
+
+    async def aclose(self) -> None:
+        await self.written.wait()
+
+
+class _SlowEnding(_HangingDatabase):
+    def make_recorder(self) -> Any:
+        return _SlowRecords()
+
+
+@override_settings(VOICECONV={"REQUIRE_STREAM_TOKEN": False, "ALLOW_UNSIGNED_STREAMS": True})
+async def test_a_drain_waits_for_a_call_that_is_still_being_finished() -> None:
+    """A call that has ended leaves the calls in progress at once, but SIGTERM's drain
+    (``health._live_here``) counts it until its records are handed over: a server stopped
+    just after a hang-up must not kill the call's ending half-way."""
+    from voiceconv import active_calls, health
+
+    _SlowRecords.written = asyncio.Event()
+    comm = WebsocketCommunicator(_SlowEnding.as_asgi(), PATH)
+    assert (await comm.connect(timeout=5))[0]
+    await comm.send_to(text_data=start_frame("CA_ending"))
+    await until(lambda: _HangingDatabase.started_calls[-1:] == ["CA_ending"], 20)
+    assert active_calls.count() == 1 and health._live_here() == 1
+    await comm.send_to(text_data=json.dumps({"event": "stop", "streamSid": "MZCA_ending"}))
+    await until(lambda: active_calls.count() == 0, 20)
+    await asyncio.sleep(0.2)
+    assert health._live_here() == 1  # still being finished: the drain goes on waiting
+    _SlowRecords.written.set()
+    await until(lambda: health._live_here() == 0, 20)
+    await comm.disconnect(timeout=10)
+
+
 # ------------------------------------------------------------ rule 7: reconnect attempts
 
 

@@ -2,7 +2,10 @@
 
 The media-stream consumer adds itself when its stream starts and leaves when it ends; the
 incoming-call view reads :func:`count` for ``MAX_CONCURRENT_CALLS``, and graceful shutdown
-walks :data:`LIVE`. A module of its own, so that the views need not import the consumer.
+walks :data:`LIVE`. A call that has ended but is still being finished (its last transcripts
+awaited, its records handed to the writer) is in :data:`ENDING` until it is done: a drain waits
+for those too (:func:`unfinished`), or SIGTERM would stop the server in the middle of them. A
+module of its own, so that the views need not import the consumer.
 """
 
 from __future__ import annotations
@@ -16,6 +19,15 @@ LIVE: set[Any] = set()
 def count() -> int:
     """Calls in progress in this process."""
     return len(LIVE)
+
+
+#: Calls that have left :data:`LIVE` but whose ending is still under way.
+ENDING: set[Any] = set()
+
+
+def unfinished() -> int:
+    """Calls in progress or still being finished: what a drain waits for."""
+    return len(LIVE | ENDING)
 
 
 def group_name(call_sid: str) -> str:

@@ -69,7 +69,7 @@ def stop_draining() -> None:
 
 
 def _live_here() -> int:
-    return active_calls.count()
+    return active_calls.unfinished()
 
 
 def _check_database() -> None:

@@ -10,7 +10,7 @@ from typing import cast
 
 from asgiref.typing import WebSocketCloseEvent
 
-from voiceconv import warm_transfer
+from voiceconv import active_calls, warm_transfer
 from voiceconv.conf import voiceconv_settings
 from voiceconv.consumers.base import (
     APOLOGY_AUDIO,
@@ -97,7 +97,16 @@ class CallEnding(ConsumerBase):
             self.log.debug("GPT-Live session not closed cleanly: %s", describe(exc))
 
     async def _finish(self, reason: str, error: str) -> None:
+        # Out of the live calls (a new call may take its place), but a drain waits until
+        # the records are handed over (active_calls.ENDING).
+        active_calls.ENDING.add(self)
         self.live.discard(self)
+        try:
+            await self._finish_call(reason, error)
+        finally:
+            active_calls.ENDING.discard(self)
+
+    async def _finish_call(self, reason: str, error: str) -> None:
         current = asyncio.current_task()
         await self._await_last_transcripts()
         await self._close_live_session()
