@@ -48,6 +48,9 @@ class LevelConfig:
     #: The default agent pre-connects while the phone rings (``Agent.preconnect``; the app's
     #: servers only).
     preconnect: bool = False
+    #: The app's uvicorn: its WebSocket implementation and event loop (``--ws``, ``--loop``).
+    uvicorn_ws: str = "websockets-sansio"
+    uvicorn_loop: str = "auto"
 
     @property
     def tag(self) -> str:

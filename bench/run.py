@@ -60,7 +60,8 @@ def sweep(args: argparse.Namespace, database_url: str, workdir: str) -> list[Lev
             cfg = LevelConfig(server=server, n=n, duration=args.duration,
                               calls_per_generator=args.calls_per_generator,
                               database_url=database_url, workdir=workdir, tls=args.tls,
-                              ramp_s=args.ramp, preconnect=pre)
+                              ramp_s=args.ramp, preconnect=pre, uvicorn_ws=args.uvicorn_ws,
+                              uvicorn_loop=args.uvicorn_loop)
             started = time.monotonic()
             result = run_level(cfg)
             results.append(result)
@@ -100,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preconnect", choices=("off", "on", "both"), default="off",
                         help="the default agent pre-connects while ringing: off, on, or each "
                              "level of the app's servers run both ways")
+    parser.add_argument("--uvicorn-ws", default="websockets-sansio",
+                        help="the app's uvicorn --ws: websockets-sansio, websockets or wsproto")
+    parser.add_argument("--uvicorn-loop", default="auto",
+                        help="the app's uvicorn --loop: auto, asyncio or uvloop (if installed)")
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--plot", help="write the PNG plot here")
     parser.add_argument("--profile", metavar="SERVER:N",
@@ -113,13 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     database_url = args.database_url or f"sqlite:///{workdir}/bench.sqlite3"
     prepare_database(database_url)
     print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; python {sys.version.split()[0]}; "
-          f"work dir {workdir}", flush=True)
+          f"work dir {workdir}; the app's uvicorn: --ws {args.uvicorn_ws} "
+          f"--loop {args.uvicorn_loop}", flush=True)
     if args.profile:
         server, _, n = args.profile.partition(":")
         cfg = LevelConfig(server=server, n=int(n or 50), duration=args.duration,
                           database_url=database_url, workdir=workdir, profile=True,
                           profile_start=args.profile_start, tls=args.tls,
-                          calls_per_generator=args.calls_per_generator)
+                          calls_per_generator=args.calls_per_generator,
+                          uvicorn_ws=args.uvicorn_ws, uvicorn_loop=args.uvicorn_loop)
         result = run_level(cfg)
         print(table([result]))
         print(result.profile)

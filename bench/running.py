@@ -205,7 +205,8 @@ def run_level(cfg: LevelConfig) -> LevelResult:
                                    cpu=cfg.server_cpu, cwd=ROOT, env=env)
         else:
             server = ServerProcess(server=cfg.server, cpu=cfg.server_cpu, cwd=ROOT,  # type: ignore[arg-type]
-                                   env=env)
+                                   env=env, uvicorn_ws=cfg.uvicorn_ws,
+                                   uvicorn_loop=cfg.uvicorn_loop)
         server.start()
         assert server.process is not None
         pid = server.process.pid

@@ -49,6 +49,7 @@ class ServerProcess:
         startup_timeout: float = 60.0,
         cpu: int | None = None,
         uvicorn_ws: str = "websockets-sansio",
+        uvicorn_loop: str = "auto",
     ) -> None:
         self.application = application
         self.server = server
@@ -58,6 +59,7 @@ class ServerProcess:
         self.startup_timeout = startup_timeout
         self.cpu = cpu
         self.uvicorn_ws = uvicorn_ws
+        self.uvicorn_loop = uvicorn_loop
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open for the process
             prefix="voiceconv-server-", suffix=".log", delete=False
@@ -76,7 +78,7 @@ class ServerProcess:
         if self.server == "uvicorn":
             cmd = [sys.executable, "-m", "uvicorn", self.application, "--host", "127.0.0.1",
                    "--port", str(self.port), "--log-level", "warning", "--ws", self.uvicorn_ws,
-                   "--lifespan", "auto"]
+                   "--loop", self.uvicorn_loop, "--lifespan", "auto"]
         else:
             cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
                    self.application]
