@@ -48,7 +48,8 @@ class LevelConfig:
     #: The default agent pre-connects while the phone rings (``Agent.preconnect``; the app's
     #: servers only).
     preconnect: bool = False
-    #: The app's uvicorn: its WebSocket implementation and event loop (``--ws``, ``--loop``).
+    #: uvicorn's WebSocket implementation and event loop (``--ws``, ``--loop``), for the app and
+    #: the minimal Channels yardstick alike, so that the two compare like for like.
     uvicorn_ws: str = "websockets-sansio"
     uvicorn_loop: str = "auto"
 

@@ -102,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the default agent pre-connects while ringing: off, on, or each "
                              "level of the app's servers run both ways")
     parser.add_argument("--uvicorn-ws", default="websockets-sansio",
-                        help="the app's uvicorn --ws: websockets-sansio, websockets or wsproto")
+                        help="uvicorn --ws (the app and the channels yardstick): "
+                             "websockets-sansio, websockets or wsproto")
     parser.add_argument("--uvicorn-loop", default="auto",
-                        help="the app's uvicorn --loop: auto, asyncio or uvloop (if installed)")
+                        help="uvicorn --loop (the app and the channels yardstick): auto, "
+                             "asyncio or uvloop (if installed)")
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--plot", help="write the PNG plot here")
     parser.add_argument("--profile", metavar="SERVER:N",
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     database_url = args.database_url or f"sqlite:///{workdir}/bench.sqlite3"
     prepare_database(database_url)
     print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; python {sys.version.split()[0]}; "
-          f"work dir {workdir}; the app's uvicorn: --ws {args.uvicorn_ws} "
+          f"work dir {workdir}; uvicorn: --ws {args.uvicorn_ws} "
           f"--loop {args.uvicorn_loop}", flush=True)
     if args.profile:
         server, _, n = args.profile.partition(":")

@@ -202,7 +202,8 @@ def run_level(cfg: LevelConfig) -> LevelResult:
                                   cpu=cfg.server_cpu, cwd=ROOT, env=env)
         elif cfg.server == "channels":
             server = ServerProcess("bench.minimal_channels:application", server="uvicorn",
-                                   cpu=cfg.server_cpu, cwd=ROOT, env=env)
+                                   cpu=cfg.server_cpu, cwd=ROOT, env=env,
+                                   uvicorn_ws=cfg.uvicorn_ws, uvicorn_loop=cfg.uvicorn_loop)
         else:
             server = ServerProcess(server=cfg.server, cpu=cfg.server_cpu, cwd=ROOT,  # type: ignore[arg-type]
                                    env=env, uvicorn_ws=cfg.uvicorn_ws,

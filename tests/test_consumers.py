@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
+from voiceconv import active_calls, health
 from voiceconv.consumers import MediaStreamConsumer
 from voiceconv.security import public_origin
 
@@ -201,8 +202,6 @@ async def test_a_drain_waits_for_a_call_that_is_still_being_finished() -> None:
     """A call that has ended leaves the calls in progress at once, but SIGTERM's drain
     (``health._live_here``) counts it until its records are handed over: a server stopped
     just after a hang-up must not kill the call's ending half-way."""
-    from voiceconv import active_calls, health
-
     _SlowRecords.written = asyncio.Event()
     comm = WebsocketCommunicator(_SlowEnding.as_asgi(), PATH)
     assert (await comm.connect(timeout=5))[0]
